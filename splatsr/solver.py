@@ -1,0 +1,356 @@
+"""Joint scene-and-shift solver: Adam warm-up, then L-BFGS (strong Wolfe), coarse to fine.
+
+The data are normalised per band (valid pixels to zero mean, unit spread) so that the loss,
+its gradients and the optimisers' tolerances do not depend on the reflectance scale; the
+result is mapped back to reflectance exactly (a constant weight field renders to that
+constant, so the affine map commutes with rendering).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from affine import Affine
+from tqdm.auto import tqdm
+
+from . import __version__
+from .errors import ConfigError, StackError
+from .export import write_cog, write_shifts_csv
+from .model import SplatGrid, render_latent, render_observations, resample_weights
+from .stack import MIN_OBSERVATIONS, Stack, read_stack
+
+
+@dataclass
+class FitConfig:
+    """Settings of one fit. Every field has a default that works for Sentinel-2 10 m."""
+
+    psf_sigma_m: float = 4.0  # Gaussian PSF width; S2's 10 m MTF suggests 3-4 m
+    splat_spacing_m: float = 3.0  # distance between splat centres at the finest level
+    splat_sigma_m: float | None = None  # splat width; None = equal to the spacing
+    coarse_levels: int = 1  # extra levels before the finest, each at twice the spacing
+    adam_steps: int = 150  # Adam warm-up steps at the finest level (half at coarse levels)
+    adam_lr: float = 0.05  # Adam step size (normalised weights; metres for shifts)
+    lbfgs_iters: int = 100  # L-BFGS iterations at the finest level (half at coarse levels)
+    lbfgs_history: int = 20  # L-BFGS memory (pairs of vectors)
+    tv_weight: float = 0.0  # weight of the (smoothed) total-variation prior; 0 = off
+    fit_shifts: bool = True  # optimise the per-observation shifts (else keep the initial ones)
+    device: str = "auto"  # "auto", "cpu" or "cuda"
+    seed: int = 0  # seeds torch for reproducible fits
+    progress: bool = False  # show a progress bar on stderr
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` if a value is out of range."""
+        checks = [
+            (self.psf_sigma_m >= 0, f"psf_sigma_m must be >= 0, got {self.psf_sigma_m}"),
+            (self.splat_spacing_m > 0,
+             f"splat_spacing_m must be > 0, got {self.splat_spacing_m}"),
+            (self.coarse_levels >= 0, f"coarse_levels must be >= 0, got {self.coarse_levels}"),
+            (self.adam_steps >= 0, f"adam_steps must be >= 0, got {self.adam_steps}"),
+            (self.lbfgs_iters >= 0, f"lbfgs_iters must be >= 0, got {self.lbfgs_iters}"),
+            (self.adam_lr > 0, f"adam_lr must be > 0, got {self.adam_lr}"),
+            (self.tv_weight >= 0, f"tv_weight must be >= 0, got {self.tv_weight}"),
+            (self.device in ("auto", "cpu", "cuda"),
+             f"device must be auto, cpu or cuda, got {self.device!r}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' requested but torch sees no CUDA device; "
+                              "use --device cpu or install a CUDA build of torch")
+
+
+@dataclass
+class FitResult:
+    """What a fit found: the scene, the shifts and how it got there."""
+
+    weights: np.ndarray  # (B, Ky, Kx) splat weights in reflectance units
+    shifts_m: np.ndarray  # (T, 2) (dx_m, dy_m): content displacement, east/north, mean zero
+    grid: SplatGrid  # the finest splat lattice
+    config: FitConfig
+    band_names: tuple[str, ...]
+    residual_rms: np.ndarray  # (T,) RMS misfit per observation, reflectance
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per logged step
+    seconds: float = 0.0  # wall time of the fit
+    stack: Stack | None = None  # the stack fitted, when fitted from a stack directory
+
+    def render(self, resolution_m: float = 2.5) -> np.ndarray:
+        """The latent scene over the stack's extent at ``resolution_m``: (B, H', W')."""
+        w = torch.from_numpy(self.weights.astype(np.float64))
+        with torch.no_grad():
+            return render_latent(w, grid=self.grid, resolution_m=resolution_m).numpy() \
+                .astype(np.float32)
+
+    def predict(self) -> np.ndarray:
+        """The observations as the model predicts them: (T, B, H, W), reflectance."""
+        w = torch.from_numpy(self.weights.astype(np.float64))
+        s = torch.from_numpy(self.shifts_m.astype(np.float64))
+        with torch.no_grad():
+            return render_observations(w, s, grid=self.grid,
+                                       psf_sigma_m=self.config.psf_sigma_m).numpy() \
+                .astype(np.float32)
+
+
+    def save(self, out: str | os.PathLike, *, resolution_m: float = 2.5) -> Path:
+        """Write the scene as a COG at ``out`` and the shifts as ``<out stem>.shifts.csv``.
+
+        Both files are written to temporary names and renamed, so nothing is half-written.
+        """
+        if self.stack is None:
+            raise ConfigError("this result was fitted from arrays; save needs a stack "
+                              "(use splatsr.fit on a stack directory)")
+        st, out = self.stack, Path(out)
+        image = self.render(resolution_m)
+        transform = Affine(resolution_m, 0, st.transform.c, 0, -resolution_m, st.transform.f)
+        cfg = self.config
+        tags = dict(software=f"splatsr {__version__}", psf_sigma_m=cfg.psf_sigma_m,
+                    splat_spacing_m=self.grid.spacing_m, splat_sigma_m=self.grid.sigma_m,
+                    resolution_m=resolution_m, observations=[o.id for o in st.observations],
+                    config=asdict(cfg), units="reflectance (0-1)")
+        write_shifts_csv(shifts_path(out), ids=[o.id for o in st.observations],
+                         datetimes=[o.datetime for o in st.observations],
+                         shifts_m=self.shifts_m, extra={"residual_rms": self.residual_rms})
+        return write_cog(out, image, crs=st.crs, transform=transform,
+                         band_names=list(self.band_names), tags=tags)
+
+
+def shifts_path(out: str | os.PathLike) -> Path:
+    """``sr.tif`` -> ``sr.shifts.csv`` beside it."""
+    out = Path(out)
+    return out.with_name(out.stem + ".shifts.csv")
+
+
+def fit(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
+        init_shifts_m: np.ndarray | None = None, **overrides: Any) -> FitResult:
+    """Fit a stack directory (or a :class:`Stack`): the scene and the per-date shifts.
+
+    Parameters
+    ----------
+    stack
+        A stack directory path or a :class:`Stack` from :func:`read_stack`.
+    config
+        Solver settings (default :class:`FitConfig()`).
+    init_shifts_m
+        (T, 2) starting shifts ``(dx_m, dy_m)``; default zeros.
+    **overrides
+        Fields of :class:`FitConfig` to change, e.g. ``psf_sigma_m=3``.
+
+    Returns
+    -------
+    FitResult
+        ``.render(resolution_m)``, ``.shifts_m``, ``.history``, ``.save(path)``.
+    """
+    if not isinstance(stack, Stack):
+        stack = read_stack(stack)
+    cfg = config or FitConfig()
+    if overrides:
+        unknown = set(overrides) - set(asdict(cfg))
+        if unknown:
+            raise ConfigError(f"unknown fit option(s): {', '.join(sorted(unknown))}")
+        cfg = replace(cfg, **overrides)
+    result = fit_arrays(stack.load(), pixel_m=stack.pixel_m, config=cfg,
+                        band_names=stack.bands, init_shifts_m=init_shifts_m)
+    result.stack = stack
+    return result
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _tv(w: torch.Tensor, eps: float = 0.1) -> torch.Tensor:
+    """Smoothed isotropic total variation of (B, Ky, Kx), summed over splats.
+
+    ``w`` is in noise units, so ``eps`` (the smoothing) is a tenth of the noise level.
+    """
+    gx = w[:, :-1, 1:] - w[:, :-1, :-1]
+    gy = w[:, 1:, :-1] - w[:, :-1, :-1]
+    return torch.sqrt(gx * gx + gy * gy + eps * eps).sum()
+
+
+def noise_sigma(band: np.ndarray) -> float:
+    """Robust noise level of a band stack (T, H, W), NaN-aware.
+
+    The median absolute deviation of the diagonal second difference
+    ``(x[i,j] - x[i,j+1] - x[i+1,j] + x[i+1,j+1]) / 2``, which for white noise of standard
+    deviation s has standard deviation s, and which suppresses the smooth (PSF-blurred)
+    signal. Texture at the pixel scale still leaks in, so this is an upper estimate.
+    """
+    d = 0.5 * (band[:, :-1, :-1] - band[:, :-1, 1:] - band[:, 1:, :-1] + band[:, 1:, 1:])
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return 1.0
+    mad = 1.4826 * float(np.median(np.abs(d - np.median(d))))
+    spread = float(np.std(d))
+    return mad if mad > 1e-8 else (spread if spread > 1e-8 else 1.0)
+
+
+def _initial_weights(y: np.ndarray, valid: np.ndarray, grid: SplatGrid) -> np.ndarray:
+    """Each splat takes the mean of the observations at the pixel under its centre."""
+    with np.errstate(invalid="ignore"):
+        comp = np.nanmean(np.where(valid, y, np.nan), axis=0)  # (B, H, W)
+    comp = np.nan_to_num(comp, nan=0.0)
+    rows = np.clip(np.floor(grid.centres_m(grid.ny).numpy() / grid.pixel_m).astype(int), 0,
+                   grid.height - 1)
+    cols = np.clip(np.floor(grid.centres_m(grid.nx).numpy() / grid.pixel_m).astype(int), 0,
+                   grid.width - 1)
+    return comp[:, rows][:, :, cols]
+
+
+def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = None,
+               band_names: tuple[str, ...] | None = None,
+               init_shifts_m: np.ndarray | None = None) -> FitResult:
+    """Fit the splat scene and the per-observation shifts to a stack held in memory.
+
+    Parameters
+    ----------
+    data
+        (T, B, H, W) reflectance, NaN where invalid.
+    pixel_m
+        Pixel size of ``data`` in metres.
+    config
+        Solver settings; defaults to :class:`FitConfig()`.
+    band_names
+        Names of the B bands (default ``band1`` ...).
+    init_shifts_m
+        (T, 2) starting shifts ``(dx_m, dy_m)``; default zeros.
+
+    Returns
+    -------
+    FitResult
+    """
+    cfg = config or FitConfig()
+    cfg.validate()
+    data = np.asarray(data, np.float32)
+    if data.ndim != 4:
+        raise StackError(f"data must be (T, B, H, W), got shape {data.shape}")
+    T, B, H, W = data.shape
+    if T < MIN_OBSERVATIONS:
+        raise StackError(f"the stack has {T} observation(s); multi-frame fitting needs at "
+                         f"least {MIN_OBSERVATIONS}")
+    valid = np.isfinite(data)
+    if not valid.any():
+        raise StackError("no valid pixels: every value in the stack is NaN")
+    per_obs = valid.reshape(T, -1).any(axis=1)
+    if per_obs.sum() < MIN_OBSERVATIONS:
+        raise StackError(f"only {int(per_obs.sum())} observation(s) have valid pixels; "
+                         f"at least {MIN_OBSERVATIONS} are needed")
+    band_names = tuple(band_names or (f"band{i + 1}" for i in range(B)))
+
+    # Per band: centre on the mean of valid pixels and scale by the noise level, so that a
+    # fit down to the noise has a data term of ~0.5 per pixel whatever the reflectance scale.
+    mean = np.array([data[:, b][valid[:, b]].mean() if valid[:, b].any() else 0.0
+                     for b in range(B)])
+    scale = np.array([noise_sigma(data[:, b]) for b in range(B)])
+    y_np = np.where(valid, (data - mean[None, :, None, None]) / scale[None, :, None, None], 0.0)
+
+    torch.manual_seed(cfg.seed)
+    dev = _device(cfg.device)
+    dt = torch.float32
+    y = torch.from_numpy(y_np.astype(np.float32)).to(dev)
+    mask = torch.from_numpy(valid.astype(np.float32)).to(dev)
+    n_valid = float(valid.sum())
+
+    theta = torch.zeros(T, 2, dtype=dt, device=dev)
+    if init_shifts_m is not None:
+        init = np.asarray(init_shifts_m, np.float64)
+        if init.shape != (T, 2) or not np.isfinite(init).all():
+            raise ConfigError(f"initial shifts must be a finite (T={T}, 2) array, "
+                              f"got shape {init.shape}")
+        theta = torch.from_numpy(init - init.mean(0)).to(dev, dt)
+    theta.requires_grad_(cfg.fit_shifts)
+
+    spacings = [cfg.splat_spacing_m * 2 ** k for k in range(cfg.coarse_levels, -1, -1)]
+    # (Adam steps, L-BFGS iterations) per level: coarse levels get half the budget
+    budgets = [(cfg.adam_steps // 2, cfg.lbfgs_iters // 2)] * cfg.coarse_levels + \
+        [(cfg.adam_steps, cfg.lbfgs_iters)]
+    history: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=sum(a + b for a, b in budgets), disable=not cfg.progress, desc="fit",
+               unit="it", leave=False)
+
+    w = grid = None
+    for level, (spacing, (n_adam, n_lbfgs)) in enumerate(zip(spacings, budgets)):
+        sigma = None if cfg.splat_sigma_m is None else \
+            cfg.splat_sigma_m * spacing / cfg.splat_spacing_m
+        new_grid = SplatGrid.for_raster(height=H, width=W, pixel_m=pixel_m,
+                                        spacing_m=spacing, sigma_m=sigma,
+                                        psf_sigma_m=cfg.psf_sigma_m)
+        if w is None:
+            w0 = torch.from_numpy(_initial_weights(y_np, valid, new_grid)).to(dev, dt)
+        else:
+            with torch.no_grad():
+                w0 = resample_weights(w.detach(), src=grid, dst=new_grid)
+        grid = new_grid
+        w = w0.contiguous().clone().requires_grad_(True)
+        lev_grid = grid
+
+        def loss_fn() -> tuple[torch.Tensor, torch.Tensor]:
+            shifts = theta - theta.mean(0)
+            pred = render_observations(w, shifts, grid=lev_grid, psf_sigma_m=cfg.psf_sigma_m)
+            r = (pred - y) * mask
+            data_term = 0.5 * (r * r).sum() / n_valid
+            if not cfg.tv_weight:
+                return data_term, data_term
+            return data_term + cfg.tv_weight * _tv(w) / n_valid, data_term
+            return loss, data_term
+
+        def log(stage: str, step: int, loss: torch.Tensor, data_term: torch.Tensor) -> None:
+            history.append(dict(level=level, spacing_m=spacing, stage=stage, step=step,
+                                loss=float(loss), data_loss=float(data_term),
+                                time_s=time.perf_counter() - t0))
+
+        params = [w] + ([theta] if cfg.fit_shifts else [])
+        if n_adam:
+            opt = torch.optim.Adam(params, lr=cfg.adam_lr)
+            for step in range(n_adam):
+                opt.zero_grad(set_to_none=True)
+                loss, data_term = loss_fn()
+                loss.backward()
+                opt.step()
+                log("adam", step, loss.detach(), data_term.detach())
+                bar.update(1)
+        if n_lbfgs:
+            lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=1, history_size=cfg.lbfgs_history,
+                                      tolerance_grad=0.0, tolerance_change=0.0,
+                                      line_search_fn="strong_wolfe")
+            last: list[torch.Tensor] = []
+
+            def closure() -> torch.Tensor:
+                lbfgs.zero_grad(set_to_none=True)
+                loss, data_term = loss_fn()
+                loss.backward()
+                last[:] = [loss.detach(), data_term.detach()]
+                return loss
+
+            for step in range(n_lbfgs):
+                lbfgs.step(closure)
+                log("lbfgs", step, *last)
+                bar.update(1)
+                if not all(math.isfinite(float(v)) for v in last):
+                    break
+    bar.close()
+    if history and not math.isfinite(history[-1]["loss"]):
+        raise ConfigError("the fit diverged (non-finite loss); try a smaller adam_lr or a "
+                          "positive tv_weight")
+
+    with torch.no_grad():
+        shifts = (theta - theta.mean(0)).double().cpu().numpy()
+        w_phys = w.detach().double().cpu().numpy() * scale[:, None, None] + mean[:, None, None]
+    result = FitResult(weights=w_phys.astype(np.float32), shifts_m=shifts, grid=grid,
+                       config=cfg, band_names=band_names,
+                       residual_rms=np.zeros(T), history=history,
+                       seconds=time.perf_counter() - t0)
+    pred = result.predict()
+    with np.errstate(invalid="ignore"):
+        result.residual_rms = np.sqrt(np.nanmean(((pred - data) ** 2).reshape(T, -1), axis=1))
+    return result
