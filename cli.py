@@ -114,7 +114,7 @@ _DEFAULT = splatsr.FitConfig()
 @click.option("--splat-spacing", default=_DEFAULT.splat_spacing_m, show_default=True,
               type=_POS, help="Distance between splat centres in metres.")
 @click.option("--splat-sigma", default=None, type=_POS,
-              help="Splat sigma in metres [default: the spacing].")
+              help="Splat sigma in metres [default: 0.8 x the spacing].")
 @click.option("--coarse-levels", default=_DEFAULT.coarse_levels, show_default=True,
               type=click.IntRange(min=0), help="Coarser levels (2x spacing each) fitted first.")
 @click.option("--adam-steps", default=_DEFAULT.adam_steps, show_default=True,

@@ -19,6 +19,7 @@ from . import render as _r
 from .errors import ConfigError
 
 MAX_SHIFT_M = 30.0  # margin of splats outside the raster allows shifts up to this size
+SIGMA_PER_SPACING = 0.8  # default splat width relative to the spacing (the narrowest allowed)
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,11 @@ class SplatGrid:
                    sigma_m: float | None = None, psf_sigma_m: float = 0.0,
                    max_shift_m: float = MAX_SHIFT_M) -> "SplatGrid":
         """A lattice whose margin covers the PSF's and the shifts' reach."""
-        sigma_m = spacing_m if sigma_m is None else sigma_m
+        sigma_m = SIGMA_PER_SPACING * spacing_m if sigma_m is None else sigma_m
         if sigma_m <= 0 or psf_sigma_m < 0:
             raise ConfigError(f"splat sigma must be > 0 and PSF sigma >= 0 "
                               f"(got {sigma_m} m, {psf_sigma_m} m)")
-        if sigma_m < 0.8 * spacing_m:
+        if sigma_m < SIGMA_PER_SPACING * spacing_m - 1e-12:
             raise ConfigError(f"splat sigma {sigma_m} m is too narrow for spacing "
                               f"{spacing_m} m: use at least 0.8 x spacing so the splats "
                               "cover the ground evenly")

@@ -32,14 +32,14 @@ class FitConfig:
     """Settings of one fit. Every field has a default that works for Sentinel-2 10 m."""
 
     psf_sigma_m: float = 4.0  # Gaussian PSF width; S2's 10 m MTF suggests 3-4 m
-    splat_spacing_m: float = 3.0  # distance between splat centres at the finest level
-    splat_sigma_m: float | None = None  # splat width; None = equal to the spacing
+    splat_spacing_m: float = 2.0  # distance between splat centres at the finest level
+    splat_sigma_m: float | None = None  # splat width; None = 0.8 x the spacing
     coarse_levels: int = 1  # extra levels before the finest, each at twice the spacing
     adam_steps: int = 150  # Adam warm-up steps at the finest level (half at coarse levels)
     adam_lr: float = 0.05  # Adam step size (normalised weights; metres for shifts)
     lbfgs_iters: int = 100  # L-BFGS iterations at the finest level (half at coarse levels)
     lbfgs_history: int = 20  # L-BFGS memory (pairs of vectors)
-    tv_weight: float = 0.0  # weight of the (smoothed) total-variation prior; 0 = off
+    tv_weight: float = 0.05  # weight of the smoothed total-variation prior (noise units); 0 = off
     fit_shifts: bool = True  # optimise the per-observation shifts (else keep the initial ones)
     device: str = "auto"  # "auto", "cpu" or "cuda"
     seed: int = 0  # seeds torch for reproducible fits
