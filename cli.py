@@ -7,12 +7,19 @@ checkout.
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
-import click
+# Idle OpenMP threads sleep instead of spinning (set before torch loads its OpenMP): on a
+# busy machine spinning threads starve the working ones; a 2-thread fit ran ~30x slower
+# (issue 6, BENCHMARKS.md). An explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import splatsr
-from splatsr.errors import SplatsrError
+import click  # noqa: E402
+
+import splatsr  # noqa: E402
+from splatsr.errors import SplatsrError  # noqa: E402
 
 
 class _Group(click.Group):
@@ -48,30 +55,51 @@ def _aoi_option(ctx: click.Context, param: click.Parameter, value: str):
     from splatsr.errors import ConfigError
     from splatsr.fetch import parse_aoi
 
+    if value is None:
+        return None
     try:
         return parse_aoi(value)
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from None
 
 
+def _query_options(required: bool):
+    """The STAC query options shared by ``fetch`` and ``fit --aoi``."""
+    req = "" if required else " (with --aoi)"
+    options = [
+        click.option("--aoi", required=required, callback=_aoi_option,
+                     metavar="W,S,E,N|FILE",
+                     help="W,S,E,N in lon/lat degrees, or a GeoJSON file (its bounds)."),
+        click.option("--start", required=required, type=click.DateTime(["%Y-%m-%d"]),
+                     help=f"First acquisition day, YYYY-MM-DD{req}."),
+        click.option("--end", required=required, type=click.DateTime(["%Y-%m-%d"]),
+                     help=f"Last acquisition day (inclusive), YYYY-MM-DD{req}."),
+        click.option("--bands", default="B02,B03,B04,B08", show_default=True,
+                     help="Comma-separated 10 m bands, in file order."),
+        click.option("--max-cloud", type=click.FloatRange(0, 1), default=0.2,
+                     show_default=True,
+                     help="Largest cloud/shadow/cirrus/snow fraction of the observed AOI "
+                          "pixels."),
+        click.option("--min-coverage", type=click.FloatRange(0, 1), default=0.25,
+                     show_default=True,
+                     help="Smallest fraction of the AOI a scene must observe (no-data is "
+                          "not cloud)."),
+        click.option("--stac-url", default="https://planetarycomputer.microsoft.com/api/stac/v1",
+                     show_default=True, help="STAC API root."),
+        click.option("--collection", default="sentinel-2-l2a", show_default=True),
+        click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True,
+                     help="Scenes read in parallel."),
+    ]
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
+
+
 @main.command("fetch")
-@click.option("--aoi", required=True, callback=_aoi_option, metavar="W,S,E,N|FILE",
-              help="W,S,E,N in lon/lat degrees, or a GeoJSON file (its bounds).")
-@click.option("--start", required=True, type=click.DateTime(["%Y-%m-%d"]),
-              help="First acquisition day, YYYY-MM-DD.")
-@click.option("--end", required=True, type=click.DateTime(["%Y-%m-%d"]),
-              help="Last acquisition day (inclusive), YYYY-MM-DD.")
-@click.option("--bands", default="B02,B03,B04,B08", show_default=True,
-              help="Comma-separated 10 m bands, in file order.")
-@click.option("--max-cloud", type=click.FloatRange(0, 1), default=0.2, show_default=True,
-              help="Largest cloud/shadow/cirrus/snow fraction of the observed AOI pixels.")
-@click.option("--min-coverage", type=click.FloatRange(0, 1), default=0.25, show_default=True,
-              help="Smallest fraction of the AOI a scene must observe (no-data is not cloud).")
-@click.option("--stac-url", default="https://planetarycomputer.microsoft.com/api/stac/v1",
-              show_default=True, help="STAC API root.")
-@click.option("--collection", default="sentinel-2-l2a", show_default=True)
-@click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True,
-              help="Scenes read in parallel.")
+@_query_options(required=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Stack directory to write (re-running resumes).")
@@ -89,6 +117,7 @@ def fetch_cmd(aoi, start, end, bands, max_cloud, min_coverage, stac_url, collect
                f"{stack.pixel_m:g} m) to {stack.root}; {len(stack.meta.get('dropped', []))} "
                "scenes dropped (reasons in stack.json)")
 
+
 def _config(psf_sigma: float, splat_spacing: float, splat_sigma: float | None,
             coarse_levels: int, adam_steps: int, lbfgs_iters: int, tv: float, device: str,
             seed: int, progress: bool) -> splatsr.FitConfig:
@@ -102,15 +131,35 @@ _POS = click.FloatRange(min=0, min_open=True)
 _DEFAULT = splatsr.FitConfig()
 
 
+def _psf_sigma_option(ctx: click.Context, param: click.Parameter, value: str) -> float | str:
+    """``--psf-sigma``: a number >= 0 or ``auto`` (a usage error otherwise)."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        sigma = float(value)
+    except ValueError:
+        sigma = -1.0
+    if not sigma >= 0:
+        raise click.BadParameter(f"expected a number >= 0 or 'auto', got {value!r}")
+    return sigma
+
+
 @main.command()
 @click.argument("stack_dir", required=False, type=click.Path(path_type=str))
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
               help="Output COG; the shifts go to OUT's stem + .shifts.csv beside it.")
 @click.option("--sample", is_flag=True, help="Fit the small real stack bundled with splatsr.")
+@_query_options(required=False)
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Where --aoi stacks are cached [default: $SPLATSR_CACHE or "
+                   "~/.cache/splatsr/stacks].")
 @click.option("--resolution", default=2.5, show_default=True, type=_POS,
               help="Output pixel size in metres (must divide the stack extent).")
-@click.option("--psf-sigma", default=_DEFAULT.psf_sigma_m, show_default=True,
-              type=click.FloatRange(min=0), help="Gaussian PSF sigma in metres.")
+@click.option("--psf-sigma", default=str(_DEFAULT.psf_sigma_m), show_default=True,
+              callback=_psf_sigma_option, metavar="SIGMA|auto",
+              help="Gaussian PSF sigma in metres, or 'auto': chosen by held-out-date "
+                   "prediction error (5 extra fits; the curve goes to OUT's stem + "
+                   ".psf.csv).")
 @click.option("--splat-spacing", default=_DEFAULT.splat_spacing_m, show_default=True,
               type=_POS, help="Distance between splat centres in metres.")
 @click.option("--splat-sigma", default=None, type=_POS,
@@ -128,26 +177,113 @@ _DEFAULT = splatsr.FitConfig()
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: when stderr is a terminal].")
-def fit(stack_dir: str | None, out: str, sample: bool, resolution: float, psf_sigma: float,
+@click.option("--init-shifts", type=click.Choice(["zeros", "phasecorr"]), default="zeros",
+              show_default=True,
+              help="Start the shifts at zero or at phase-correlation estimates.")
+@click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
+              help="Also write figures (panels, convergence, shifts) into this folder.")
+@click.option("--tile-size", default=None, type=click.IntRange(min=8), metavar="N",
+              help="Fit in overlapping tiles of N x N 10 m pixels on Dask (each tile with "
+                   "its own shifts) and blend them into one COG.")
+@click.option("--overlap", default=8, show_default=True, type=click.IntRange(min=0),
+              metavar="M", help="Least overlap of neighbouring tiles (pixels); also the "
+                                "blend ramp width. With --tile-size.")
+@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
+              help="Scheduler address of an existing Dask cluster [default: a LocalCluster "
+                   "on this machine]. With --tile-size.")
+@click.option("--tile-cache", default=None, type=click.Path(file_okay=False),
+              help="Folder of finished tiles, reused by reruns [default: beside OUT, "
+                   "named after it: sr.tif -> sr.tiles]. With --tile-size.")
+def fit(stack_dir: str | None, out: str, sample: bool, aoi, start, end, bands: str,
+        max_cloud: float, min_coverage: float, stac_url: str, collection: str, workers: int,
+        cache_dir: str | None, resolution: float, psf_sigma: float,
         splat_spacing: float, splat_sigma: float | None, coarse_levels: int, adam_steps: int,
-        lbfgs_iters: int, tv: float, device: str, seed: int, progress: bool | None) -> None:
-    """Fit STACK_DIR (or --sample) and write a super-resolved COG plus the shifts."""
-    if (stack_dir is None) == (not sample):
-        raise click.UsageError("give exactly one of STACK_DIR or --sample")
+        lbfgs_iters: int, tv: float, device: str, seed: int, progress: bool | None,
+        init_shifts: str = "zeros", report_dir: str | None = None,
+        tile_size: int | None = None, overlap: int = 8, dask_address: str | None = None,
+        tile_cache: str | None = None) -> None:
+    """Fit STACK_DIR (or --sample, or --aoi with --start/--end) and write a COG plus shifts.
+
+    With --aoi the stack is fetched first into a cache folder keyed by the query (reused by
+    later runs with the same query).
+    """
+    if sum([stack_dir is not None, sample, aoi is not None]) != 1:
+        raise click.UsageError("give exactly one of STACK_DIR, --sample or --aoi")
+    if aoi is not None and (start is None or end is None):
+        raise click.UsageError("--aoi needs --start and --end")
     from splatsr.model import output_shape
     from splatsr.sample import sample_path
 
-    stack = splatsr.read_stack(sample_path() if sample else stack_dir)
+    show = sys.stderr.isatty() if progress is None else progress
+    if aoi is not None:
+        from splatsr.fetch import fetch_cached
+
+        stack = fetch_cached(aoi=aoi, start=start.date(), end=end.date(), bands=bands,
+                             max_cloud=max_cloud, min_coverage=min_coverage,
+                             stac_url=stac_url, collection=collection, cache_dir=cache_dir,
+                             progress=show, max_workers=workers)
+        click.echo(f"stack of {len(stack.observations)} observations in {stack.root}")
+    else:
+        stack = splatsr.read_stack(sample_path() if sample else stack_dir)
     extent = (stack.height * stack.pixel_m, stack.width * stack.pixel_m)
     rows, cols = output_shape(extent, resolution)  # fail before a long fit, not after
-    cfg = _config(psf_sigma, splat_spacing, splat_sigma, coarse_levels, adam_steps,
-                  lbfgs_iters, tv, device, seed,
-                  sys.stderr.isatty() if progress is None else progress)
-    result = splatsr.fit(stack, config=cfg)
+    auto_psf = psf_sigma == "auto"
+    cfg = _config(_DEFAULT.psf_sigma_m if auto_psf else psf_sigma, splat_spacing, splat_sigma,
+                  coarse_levels, adam_steps, lbfgs_iters, tv, device, seed, show)
+    if tile_size is not None and auto_psf:
+        raise click.UsageError("--psf-sigma auto is not available with --tile-size; run "
+                               "it on a part of the stack and pass the number")
+    if tile_size is not None:
+        if init_shifts != "zeros" or report_dir is not None:
+            raise click.UsageError("--init-shifts phasecorr and --report are not available "
+                                   "with --tile-size")
+        _fit_tiled(stack, out, resolution=resolution, cfg=cfg, tile_size=tile_size,
+                   overlap=overlap, address=dask_address, store=tile_cache, progress=show)
+        return
+    seed_m = None
+    if init_shifts == "phasecorr":
+        from splatsr.validate import phasecorr_seed
+
+        seed_m = phasecorr_seed(stack.load(), pixel_m=stack.pixel_m)
+    if auto_psf:
+        from splatsr.psf import fit_auto_psf, write_psf_curve
+        from splatsr.solver import shifts_path
+
+        result, sel = fit_auto_psf(stack, config=cfg, init_shifts_m=seed_m)
+        curve = write_psf_curve(shifts_path(out).with_name(Path(out).stem + ".psf.csv"), sel)
+        click.echo(f"psf sigma auto: {sel.psf_sigma_m:g} m (held-out error per sigma in "
+                   f"{curve.name})")
+    else:
+        result = splatsr.fit(stack, config=cfg, init_shifts_m=seed_m)
     path = result.save(out, resolution_m=resolution)
     click.echo(f"wrote {path} ({cols} x {rows} px at {resolution:g} m, "
                f"{len(stack.bands)} bands) and {path.stem}.shifts.csv; "
                f"{len(stack.observations)} observations fitted in {result.seconds:.1f} s")
+    if seed_m is not None:
+        from splatsr.validate import shift_from_seed_m
+
+        click.echo(f"mean shift of the fit from the phase-correlation seed: "
+                   f"{shift_from_seed_m(result.shifts_m, seed_m):.2f} m")
+    if report_dir is not None:
+        from splatsr.report import write_report
+
+        figs = write_report(result, report_dir, pc_shifts=seed_m)
+        click.echo(f"wrote {', '.join(p.name for p in figs.values())} to {report_dir}")
+
+
+def _fit_tiled(stack, out: str, *, resolution: float, cfg: splatsr.FitConfig, tile_size: int,
+               overlap: int, address: str | None, store: str | None, progress: bool) -> None:
+    """``fit --tile-size``: the tiled fit on Dask (see splatsr.tiling)."""
+    from splatsr.tiling import fit_tiled
+
+    res = fit_tiled(stack, out=out, tile_size=tile_size, overlap=overlap,
+                    config=cfg,
+                    resolution_m=resolution, address=address, store=store,
+                    progress=progress)
+    click.echo(f"wrote {res.path}, {res.path.stem}.shifts.csv, "
+               f"{res.tile_shifts_csv.name} and {res.shifts_tif.name}: "
+               f"{len(res.tiles)} tiles ({len(res.fitted)} fitted, {len(res.reused)} reused "
+               f"from {res.store}, {len(res.empty)} empty) in {res.seconds:.1f} s")
 
 
 @main.command()
@@ -177,6 +313,77 @@ def simulate(truth: str, out: str, truth_pixel: float | None, pixel: float, n_ob
                                    noise_sigma=noise, seed=seed)
     click.echo(f"wrote {stack.root}: {len(stack.observations)} observations of "
                f"{stack.width} x {stack.height} px at {pixel:g} m (truth in truth.tif)")
+
+
+@main.command("validate")
+@click.argument("stack_dir", type=click.Path(path_type=str))
+@click.argument("shifts_csv", type=click.Path(path_type=str))
+@click.option("--out", "-o", default=None, type=click.Path(dir_okay=False),
+              help="Write the report as JSON here.")
+@click.option("--upsample", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Phase-correlation precision: 1/UPSAMPLE of a pixel.")
+def validate_cmd(stack_dir: str, shifts_csv: str, out: str | None, upsample: int) -> None:
+    """Check SHIFTS_CSV (from fit) against independent phase-correlation shift estimates."""
+    from splatsr.validate import format_table, validate_shifts, write_validation
+
+    report = validate_shifts(stack_dir, shifts_csv, upsample_factor=upsample)
+    click.echo(format_table(report))
+    if out is not None:
+        click.echo(f"wrote {write_validation(report, out)}")
+
+
+def _list(text: str, name: str, kind: type) -> list:
+    """A non-empty comma-separated list of numbers (usage error otherwise)."""
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise click.BadParameter(f"expected comma-separated {kind.__name__}s, got {text!r}",
+                                 param_hint=name)
+    return values
+
+
+@main.command("sweep")
+@click.argument("stack_dir", type=click.Path(path_type=str))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="Folder for sweep.csv, sweep.md and the figures.")
+@click.option("--psf-sigma", default=str(_DEFAULT.psf_sigma_m), show_default=True,
+              help="PSF sigmas in metres, comma-separated.")
+@click.option("--n-obs", default=None,
+              help="Observation counts, comma-separated [default: all but the held-out one].")
+@click.option("--splat-spacing", default=str(_DEFAULT.splat_spacing_m), show_default=True,
+              help="Splat spacings in metres, comma-separated.")
+@click.option("--truth", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Truth GeoTIFF for PSNR/SSIM [default: a simulated stack's truth.tif].")
+@click.option("--holdout/--no-holdout", default=True, show_default=True,
+              help="Keep one observation out of every fit and score its prediction.")
+@click.option("--coarse-levels", default=_DEFAULT.coarse_levels, show_default=True,
+              type=click.IntRange(min=0))
+@click.option("--adam-steps", default=_DEFAULT.adam_steps, show_default=True,
+              type=click.IntRange(min=0))
+@click.option("--lbfgs-iters", default=_DEFAULT.lbfgs_iters, show_default=True,
+              type=click.IntRange(min=0))
+@click.option("--tv", default=_DEFAULT.tv_weight, show_default=True,
+              type=click.FloatRange(min=0), help="Total-variation weight (noise units).")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--seed", default=0, show_default=True, type=int)
+def sweep_cmd(stack_dir: str, out: str, psf_sigma: str, n_obs: str | None, splat_spacing: str,
+              truth: str | None, holdout: bool, coarse_levels: int, adam_steps: int,
+              lbfgs_iters: int, tv: float, device: str, seed: int) -> None:
+    """Fit STACK_DIR once per setting (PSF sigma x N obs x spacing) and tabulate the fits."""
+    from splatsr.sweep import run_sweep
+
+    psfs = _list(psf_sigma, "--psf-sigma", float)
+    spacings = _list(splat_spacing, "--splat-spacing", float)
+    counts = None if n_obs is None else _list(n_obs, "--n-obs", int)
+    cfg = splatsr.FitConfig(coarse_levels=coarse_levels, adam_steps=adam_steps,
+                            lbfgs_iters=lbfgs_iters, tv_weight=tv, device=device, seed=seed)
+    rows = run_sweep(stack_dir, psf_sigmas=psfs, n_obs=counts, splat_spacings=spacings,
+                     out_dir=out, config=cfg, truth=truth, holdout=holdout)
+    click.echo(f"wrote {out}/sweep.csv and sweep.md ({len(rows)} fits) and figures; "
+               f"{sum(r['seconds'] for r in rows):.1f} s of fitting")
 
 
 if __name__ == "__main__":

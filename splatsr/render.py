@@ -16,11 +16,13 @@ of one such matrix per axis.
 Two implementations, checked against each other in forward and backward:
 
 * :func:`axis_matrix` / :func:`render_dense` -- the dense reference: materialise ``A``.
-* :func:`axis_apply` / :func:`render` -- the fast path. ``A`` is banded (a pixel only sees
-  splats within a few sigma) and, when ``pixel_m / spacing_m = P / q`` is rational, periodic:
-  pixel ``j = q*m + phi`` sees splat ``k = m*P + l - c`` with a weight that depends only on
-  ``(t, phi, l)``. So the product is one strided ``conv1d`` with ``q`` output channels per
-  observation (polyphase), and costs ``pixels x band`` instead of ``pixels x splats``.
+* :func:`render` -- the fast path. ``A`` is banded (a pixel only sees splats within a few
+  sigma) and, when ``pixel_m / spacing_m = P / q`` is rational, periodic: pixel
+  ``j = q*m + phi`` sees splat ``k = m*P + l - c`` with a weight that depends only on
+  ``(t, phi, l)``. So a tile of ``G`` periods (``G*q`` pixels) reads one window of
+  ``(G-1)*P + L`` splats through the same small matrix wherever the tile is, and the render is
+  a few GEMMs per tile on strided views of the weights: it costs ``pixels x band`` instead of
+  ``pixels x splats``, and its backward pass is written out (no zero-filled scatter buffers).
 """
 
 from __future__ import annotations
@@ -133,59 +135,160 @@ def axis_kernels(axis: Axis, *, sigma_m: float, delta_m: torch.Tensor,
     return w.reshape(-1, 1, L)
 
 
-def axis_apply(x: torch.Tensor, axis: Axis, *, sigma_m: float,
-               delta_m: torch.Tensor, shared: bool) -> torch.Tensor:
-    """Apply the per-observation axis operator along the last dimension (banded path).
+# Output pixels per tile (rounded to whole periods) on the row axis (shared by all
+# observations: GEMMs with T * tile rows) and on the column axis (one GEMM per observation:
+# wider tiles keep the GEMMs efficient at the price of more multiply-adds per pixel).
+TILE_PIXELS_ROWS = 8
+TILE_PIXELS_COLS = 24
 
-    Parameters
-    ----------
-    x
-        (R, K) if ``shared`` (the same input for every observation), else (R, T, K).
-    axis
-        Geometry; ``K == axis.n_splats``.
-    sigma_m
-        Width of the Gaussian (splat and PSF combined) in metres.
-    delta_m
-        (T,) displacement of the content per observation, in metres.
-    shared
-        Whether ``x`` is shared by all observations.
 
-    Returns
-    -------
-    torch.Tensor
-        (R, T, n_pix).
+def _tiling(axis: Axis, sigma_m: float, delta_m: torch.Tensor, tile_px: int) -> dict:
+    """Tiles of one axis: ``G`` periods (``G * q`` pixels) per tile, ``n`` tiles.
+
+    Tile ``i`` reads the ``win = (G - 1) * P + L`` padded splats from ``i * G * P``; the
+    padded input is the splat row shifted right by ``c`` (cropped where ``c < 0``) and cut
+    or zero-extended to ``need`` splats.
     """
     T = delta_m.shape[0]
     d_max = float(delta_m.detach().abs().max()) if T else 0.0
     d_max = math.ceil(d_max / axis.spacing_m + 1e-9) * axis.spacing_m  # fewer distinct L
     P, q, c, L = _band(axis, sigma_m, d_max)
-    ker = axis_kernels(axis, sigma_m=sigma_m, delta_m=delta_m, c=c, q=q, L=L)  # (T*q, 1, L)
-    M = -(-axis.n_pix // q)  # output samples per phase
-    need = (M - 1) * P + L  # padded input length the conv reads
-    K = axis.n_splats
-    left = c
-    right = max(0, need - (K + c))
-    if shared:
-        inp = F.pad(x[:, None, :], (left, right))[..., : max(need, 1)]  # (R, 1, K')
-        out = F.conv1d(inp, ker, stride=P)  # (R, T*q, M)
-    else:
-        inp = F.pad(x, (left, right))[..., : max(need, 1)]  # (R, T, K')
-        out = F.conv1d(inp, ker, stride=P, groups=T)  # (R, T*q, M)
-    R = out.shape[0]
-    out = out.reshape(R, T, q, M).transpose(2, 3).reshape(R, T, M * q)
-    return out[..., : axis.n_pix]
+    G = max(1, round(tile_px / q))
+    M = -(-axis.n_pix // q)  # periods of output
+    n = -(-M // G)
+    win = (G - 1) * P + L
+    return dict(P=P, q=q, c=c, L=L, G=G, n=n, win=win, stride=G * P,
+                need=(n - 1) * G * P + win)
+
+
+def _pad_to(x: torch.Tensor, dim: int, c: int, need: int) -> torch.Tensor:
+    """Shift ``x`` right by ``c`` along ``dim`` (crop if negative), then cut/extend to ``need``."""
+    K = x.shape[dim]
+    pad = [0, 0] * (x.dim() - 1 - dim % x.dim()) + [c, need - K - c]
+    return F.pad(x, pad)
+
+
+def tile_kernels(axis: Axis, *, sigma_m: float, delta_m: torch.Tensor,
+                 tiling: dict) -> torch.Tensor:
+    """Per-observation tile matrices (T, G * q, win): row ``g * q + phi`` is the band of
+    phase ``phi`` placed at offset ``g * P`` (differentiable in ``delta_m``)."""
+    T = delta_m.shape[0]
+    P, q, G, L, win = (tiling[k] for k in ("P", "q", "G", "L", "win"))
+    ker = axis_kernels(axis, sigma_m=sigma_m, delta_m=delta_m, c=tiling["c"], q=q,
+                       L=L).reshape(T, q, L)
+    rows = [F.pad(ker, (g * P, win - L - g * P)) for g in range(G)]  # G x (T, q, win)
+    return torch.stack(rows, 1).reshape(T, G * q, win)
+
+
+class _SharedRows(torch.autograd.Function):
+    """First axis (rows): banded product along dim -2, one kernel stack for all bands.
+
+    ``x`` (B, need, C) padded weights, ``k`` (T * Gq, win) -> ``z`` (T, B, n, Gq, C) with
+    ``z[:, b, i] = k @ x[b, i*stride : i*stride+win]`` (windows are row blocks: no copies).
+    """
+
+    @staticmethod
+    def forward(ctx, x, k, T: int, stride: int, n: int):  # noqa: D401
+        B, _, C = x.shape
+        win = k.shape[1]
+        gq = k.shape[0] // T
+        z = x.new_empty(T, B, n, gq, C)
+        for b in range(B):
+            for i in range(n):
+                z[:, b, i] = (k @ x[b, i * stride:i * stride + win]).view(T, gq, C)
+        ctx.save_for_backward(x, k)
+        ctx.geom = (stride, n)
+        return z
+
+    @staticmethod
+    def backward(ctx, dz):
+        x, k = ctx.saved_tensors
+        stride, n = ctx.geom
+        win = k.shape[1]
+        T, B, _, gq, C = dz.shape
+        dx = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
+        dk = torch.zeros_like(k) if ctx.needs_input_grad[1] else None
+        for b in range(B):
+            for i in range(n):
+                sl = slice(i * stride, i * stride + win)
+                d = dz[:, b, i].reshape(T * gq, C)
+                if dx is not None:
+                    dx[b, sl].addmm_(k.t(), d)  # (win, T*Gq) @ (T*Gq, C)
+                if dk is not None:
+                    dk.addmm_(d, x[b, sl].t())  # (T*Gq, C) @ (C, win)
+        return dx, dk, None, None, None
+
+
+class _PerObsLast(torch.autograd.Function):
+    """Second axis (columns): banded product along the last dim, one kernel per observation.
+
+    ``z`` (T, R, need), ``k`` (T, Gq, win) -> (T, R, n, Gq) with ``out[:, :, j] =
+    z[:, :, j*stride : j*stride+win] @ k^T`` (batched over T; windows are strided views).
+    """
+
+    @staticmethod
+    def forward(ctx, z, k, stride: int, n: int):  # noqa: D401
+        T, R, _ = z.shape
+        win = k.shape[2]
+        out = z.new_empty(T, R, n, k.shape[1])
+        kt = k.transpose(1, 2)
+        for j in range(n):
+            out[:, :, j] = torch.bmm(z[:, :, j * stride:j * stride + win], kt)
+        ctx.save_for_backward(z, k)
+        ctx.geom = (stride, n)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        z, k = ctx.saved_tensors
+        stride, n = ctx.geom
+        win = k.shape[2]
+        dz = torch.empty_like(z) if ctx.needs_input_grad[0] else None
+        dk = torch.zeros_like(k) if ctx.needs_input_grad[1] else None
+        old = win - stride  # columns of window j already written by the earlier windows
+        for j in range(n):
+            sl = slice(j * stride, j * stride + win)
+            d = dout[:, :, j]  # (T, R, Gq), rows strided
+            if dz is not None:  # (T, R, Gq) @ (T, Gq, win): add on the overlap, write the rest
+                o = old if j else 0
+                if o:
+                    dz[:, :, sl][..., :o].baddbmm_(d, k[..., :o])
+                dz[:, :, sl][..., o:].baddbmm_(d, k[..., o:], beta=0)
+            if dk is not None:
+                dk.baddbmm_(d.transpose(1, 2), z[:, :, sl])  # (T, Gq, R) @ (T, R, win)
+        return dz, dk, None, None
 
 
 def render(weights: torch.Tensor, *, ax_y: Axis, ax_x: Axis, sigma_m: float,
            dy_m: torch.Tensor, dx_m: torch.Tensor) -> torch.Tensor:
     """Banded render: weights (B, Ky, Kx) -> images (T, B, Ny, Nx). Same maths as
-    :func:`render_dense`."""
+    :func:`render_dense`.
+
+    Each axis is cut into tiles of about :data:`TILE_PIXELS_ROWS` /
+    :data:`TILE_PIXELS_COLS` output pixels; a tile's pixels
+    read one window of splats through a (pixels x window) matrix that is the same for every
+    tile (the band is periodic). Rows first: for each band and row tile, one GEMM with all
+    observations stacked (the window is a block of weight rows); then columns: for each
+    column tile, one GEMM per observation on a strided view. No transposing copies; the only
+    large intermediate is the row-rendered ``z`` of ``T * B * Ny' * Kx'`` values
+    (``Kx' ~ Nx * pixel / spacing``), never observations x pixels x splats.
+    Cost: ``T * B * Ny * (Kx' + Nx) * win`` multiply-adds, ``win ~ 2 x`` the band.
+    """
     B, Ky, Kx = weights.shape
     T = dx_m.shape[0]
-    z = axis_apply(weights.reshape(B * Ky, Kx), ax_x, sigma_m=sigma_m, delta_m=dx_m,
-                   shared=True)  # (B*Ky, T, Nx)
-    Nx = z.shape[-1]
-    z = z.reshape(B, Ky, T, Nx).permute(0, 3, 2, 1).reshape(B * Nx, T, Ky)
-    y = axis_apply(z, ax_y, sigma_m=sigma_m, delta_m=dy_m, shared=False)  # (B*Nx, T, Ny)
-    Ny = y.shape[-1]
-    return y.reshape(B, Nx, T, Ny).permute(2, 0, 3, 1)  # (T, B, Ny, Nx)
+    if Ky != ax_y.n_splats or Kx != ax_x.n_splats:
+        raise ValueError(f"weights {tuple(weights.shape)} do not match the axes "
+                         f"({ax_y.n_splats}, {ax_x.n_splats})")
+    dt = weights.dtype
+    gx = _tiling(ax_x, sigma_m, dx_m, TILE_PIXELS_COLS)
+    gy = _tiling(ax_y, sigma_m, dy_m, TILE_PIXELS_ROWS)
+    kx = tile_kernels(ax_x, sigma_m=sigma_m, delta_m=dx_m.to(dt), tiling=gx)  # (T, Gqx, wx)
+    ky = tile_kernels(ax_y, sigma_m=sigma_m, delta_m=dy_m.to(dt), tiling=gy)  # (T, Gqy, wy)
+    gqx, gqy = kx.shape[1], ky.shape[1]
+    w = _pad_to(_pad_to(weights, 1, gy["c"], gy["need"]), 2, gx["c"], gx["need"])
+    z = _SharedRows.apply(w, ky.reshape(T * gqy, -1), T, gy["stride"], gy["n"])
+    ny = gy["n"] * gqy
+    z = z.view(T, B * ny, gx["need"])  # (T, B*Ny', Kx')
+    out = _PerObsLast.apply(z, kx, gx["stride"], gx["n"])  # (T, B*Ny', n_x, Gqx)
+    out = out.view(T, B, ny, gx["n"] * gqx)
+    return out[:, :, : ax_y.n_pix, : ax_x.n_pix]

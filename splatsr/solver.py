@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from . import __version__
 from .errors import ConfigError, StackError
 from .export import write_cog, write_shifts_csv
 from .model import SplatGrid, render_latent, render_observations, resample_weights
+from .robust import (MIN_SIGMA, apply_radiometry, check_loss, observation_weights, regauge,
+                     rho, robust_sigma)
 from .stack import MIN_OBSERVATIONS, Stack, read_stack
 
 
@@ -39,8 +42,13 @@ class FitConfig:
     adam_lr: float = 0.05  # Adam step size (normalised weights; metres for shifts)
     lbfgs_iters: int = 100  # L-BFGS iterations at the finest level (half at coarse levels)
     lbfgs_history: int = 20  # L-BFGS memory (pairs of vectors)
-    tv_weight: float = 0.05  # weight of the smoothed total-variation prior (noise units); 0 = off
+    tv_weight: float = 0.05  # smoothed-TV weight, in units of the residual noise level; 0 = off
     fit_shifts: bool = True  # optimise the per-observation shifts (else keep the initial ones)
+    loss: str = "cauchy"  # data term: "cauchy" (robust, default), "charbonnier" or "l2"
+    robust_scale: float = 2.385  # loss scale in units of the residual noise level
+    radiometry: bool = True  # fit a gain and an offset per observation and band
+    reweight: bool = True  # down-weight observations whose residuals are unusually large
+    noise_from_residuals: bool = True  # TV weight and loss scale in the residuals' noise level
     device: str = "auto"  # "auto", "cpu" or "cuda"
     seed: int = 0  # seeds torch for reproducible fits
     progress: bool = False  # show a progress bar on stderr
@@ -56,12 +64,14 @@ class FitConfig:
             (self.lbfgs_iters >= 0, f"lbfgs_iters must be >= 0, got {self.lbfgs_iters}"),
             (self.adam_lr > 0, f"adam_lr must be > 0, got {self.adam_lr}"),
             (self.tv_weight >= 0, f"tv_weight must be >= 0, got {self.tv_weight}"),
+            (self.robust_scale > 0, f"robust_scale must be > 0, got {self.robust_scale}"),
             (self.device in ("auto", "cpu", "cuda"),
              f"device must be auto, cpu or cuda, got {self.device!r}"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+        check_loss(self.loss)
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' requested but torch sees no CUDA device; "
                               "use --device cpu or install a CUDA build of torch")
@@ -80,6 +90,11 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per logged step
     seconds: float = 0.0  # wall time of the fit
     stack: Stack | None = None  # the stack fitted, when fitted from a stack directory
+    gains: np.ndarray | None = None  # (T, B) radiometric gain per observation (median date 1)
+    offsets: np.ndarray | None = None  # (T, B) radiometric offset per observation, reflectance
+    obs_weights: np.ndarray | None = None  # (T,) weight of each observation in the fit (0-1]
+    outlier_fraction: np.ndarray | None = None  # (T,) share of pixels the loss treats as outliers
+    noise_level: np.ndarray | None = None  # (B,) noise sigma the fit worked in, reflectance
 
     def render(self, resolution_m: float = 2.5) -> np.ndarray:
         """The latent scene over the stack's extent at ``resolution_m``: (B, H', W')."""
@@ -93,10 +108,13 @@ class FitResult:
         w = torch.from_numpy(self.weights.astype(np.float64))
         s = torch.from_numpy(self.shifts_m.astype(np.float64))
         with torch.no_grad():
-            return render_observations(w, s, grid=self.grid,
-                                       psf_sigma_m=self.config.psf_sigma_m).numpy() \
-                .astype(np.float32)
-
+            pred = render_observations(w, s, grid=self.grid,
+                                       psf_sigma_m=self.config.psf_sigma_m).numpy()
+        if self.gains is not None:
+            pred = pred * self.gains[:, :, None, None]
+        if self.offsets is not None:
+            pred = pred + self.offsets[:, :, None, None]
+        return pred.astype(np.float32)
 
     def save(self, out: str | os.PathLike, *, resolution_m: float = 2.5) -> Path:
         """Write the scene as a COG at ``out`` and the shifts as ``<out stem>.shifts.csv``.
@@ -116,9 +134,23 @@ class FitResult:
                     config=asdict(cfg), units="reflectance (0-1)")
         write_shifts_csv(shifts_path(out), ids=[o.id for o in st.observations],
                          datetimes=[o.datetime for o in st.observations],
-                         shifts_m=self.shifts_m, extra={"residual_rms": self.residual_rms})
+                         shifts_m=self.shifts_m, extra=self._per_observation())
         return write_cog(out, image, crs=st.crs, transform=transform,
                          band_names=list(self.band_names), tags=tags)
+
+
+    def _per_observation(self) -> dict[str, Any]:
+        """Columns of the shifts CSV besides the shifts: misfit, weight, radiometry."""
+        cols: dict[str, Any] = {"residual_rms": self.residual_rms}
+        if self.obs_weights is not None:
+            cols["weight"] = self.obs_weights
+        if self.outlier_fraction is not None:
+            cols["outlier_fraction"] = self.outlier_fraction
+        for name, arr in (("gain", self.gains), ("offset", self.offsets)):
+            if arr is not None:
+                for b, band in enumerate(self.band_names):
+                    cols[f"{name}_{band}"] = arr[:, b]
+        return {k: [float(x) for x in v] for k, v in cols.items()}
 
 
 def shifts_path(out: str | os.PathLike) -> Path:
@@ -195,9 +227,10 @@ def noise_sigma(band: np.ndarray) -> float:
 
 
 def _initial_weights(y: np.ndarray, valid: np.ndarray, grid: SplatGrid) -> np.ndarray:
-    """Each splat takes the mean of the observations at the pixel under its centre."""
-    with np.errstate(invalid="ignore"):
-        comp = np.nanmean(np.where(valid, y, np.nan), axis=0)  # (B, H, W)
+    """Each splat takes the median of the observations at the pixel under its centre."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels become 0 below
+        comp = np.nanmedian(np.where(valid, y, np.nan), axis=0)  # (B, H, W)
     comp = np.nan_to_num(comp, nan=0.0)
     rows = np.clip(np.floor(grid.centres_m(grid.ny).numpy() / grid.pixel_m).astype(int), 0,
                    grid.height - 1)
@@ -257,7 +290,7 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     dev = _device(cfg.device)
     dt = torch.float32
     y = torch.from_numpy(y_np.astype(np.float32)).to(dev)
-    mask = torch.from_numpy(valid.astype(np.float32)).to(dev)
+    mask = torch.from_numpy(valid.astype(np.float32)).to(dev)  # (T, B, H, W)
     n_valid = float(valid.sum())
 
     theta = torch.zeros(T, 2, dtype=dt, device=dev)
@@ -268,6 +301,11 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
                               f"got shape {init.shape}")
         theta = torch.from_numpy(init - init.mean(0)).to(dev, dt)
     theta.requires_grad_(cfg.fit_shifts)
+    # radiometry: log-gain and offset per (observation, band), mean-zero over observations
+    log_gain = torch.zeros(T, B, dtype=dt, device=dev, requires_grad=cfg.radiometry)
+    offset = torch.zeros(T, B, dtype=dt, device=dev, requires_grad=cfg.radiometry)
+    # robust state: noise level (in units of `scale`), loss scale, observation weights
+    state = dict(sigma=1.0, c=float("inf"), obs_w=torch.ones(T, dtype=dt, device=dev))
 
     spacings = [cfg.splat_spacing_m * 2 ** k for k in range(cfg.coarse_levels, -1, -1)]
     # (Adam steps, L-BFGS iterations) per level: coarse levels get half the budget
@@ -294,35 +332,62 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
         w = w0.contiguous().clone().requires_grad_(True)
         lev_grid = grid
 
-        def loss_fn() -> tuple[torch.Tensor, torch.Tensor]:
+        def residuals() -> torch.Tensor:
             shifts = theta - theta.mean(0)
             pred = render_observations(w, shifts, grid=lev_grid, psf_sigma_m=cfg.psf_sigma_m)
-            r = (pred - y) * mask
-            data_term = 0.5 * (r * r).sum() / n_valid
+            if cfg.radiometry:
+                pred = apply_radiometry(pred, log_gain, offset)
+            return (pred - y) * mask  # (T, B, H, W), noise units
+
+        def loss_fn() -> tuple[torch.Tensor, torch.Tensor]:
+            r = residuals()
+            s = state["sigma"]
+            pen = rho(r / s, loss=cfg.loss, scale=state["c"]) * (s * s)
+            data_term = (pen * state["obs_w"][:, None, None, None]).sum() / n_valid
             if not cfg.tv_weight:
                 return data_term, data_term
-            return data_term + cfg.tv_weight * _tv(w) / n_valid, data_term
-            return loss, data_term
+            return data_term + cfg.tv_weight * s * _tv(w) / n_valid, data_term
+
+        def update_robust(first: bool, weights: bool = True) -> None:
+            """Re-estimate the noise level (first level only), loss scale and date weights."""
+            with torch.no_grad():
+                r = residuals()
+                if first and cfg.noise_from_residuals:
+                    state["sigma"] = max(float(robust_sigma(r, mask)), MIN_SIGMA)
+                if cfg.loss != "l2":
+                    state["c"] = cfg.robust_scale
+                if cfg.reweight and weights:
+                    state["obs_w"] = observation_weights(r, mask)
 
         def log(stage: str, step: int, loss: torch.Tensor, data_term: torch.Tensor) -> None:
             history.append(dict(level=level, spacing_m=spacing, stage=stage, step=step,
                                 loss=float(loss), data_loss=float(data_term),
                                 time_s=time.perf_counter() - t0))
 
-        params = [w] + ([theta] if cfg.fit_shifts else [])
+        params = [w] + ([theta] if cfg.fit_shifts else []) + \
+            ([log_gain, offset] if cfg.radiometry else [])
+        if level == 0 and cfg.loss != "l2":
+            # the initial (blocky) scene's residuals are far from noise: start with a wide
+            # loss scale and narrow it once the scene has formed
+            with torch.no_grad():
+                state["c"] = max(cfg.robust_scale,
+                                 cfg.robust_scale * float(robust_sigma(residuals(), mask)))
         if n_adam:
             opt = torch.optim.Adam(params, lr=cfg.adam_lr)
             for step in range(n_adam):
+                if level == 0 and step == n_adam // 2:
+                    update_robust(first=True, weights=False)  # narrow the loss early
                 opt.zero_grad(set_to_none=True)
                 loss, data_term = loss_fn()
                 loss.backward()
                 opt.step()
                 log("adam", step, loss.detach(), data_term.detach())
                 bar.update(1)
+        update_robust(first=level == 0)
+        # the date weights are re-estimated half-way through the last level's L-BFGS (the
+        # shifts have converged by then), and L-BFGS restarts for the changed objective
+        restart = n_lbfgs // 2 if cfg.reweight and level == len(spacings) - 1 else -1
         if n_lbfgs:
-            lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=1, history_size=cfg.lbfgs_history,
-                                      tolerance_grad=0.0, tolerance_change=0.0,
-                                      line_search_fn="strong_wolfe")
             last: list[torch.Tensor] = []
 
             def closure() -> torch.Tensor:
@@ -333,6 +398,13 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
                 return loss
 
             for step in range(n_lbfgs):
+                if step in (0, restart):
+                    if step:
+                        update_robust(first=False)
+                    lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=1,
+                                              history_size=cfg.lbfgs_history,
+                                              tolerance_grad=0.0, tolerance_change=0.0,
+                                              line_search_fn="strong_wolfe")
                 lbfgs.step(closure)
                 log("lbfgs", step, *last)
                 bar.update(1)
@@ -344,12 +416,27 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
                           "positive tv_weight")
 
     with torch.no_grad():
+        r = residuals()
+        z = (r / state["sigma"]).abs()
+        out_frac = ((z > 3 * state["c"]) & (mask > 0)).float().sum((1, 2, 3)) / \
+            mask.sum((1, 2, 3)).clamp(min=1)
         shifts = (theta - theta.mean(0)).double().cpu().numpy()
-        w_phys = w.detach().double().cpu().numpy() * scale[:, None, None] + mean[:, None, None]
+        w_n = w.detach().double().cpu().numpy()
+        a_np = log_gain.detach().double().cpu().numpy()
+        o_np = offset.detach().double().cpu().numpy()
+    # back to reflectance: the offsets scale with the data, the gains are unit-free
+    w_n, gains, offs = regauge(w_n, a_np, o_np)
+    w_phys = w_n * scale[:, None, None] + mean[:, None, None]
+    offs = offs * scale[None] + mean[None] * (1.0 - gains)
     result = FitResult(weights=w_phys.astype(np.float32), shifts_m=shifts, grid=grid,
                        config=cfg, band_names=band_names,
                        residual_rms=np.zeros(T), history=history,
-                       seconds=time.perf_counter() - t0)
+                       seconds=time.perf_counter() - t0,
+                       gains=gains if cfg.radiometry else None,
+                       offsets=offs if cfg.radiometry else None,
+                       obs_weights=state["obs_w"].double().cpu().numpy(),
+                       outlier_fraction=out_frac.double().cpu().numpy(),
+                       noise_level=state["sigma"] * scale)
     pred = result.predict()
     with np.errstate(invalid="ignore"):
         result.residual_rms = np.sqrt(np.nanmean(((pred - data) ** 2).reshape(T, -1), axis=1))

@@ -72,7 +72,7 @@ def test_simulate_command(tmp_path, texture):
 
 @pytest.mark.parametrize("args,code,message", [
     (["fit", "/no/such/stack", "--out", "{tmp}/o.tif"], 1, "no such stack directory"),
-    (["fit", "--out", "{tmp}/o.tif"], 2, "exactly one of STACK_DIR or --sample"),
+    (["fit", "--out", "{tmp}/o.tif"], 2, "exactly one of STACK_DIR, --sample or --aoi"),
     (["fit", "{stack}", "--out", "{tmp}/o.tif", "--psf-sigma", "-1"], 2, "--psf-sigma"),
     (["fit", "{stack}", "--out", "{tmp}/o.tif", "--device", "tpu"], 2, "--device"),
     (["fit", "{stack}", "--out", "{tmp}/o.tif", "--resolution", "3"], 1, "does not divide"),

@@ -515,3 +515,34 @@ def test_s2_helpers():
     scl = np.arange(4, dtype=np.uint8).reshape(2, 2)
     assert s2.upsample_repeat(scl, 2).tolist() == [[0, 0, 1, 1], [0, 0, 1, 1],
                                                    [2, 2, 3, 3], [2, 2, 3, 3]]
+
+
+def test_fit_aoi_fetches_into_cache_then_reuses_it(server, tmp_path):
+    """``splatsr fit --aoi``: fetch into the cache keyed by the query, fit, write the COG;
+    a second run with the same query fits the cached stack without touching the network."""
+    args = ["fit", "--aoi", AOI_TEXT, "--start", "2021-06-01", "--end", "2025-09-30",
+            "--stac-url", server.url, "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+            "--coarse-levels", "0", "--adam-steps", "10", "--lbfgs-iters", "5",
+            "--resolution", "5"]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a.tif")])
+    assert res.exit_code == 0, res.output
+    key = cache_key(aoi=AOI, start="2021-06-01", end="2025-09-30", stac_url=server.url)
+    stack = read_stack(tmp_path / "cache" / key)
+    with rasterio.open(tmp_path / "a.tif") as ds:
+        assert ds.crs.to_string() == stack.crs and ds.res == (5.0, 5.0)
+        assert tuple(ds.bounds) == pytest.approx(tuple(stack.bounds))
+    assert (tmp_path / "a.shifts.csv").is_file()
+    server.log.clear()
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b.tif")])
+    assert res.exit_code == 0, res.output
+    assert server.log == [] and (tmp_path / "b.tif").is_file()
+
+
+def test_fit_aoi_needs_dates_and_one_source(tmp_path):
+    res = CliRunner().invoke(main, ["fit", "--aoi", AOI_TEXT, "--out", str(tmp_path / "x.tif")])
+    assert res.exit_code == 2 and "--aoi needs --start and --end" in res.output
+    res = CliRunner().invoke(main, ["fit", "--sample", "--aoi", AOI_TEXT, "--start",
+                                    "2021-06-01", "--end", "2025-09-30",
+                                    "--out", str(tmp_path / "x.tif")])
+    assert res.exit_code == 2 and "exactly one of" in res.output
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,248 @@
+"""Performance benchmark: banded render vs the dense reference, fit scaling, memory, roofline.
+
+One command (CPU always; CUDA too when torch sees a GPU)::
+
+    python benchmarks/perf.py                  # quick set, a few minutes on 2 cores
+    python benchmarks/perf.py --full           # the issue's grid: crops 64..1024, 4..32 dates
+
+Writes ``benchmarks/results/perf.csv``, ``perf.md`` and ``perf.png`` (log-log scaling plot).
+
+Measured per case (B = 4 bands, splat spacing ``--spacing``, PSF sigma 4 m, shifts N(0, 1.5 m)):
+
+* ``render``: forward + backward of the loss ``sum((render - y)^2)`` w.r.t. weights and shifts,
+  best of ``--repeats``, for the fast path and (where it fits in time and memory) the dense
+  reference in the same process; ``ratio = dense / fast``.
+* ``roofline``: the compulsory traffic of one forward + backward (read the weights and write
+  their gradient, write the images and read their gradient: ``2 * 4 bytes * (B*Ky*Kx +
+  T*B*H*W)``) over the machine's copy bandwidth (``clone`` of a 256 MiB tensor, read + write
+  bytes), divided by the measured time: 1.0 would be at the memory-bandwidth bound.
+* ``fit``: a full default fit (:class:`splatsr.FitConfig`) of a simulated stack, run in a fresh
+  subprocess so that its peak RSS (and CUDA max allocated) belongs to that fit alone.
+
+Timings on a shared machine are noisy: compare ratios taken in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import csv
+import datetime as _dt
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# as the CLI does (cli.py): idle OpenMP threads sleep, for both sides of every comparison
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+QUICK = dict(render=[(64, 4), (64, 16), (128, 4), (128, 16), (256, 16), (512, 8)],
+             dense_max_px=128, fit=[(32, 8), (64, 8), (64, 16), (128, 16)])
+FULL = dict(render=[(s, t) for s in (64, 128, 256, 512, 1024) for t in (4, 8, 16, 32)],
+            dense_max_px=256, fit=[(s, t) for s in (64, 128, 256) for t in (4, 16, 32)])
+
+
+def copy_bandwidth(device: torch.device, mib: int = 256) -> float:
+    """Bytes per second of a large tensor copy (read + write), best of 5."""
+    x = torch.empty(mib << 18, dtype=torch.float32, device=device).uniform_()
+    best = math.inf
+    for _ in range(5):
+        _sync(device)
+        t0 = time.perf_counter()
+        y = x.clone()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+        del y
+    return 2 * x.numel() * 4 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def render_case(size: int, T: int, *, spacing_m: float, device: torch.device, repeats: int,
+                dense: bool) -> dict:
+    """Forward + backward times of the fast path (and the dense reference) at one size."""
+    from splatsr.model import SplatGrid
+    from splatsr.render import render, render_dense
+
+    B = 4
+    g = SplatGrid.for_raster(height=size, width=size, pixel_m=10.0, spacing_m=spacing_m,
+                             psf_sigma_m=4.0)
+    ay, ax = g.axes(pixel_m=10.0, n_y=size, n_x=size)
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(B, g.ny, g.nx, generator=gen).to(device).requires_grad_()
+    s = (torch.randn(T, 2, generator=gen) * 1.5).to(device).requires_grad_()
+    y = torch.randn(T, B, size, size, generator=gen).to(device)
+    sigma = math.hypot(g.sigma_m, 4.0)
+
+    def timed(fn) -> float:
+        best = math.inf
+        for _ in range(repeats + 1):  # the first call warms up
+            _sync(device)
+            t0 = time.perf_counter()
+            p = fn(w, ax_y=ay, ax_x=ax, sigma_m=sigma, dy_m=-s[:, 1], dx_m=s[:, 0])
+            ((p - y) ** 2).sum().backward()
+            _sync(device)
+            best = min(best, time.perf_counter() - t0)
+            w.grad = s.grad = None
+        return best
+
+    row = dict(kind="render", device=device.type, size=size, T=T, B=B, spacing_m=spacing_m,
+               splats=B * g.ny * g.nx, fast_s=timed(render))
+    row["dense_s"] = timed(render_dense) if dense else float("nan")
+    row["ratio"] = row["dense_s"] / row["fast_s"]
+    row["bytes"] = 2 * 4 * (B * g.ny * g.nx + T * B * size * size)
+    return row
+
+
+def _fit_worker(size: int, T: int, spacing_m: float, device: str) -> dict:
+    """One full default fit in this (fresh) process: seconds, peak RSS, CUDA peak."""
+    torch.set_num_threads(int(os.environ.get("PERF_THREADS", torch.get_num_threads())))
+    import splatsr
+    from splatsr.solver import FitConfig, fit_arrays
+
+    crops = np.load(HERE / "data" / "s2_green_384.npz")["crops"].astype(np.float32) / 1e4
+    reps = -(-size * 4 // crops.shape[1])
+    truth = np.tile(crops, (1, reps, reps))[:, : size * 4, : size * 4]
+    data, _ = splatsr.simulate(truth, truth_pixel_m=2.5, n_obs=T, seed=0)
+    cfg = FitConfig(splat_spacing_m=spacing_m, device=device)
+    t0 = time.perf_counter()
+    res = fit_arrays(data, pixel_m=10.0, config=cfg)
+    seconds = time.perf_counter() - t0
+    peak_cuda = torch.cuda.max_memory_allocated() if device == "cuda" else float("nan")
+    return dict(kind="fit", device=device, size=size, T=T, B=4, spacing_m=spacing_m,
+                fit_s=seconds, steps=len(res.history),
+                peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                cuda_max_alloc_mib=peak_cuda / 2**20)
+
+
+def fit_case(size: int, T: int, *, spacing_m: float, device: torch.device) -> dict:
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
+        return ex.submit(_fit_worker, size, T, spacing_m, device.type).result()
+
+
+def machine() -> dict:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=ROOT, capture_output=True, text=True).stdout.strip())
+    info = dict(uname=" ".join(platform.uname()), nproc=os.cpu_count(), torch=torch.__version__,
+                threads=torch.get_num_threads(),
+                date=_dt.datetime.now().isoformat(timespec="seconds"),
+                commit=commit + (" (+ uncommitted changes)" if dirty else ""))
+    try:
+        info["loadavg_start"] = os.getloadavg()
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for dev in sorted({r["device"] for r in rows}):
+        rr = [r for r in rows if r["kind"] == "render" and r["device"] == dev]
+        x = np.array([r["size"] ** 2 * r["T"] for r in rr], float)
+        axes[0].loglog(x, [r["fast_s"] for r in rr], "o", label=f"banded ({dev})")
+        d = [(xi, r["dense_s"]) for xi, r in zip(x, rr) if math.isfinite(r["dense_s"])]
+        if d:
+            axes[0].loglog(*zip(*d), "s", label=f"dense ({dev})")
+        fr = [r for r in rows if r["kind"] == "fit" and r["device"] == dev]
+        if fr:
+            xf = np.array([r["size"] ** 2 * r["T"] for r in fr], float)
+            yf = np.array([r["fit_s"] for r in fr])
+            axes[1].loglog(xf, yf, "o", label=f"full fit ({dev})")
+            ref = yf[-1] * xf / xf[-1]
+            axes[1].loglog(np.sort(xf), np.sort(ref), "k--", lw=0.8, label="linear")
+    for ax, title in zip(axes, ["render forward + backward (B = 4)",
+                                "default fit (Adam 150 + L-BFGS 100, B = 4)"]):
+        ax.set_xlabel("pixels x observations")
+        ax.set_ylabel("seconds")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--full", action="store_true", help="the issue's full grid (long)")
+    p.add_argument("--spacing", type=float, default=2.0, help="splat spacing in metres")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-fit", action="store_true", help="skip the full-fit cases")
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["PERF_THREADS"] = str(args.threads)
+    plan = FULL if args.full else QUICK
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available()
+                                       else [])
+    info = machine()
+    rows: list[dict] = []
+    for dev in devices:
+        bw = copy_bandwidth(dev)
+        info[f"copy_bandwidth_{dev.type}_GBps"] = bw / 1e9
+        for size, T in plan["render"]:
+            r = render_case(size, T, spacing_m=args.spacing, device=dev, repeats=args.repeats,
+                            dense=size <= plan["dense_max_px"])
+            r["roofline"] = r["bytes"] / bw / r["fast_s"]
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+        if not args.no_fit:
+            for size, T in plan["fit"]:
+                rows.append(fit_case(size, T, spacing_m=args.spacing, device=dev))
+                print(json.dumps(rows[-1]), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("kind", "device"), k))
+    with open(args.out / "perf.csv", "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=keys)
+        wr.writeheader()
+        wr.writerows(rows)
+    (args.out / "perf.json").write_text(json.dumps(dict(machine=info, rows=rows), indent=1))
+    plot(rows, args.out / "perf.png")
+    md = [f"# perf ({info['date']})", "", f"`{info['uname']}`, {info['nproc']} CPUs, torch "
+          f"{info['torch']} ({info['threads']} threads), commit `{info['commit']}`", "",
+          "| device | size | T | fast fwd+bwd s | dense s | dense/fast | roofline |",
+          "|---|---|---|---|---|---|---|"]
+    md += [f"| {r['device']} | {r['size']} | {r['T']} | {r['fast_s']:.4f} | "
+           f"{r['dense_s']:.4f} | {r['ratio']:.1f} | {r['roofline']:.3f} |"
+           for r in rows if r["kind"] == "render"]
+    md += ["", "| device | size | T | fit s | steps | peak RSS MiB | CUDA max alloc MiB |",
+           "|---|---|---|---|---|---|---|"]
+    md += [f"| {r['device']} | {r['size']} | {r['T']} | {r['fit_s']:.1f} | {r['steps']} | "
+           f"{r['peak_rss_mib']:.0f} | {r['cuda_max_alloc_mib']:.0f} |"
+           for r in rows if r["kind"] == "fit"]
+    (args.out / "perf.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
