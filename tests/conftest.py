@@ -35,3 +35,14 @@ def small_stack(tmp_path_factory, texture):
     return splatsr.simulate_stack(root, truth, truth_pixel_m=2.5, bands=["B03", "B04"],
                                   n_obs=8, shift_std_m=1.5, psf_sigma_m=4.0,
                                   noise_sigma=0.002, seed=1)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    on a shared, busy machine two threads mostly spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+

@@ -8,7 +8,6 @@ import math
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 import splatsr
@@ -21,13 +20,7 @@ FAST_CFG = splatsr.FitConfig(adam_steps=30, lbfgs_iters=15, coarse_levels=0)
 FAST = ["--adam-steps", "30", "--lbfgs-iters", "15", "--coarse-levels", "0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared, busy machine two threads mostly spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(*args):

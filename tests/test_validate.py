@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 import splatsr
@@ -22,13 +21,7 @@ from splatsr_cli.cli import main
 FAST = ["--adam-steps", "60", "--lbfgs-iters", "40", "--coarse-levels", "0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared, busy machine two threads mostly spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(*args):
