@@ -33,15 +33,16 @@ class _Group(click.Group):
             sys.exit(1)
 
 
-def _floats(text: str | None, name: str) -> list[float] | None:
-    """Parse a comma-separated list of numbers (usage error on bad input)."""
-    if text is None:
-        return None
+def _list(text: str, name: str, kind: type) -> list:
+    """A non-empty comma-separated list of numbers (usage error otherwise)."""
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}",
-                                 param_hint=name) from None
+        values = []
+    if not values:
+        raise click.BadParameter(f"expected comma-separated {kind.__name__}s, got {text!r}",
+                                 param_hint=name)
+    return values
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -337,18 +338,6 @@ def validate_cmd(stack_dir: str, shifts_csv: str, out: str | None, upsample: int
     click.echo(format_table(report))
     if out is not None:
         click.echo(f"wrote {write_validation(report, out)}")
-
-
-def _list(text: str, name: str, kind: type) -> list:
-    """A non-empty comma-separated list of numbers (usage error otherwise)."""
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values:
-        raise click.BadParameter(f"expected comma-separated {kind.__name__}s, got {text!r}",
-                                 param_hint=name)
-    return values
 
 
 @main.command("sweep")

@@ -145,7 +145,6 @@ class FitResult:
         return write_cog(out, image, crs=st.crs, transform=transform,
                          band_names=list(self.band_names), tags=tags)
 
-
     def _per_observation(self) -> dict[str, Any]:
         """Columns of the shifts CSV besides the shifts: misfit, weight, radiometry."""
         cols: dict[str, Any] = {"residual_rms": self.residual_rms}
