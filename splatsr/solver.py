@@ -30,11 +30,12 @@ from .robust import (MIN_SIGMA, apply_radiometry, check_loss, observation_weight
 from .stack import MIN_OBSERVATIONS, Stack, read_stack
 
 
-# The robust settings (``splatsr fit --robust``): for hazy, partly cloudy, radiometrically
-# drifting stacks. Not the default: on clean stacks simulated from real texture they cost
-# ~0.4 dB at 5 m (+2.40 vs +2.75 dB over bicubic, 3 crops, 16 dates), while on stacks with
-# haze, clouds and drift they win by +1.9 to +3.3 dB over every baseline (docs/quality.md).
-ROBUST = dict(loss="cauchy", radiometry=True, reweight=True)
+# The plain settings (``splatsr fit --plain``): least squares, no per-date radiometry, no date
+# weights. The default is robust (Cauchy loss, a gain/offset per date and band, date
+# weights): on stacks with haze, clouds and drift the plain fit loses 10-13 dB to it, while on
+# clean stacks simulated from real texture the robust fit costs ~0.3 dB (+2.96 vs +3.22 dB over
+# bicubic at 5 m, 3 crops, 16 dates; docs/quality.md).
+PLAIN = dict(loss="l2", radiometry=False, reweight=False)
 
 
 @dataclass
@@ -45,16 +46,17 @@ class FitConfig:
     splat_spacing_m: float = 2.0  # distance between splat centres at the finest level
     splat_sigma_m: float | None = None  # splat width; None = 0.8 x the spacing
     coarse_levels: int = 1  # extra levels before the finest, each at twice the spacing
-    adam_steps: int = 150  # Adam warm-up steps at the finest level (half at coarse levels)
-    adam_lr: float = 0.05  # Adam step size (normalised weights; metres for shifts)
-    lbfgs_iters: int = 100  # L-BFGS iterations at the finest level (half at coarse levels)
+    adam_steps: int = 60  # Adam warm-up steps at the finest level (half at coarse levels)
+    adam_lr: float = 0.3  # Adam step size of the splat weights (noise units)
+    adam_lr_shifts_m: float = 0.05  # Adam step size of the shifts (m) and gains/offsets
+    lbfgs_iters: int = 60  # L-BFGS iterations at the finest level (half at coarse levels)
     lbfgs_history: int = 20  # L-BFGS memory (pairs of vectors)
     tv_weight: float = 0.05  # smoothed-TV weight, in units of the residual noise level; 0 = off
     fit_shifts: bool = True  # optimise the per-observation shifts (else keep the initial ones)
-    loss: str = "l2"  # data term: "l2" (default), or robust "cauchy" / "charbonnier"
+    loss: str = "cauchy"  # data term: robust "cauchy" (default) / "charbonnier", or "l2"
     robust_scale: float = 2.385  # loss scale in units of the residual noise level
-    radiometry: bool = False  # fit a gain and an offset per observation and band
-    reweight: bool = False  # down-weight observations whose residuals are unusually large
+    radiometry: bool = True  # fit a gain and an offset per observation and band
+    reweight: bool = True  # down-weight observations whose residuals are unusually large
     noise_from_residuals: bool = True  # TV weight and loss scale in the residuals' noise level
     device: str = "auto"  # "auto", "cpu" or "cuda"
     seed: int = 0  # seeds torch for reproducible fits
@@ -70,6 +72,8 @@ class FitConfig:
             (self.adam_steps >= 0, f"adam_steps must be >= 0, got {self.adam_steps}"),
             (self.lbfgs_iters >= 0, f"lbfgs_iters must be >= 0, got {self.lbfgs_iters}"),
             (self.adam_lr > 0, f"adam_lr must be > 0, got {self.adam_lr}"),
+            (self.adam_lr_shifts_m > 0,
+             f"adam_lr_shifts_m must be > 0, got {self.adam_lr_shifts_m}"),
             (self.tv_weight >= 0, f"tv_weight must be >= 0, got {self.tv_weight}"),
             (self.robust_scale > 0, f"robust_scale must be > 0, got {self.robust_scale}"),
             (self.device in ("auto", "cpu", "cuda"),
@@ -245,6 +249,57 @@ def _initial_weights(y: np.ndarray, valid: np.ndarray, grid: SplatGrid) -> np.nd
     return comp[:, rows][:, :, cols]
 
 
+class _Diverged(Exception):
+    """Raised from inside L-BFGS when the loss turns non-finite."""
+
+
+def _segments(n: int, restart: int) -> list[tuple[int, int]]:
+    """L-BFGS iterations ``[0, n)`` split at ``restart`` (when 0 < restart < n)."""
+    cuts = [0] + ([restart] if 0 < restart < n else []) + [n]
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+# Loss evaluations per L-BFGS iteration, on average (torch's default budget). In noise units
+# the unit step is nearly always accepted at once; the strong-Wolfe search spends the rest
+# where it is not, and L-BFGS stops early if the budget runs out.
+LBFGS_EVALS_PER_ITER = 1.25
+
+
+def _run_lbfgs(params: list[torch.Tensor], loss_fn: Any, *, n_iter: int, history: int,
+               log: Any, bar: Any) -> None:
+    """``n_iter`` L-BFGS iterations (strong Wolfe) in one optimiser call.
+
+    One call, not ``n_iter`` calls of one iteration: each call re-evaluates the loss at its
+    starting point (two evaluations per iteration instead of about 1.15). ``log(iteration, loss,
+    data_term)`` is called at every evaluation; the bar advances by iterations. Stops early
+    (without raising) if the loss turns non-finite; the caller sees it in the log.
+    """
+    lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=n_iter,
+                              max_eval=math.ceil(LBFGS_EVALS_PER_ITER * n_iter) + 1,
+                              history_size=history, tolerance_grad=0.0, tolerance_change=0.0,
+                              line_search_fn="strong_wolfe")
+    state = lbfgs.state[params[0]]
+    done = [0]
+
+    def closure() -> torch.Tensor:
+        lbfgs.zero_grad(set_to_none=True)
+        loss, data_term = loss_fn()
+        loss.backward()
+        it = state.get("n_iter", 0)  # iterations begun so far
+        log(it, loss.detach(), data_term.detach())
+        bar.update(it - done[0])
+        done[0] = it
+        if not math.isfinite(float(loss.detach())):
+            raise _Diverged
+        return loss
+
+    try:
+        lbfgs.step(closure)
+    except _Diverged:
+        return
+    bar.update(n_iter - done[0])
+
+
 def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = None,
                band_names: tuple[str, ...] | None = None,
                init_shifts_m: np.ndarray | None = None) -> FitResult:
@@ -379,7 +434,9 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
                 state["c"] = max(cfg.robust_scale,
                                  cfg.robust_scale * float(robust_sigma(residuals(), mask)))
         if n_adam:
-            opt = torch.optim.Adam(params, lr=cfg.adam_lr)
+            opt = torch.optim.Adam([dict(params=[w], lr=cfg.adam_lr)] +
+                                   ([dict(params=params[1:], lr=cfg.adam_lr_shifts_m)]
+                                    if len(params) > 1 else []))
             for step in range(n_adam):
                 if level == 0 and step == n_adam // 2:
                     update_robust(first=True, weights=False)  # narrow the loss early
@@ -393,29 +450,13 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
         # the date weights are re-estimated half-way through the last level's L-BFGS (the
         # shifts have converged by then), and L-BFGS restarts for the changed objective
         restart = n_lbfgs // 2 if cfg.reweight and level == len(spacings) - 1 else -1
-        if n_lbfgs:
-            last: list[torch.Tensor] = []
-
-            def closure() -> torch.Tensor:
-                lbfgs.zero_grad(set_to_none=True)
-                loss, data_term = loss_fn()
-                loss.backward()
-                last[:] = [loss.detach(), data_term.detach()]
-                return loss
-
-            for step in range(n_lbfgs):
-                if step in (0, restart):
-                    if step:
-                        update_robust(first=False)
-                    lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=1,
-                                              history_size=cfg.lbfgs_history,
-                                              tolerance_grad=0.0, tolerance_change=0.0,
-                                              line_search_fn="strong_wolfe")
-                lbfgs.step(closure)
-                log("lbfgs", step, *last)
-                bar.update(1)
-                if not all(math.isfinite(float(v)) for v in last):
-                    break
+        for start, stop in _segments(n_lbfgs, restart):
+            if start:
+                update_robust(first=False)
+            _run_lbfgs(params, loss_fn, n_iter=stop - start, history=cfg.lbfgs_history,
+                       log=lambda it, loss, data_term, s0=start: log("lbfgs", s0 + it, loss,
+                                                                     data_term),
+                       bar=bar)
     bar.close()
     if history and not math.isfinite(history[-1]["loss"]):
         raise ConfigError("the fit diverged (non-finite loss); try a smaller adam_lr or a "

@@ -43,7 +43,20 @@ def test_fit_writes_cog_and_shifts(small_stack, tmp_path):
     assert [r["id"] for r in rows] == [o.id for o in small_stack.observations]
     dx = np.array([float(r["dx_m"]) for r in rows])
     assert abs(dx.mean()) < 1e-3  # gauge: mean zero
+    # the default fit is robust: per-date weights and gains/offsets are reported
+    assert {"weight", "outlier_fraction", "gain_B04", "offset_B03"} <= set(rows[0])
     assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["sr.shifts.csv", "sr.tif"]
+
+
+def test_fit_plain_has_no_radiometry(small_stack, tmp_path):
+    out = tmp_path / "sr.tif"
+    r = run("fit", small_stack.root, "--out", out, "--plain", *FAST)
+    assert r.exit_code == 0, r.output
+    with open(tmp_path / "sr.shifts.csv") as f:
+        header = next(csv.reader(f))
+    assert "residual_rms" in header and not any(h.startswith("gain_") for h in header)
+    with rasterio.open(out) as src:
+        assert '"loss": "l2"' in src.tags()["config"]
 
 
 def test_fit_sample_offline(tmp_path):

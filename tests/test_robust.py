@@ -16,10 +16,11 @@ from splatsr.model import SplatGrid, render_observations
 from splatsr.psf import heldout_error, select_psf_sigma
 from splatsr.robust import observation_weights, regauge, rho
 from splatsr.simulate import read_truth
-from splatsr.solver import ROBUST, FitConfig, fit_arrays
+from splatsr.solver import PLAIN, FitConfig, fit_arrays
 
 FAST = dict(adam_steps=60, lbfgs_iters=30, coarse_levels=0)
-PLAIN = dict(loss="l2", radiometry=False, reweight=False, noise_from_residuals=False)
+# the solver before the robust pieces: least squares, no radiometry, pixel-scale noise level
+OLD = dict(PLAIN, noise_from_residuals=False)
 
 
 def _psnr_5m(result, truth):
@@ -97,8 +98,8 @@ def dirty(texture):
 
 def test_robust_fit_beats_plain_fit_on_a_dirty_stack(dirty):
     truth, data, _ = dirty
-    robust = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, **ROBUST))
-    plain = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, **PLAIN))
+    robust = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST))
+    plain = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, **OLD))
     gain_db = _psnr_5m(robust, truth) - _psnr_5m(plain, truth)
     assert gain_db > 3.0, gain_db  # measured: see docs/quality.md
     assert robust.obs_weights[3] < 0.5 <= min(np.delete(robust.obs_weights, [3, 5]))
@@ -111,8 +112,8 @@ def test_robust_fit_beats_plain_fit_on_a_dirty_stack(dirty):
 def test_clean_stack_gains_near_one_and_no_loss_of_quality(small_stack):
     data = small_stack.load()[:, :1]  # one band keeps it fast
     truth = read_truth(small_stack.root / "truth.tif")[0]
-    robust = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, **ROBUST))
-    plain = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, **PLAIN))
+    robust = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST))
+    plain = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, **OLD))
     assert np.abs(robust.gains - 1).max() < 0.02 and np.abs(robust.offsets).max() < 0.003
     assert robust.obs_weights.min() > 0.9
     # the noise level the fit worked in is the simulated one (0.002), not the texture-inflated
@@ -125,11 +126,11 @@ def test_flat_stack_gives_flat_output():
     rng = np.random.default_rng(1)
     data = (0.1 + rng.normal(0, 0.002, (6, 1, 16, 16))).astype(np.float32)
     # bicubic of the mean would keep 0.002 / sqrt(6) = 0.0008 of noise
-    robust = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, **ROBUST))
+    robust = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST))
     assert robust.render(5.0)[0, 4:-4, 4:-4].std() < 0.0008
-    # the plain default keeps about as much as bicubic of the mean (measured 0.00085, 1.06x):
-    # no structure invented, but no denoising beyond averaging either
-    plain = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST))
+    # the plain fit keeps about as much as bicubic of the mean: no structure invented, but
+    # no denoising beyond averaging either
+    plain = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, **PLAIN))
     assert plain.render(5.0)[0, 4:-4, 4:-4].std() < 1.5 * 0.0008
 
 
@@ -166,7 +167,7 @@ def test_cli_psf_auto_and_bad_value(small_stack, tmp_path):
     out = tmp_path / "sr.tif"
     fast = ["--adam-steps", "8", "--lbfgs-iters", "4", "--coarse-levels", "0"]
     r = CliRunner().invoke(main, ["fit", str(small_stack.root), "--out", str(out),
-                                  "--psf-sigma", "auto", "--robust", *fast],
+                                  "--psf-sigma", "auto", *fast],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert "psf sigma auto" in r.output
