@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
-from scipy.special import ndtr
 
 from .errors import ConfigError
 from .stack import Stack, write_observation, write_stack
@@ -27,6 +26,8 @@ DEFAULT_CRS = "EPSG:32633"
 
 def _G(z: np.ndarray) -> np.ndarray:
     """Antiderivative of the standard normal CDF: z * Phi(z) + phi(z)."""
+    from scipy.special import ndtr  # imported here: scipy.special adds ~0.4 s to every CLI start
+
     return z * ndtr(z) + np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
 
 

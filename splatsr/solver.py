@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -265,8 +265,10 @@ def _segments(n: int, restart: int) -> list[tuple[int, int]]:
 LBFGS_EVALS_PER_ITER = 1.25
 
 
-def _run_lbfgs(params: list[torch.Tensor], loss_fn: Any, *, n_iter: int, history: int,
-               log: Any, bar: Any) -> None:
+def _run_lbfgs(params: list[torch.Tensor],
+               loss_fn: Callable[[], tuple[torch.Tensor, torch.Tensor]], *, n_iter: int,
+               history: int, log: Callable[[int, torch.Tensor, torch.Tensor], None],
+               bar: Any) -> None:
     """``n_iter`` L-BFGS iterations (strong Wolfe) in one optimiser call.
 
     One call, not ``n_iter`` calls of one iteration: each call re-evaluates the loss at its
