@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # Idle OpenMP threads sleep instead of spinning (set before torch loads its OpenMP): on a
 # busy machine spinning threads starve the working ones; a 2-thread fit ran ~30x slower
@@ -20,6 +21,9 @@ import click  # noqa: E402
 
 import splatsr  # noqa: E402
 from splatsr.errors import SplatsrError  # noqa: E402
+
+if TYPE_CHECKING:
+    from splatsr.tiled import TiledResult
 
 
 class _Group(click.Group):
@@ -89,7 +93,8 @@ def _query_options(required: bool):
                      show_default=True, help="STAC API root."),
         click.option("--collection", default="sentinel-2-l2a", show_default=True),
         click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True,
-                     help="Scenes read in parallel."),
+                     help="Scenes read in parallel (fit --aoi --tile-size: tiles reading "
+                          "their windows at once)."),
     ]
 
     def decorate(f):
@@ -214,7 +219,9 @@ def fit(stack_dir: str | None, out: str, sample: bool, aoi, start, end, bands: s
     """Fit STACK_DIR (or --sample, or --aoi with --start/--end) and write a COG plus shifts.
 
     With --aoi the stack is fetched first into a cache folder keyed by the query (reused by
-    later runs with the same query).
+    later runs with the same query). With --aoi and --tile-size nothing is fetched: each tile
+    task reads its own window of every scene straight from the COGs (--max-cloud and
+    --min-coverage do not apply: cloudy pixels are masked per tile).
     """
     if sum([stack_dir is not None, sample, aoi is not None]) != 1:
         raise click.UsageError("give exactly one of STACK_DIR, --sample or --aoi")
@@ -224,6 +231,25 @@ def fit(stack_dir: str | None, out: str, sample: bool, aoi, start, end, bands: s
     from splatsr.sample import sample_path
 
     show = sys.stderr.isatty() if progress is None else progress
+    auto_psf = psf_sigma == "auto"
+    cfg = _config(_DEFAULT.psf_sigma_m if auto_psf else psf_sigma, splat_spacing, splat_sigma,
+                  coarse_levels, adam_steps, lbfgs_iters, tv, device, seed, show, plain)
+    if tile_size is not None and auto_psf:
+        raise click.UsageError("--psf-sigma auto is not available with --tile-size; run "
+                               "it on a part of the stack and pass the number")
+    if tile_size is not None and (init_shifts != "zeros" or report_dir is not None):
+        raise click.UsageError("--init-shifts phasecorr and --report are not available "
+                               "with --tile-size")
+    tiled = dict(out=out, tile_size=tile_size, overlap=overlap, config=cfg,
+                 resolution_m=resolution, address=dask_address, store=tile_cache,
+                 progress=show)
+    if aoi is not None and tile_size is not None:
+        from splatsr.tiled import fit_aoi_tiled
+
+        _report_tiled(fit_aoi_tiled(aoi=aoi, start=start.date(), end=end.date(), bands=bands,
+                                    stac_url=stac_url, collection=collection,
+                                    max_reads=workers, **tiled))
+        return
     if aoi is not None:
         from splatsr.fetch import fetch_cached
 
@@ -236,18 +262,10 @@ def fit(stack_dir: str | None, out: str, sample: bool, aoi, start, end, bands: s
         stack = splatsr.read_stack(sample_path() if sample else stack_dir)
     extent = (stack.height * stack.pixel_m, stack.width * stack.pixel_m)
     rows, cols = output_shape(extent, resolution)  # fail before a long fit, not after
-    auto_psf = psf_sigma == "auto"
-    cfg = _config(_DEFAULT.psf_sigma_m if auto_psf else psf_sigma, splat_spacing, splat_sigma,
-                  coarse_levels, adam_steps, lbfgs_iters, tv, device, seed, show, plain)
-    if tile_size is not None and auto_psf:
-        raise click.UsageError("--psf-sigma auto is not available with --tile-size; run "
-                               "it on a part of the stack and pass the number")
     if tile_size is not None:
-        if init_shifts != "zeros" or report_dir is not None:
-            raise click.UsageError("--init-shifts phasecorr and --report are not available "
-                                   "with --tile-size")
-        _fit_tiled(stack, out, resolution=resolution, cfg=cfg, tile_size=tile_size,
-                   overlap=overlap, address=dask_address, store=tile_cache, progress=show)
+        from splatsr.tiled import fit_tiled
+
+        _report_tiled(fit_tiled(stack, **tiled))
         return
     seed_m = None
     if init_shifts == "phasecorr":
@@ -280,19 +298,13 @@ def fit(stack_dir: str | None, out: str, sample: bool, aoi, start, end, bands: s
         click.echo(f"wrote {', '.join(p.name for p in figs.values())} to {report_dir}")
 
 
-def _fit_tiled(stack, out: str, *, resolution: float, cfg: splatsr.FitConfig, tile_size: int,
-               overlap: int, address: str | None, store: str | None, progress: bool) -> None:
-    """``fit --tile-size``: the tiled fit on Dask (see splatsr.tiling)."""
-    from splatsr.tiling import fit_tiled
-
-    res = fit_tiled(stack, out=out, tile_size=tile_size, overlap=overlap,
-                    config=cfg,
-                    resolution_m=resolution, address=address, store=store,
-                    progress=progress)
+def _report_tiled(res: TiledResult) -> None:
+    """The one-line summary of ``fit --tile-size`` (see splatsr.tiled)."""
     click.echo(f"wrote {res.path}, {res.path.stem}.shifts.csv, "
                f"{res.tile_shifts_csv.name} and {res.shifts_tif.name}: "
                f"{len(res.tiles)} tiles ({len(res.fitted)} fitted, {len(res.reused)} reused "
-               f"from {res.store}, {len(res.empty)} empty) in {res.seconds:.1f} s")
+               f"from {res.store}, {len(res.empty)} empty) of {len(res.observations)} "
+               f"observations in {res.seconds:.1f} s")
 
 
 @main.command()

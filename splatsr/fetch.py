@@ -29,6 +29,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -222,43 +223,24 @@ def fetch_stack(*, aoi: AOI | str, start: str | _dt.date, end: str | _dt.date,
         No scenes match the query, none passes the cloud and coverage screens, or the STAC API
         or a raster read fails after retries.
     """
-    aoi_ll = parse_aoi(aoi) if isinstance(aoi, (str, os.PathLike)) else _check_aoi(aoi, str(aoi))
-    start_s, end_s = _check_date(start, "start"), _check_date(end, "end")
-    if start_s > end_s:
-        raise ConfigError(f"start {start_s} is after end {end_s}")
-    band_t = _check_bands(bands)
     for name, v in (("max_cloud", max_cloud), ("min_coverage", min_coverage)):
         if not 0.0 <= float(v) <= 1.0:
             raise ConfigError(f"{name} must be a fraction in [0, 1], got {v}")
-    if int(max_workers) < 1 or int(http_retries) < 0 or float(http_backoff_s) < 0:
-        raise ConfigError("max_workers must be >= 1, http_retries and http_backoff_s >= 0")
-
-    query = (f"{collection} at {stac_url}, bbox {','.join(f'{v:g}' for v in aoi_ll)}, "
-             f"{start_s}/{end_s}")
-    items = _stac.search(stac_url=stac_url, collection=collection, aoi=aoi_ll,
-                         datetime=f"{start_s}T00:00:00Z/{end_s}T23:59:59Z",
-                         retries=http_retries, backoff_s=http_backoff_s, query=query)
-    if not items:
-        raise FetchError(f"no scenes found for {query}")
-    scenes, dropped = _stac.parse_items(items, band_t)
-    if not scenes:
-        reasons = "; ".join(sorted({d["reason"] for d in dropped}))
-        raise FetchError(f"none of the {len(items)} scenes found for {query} is usable: "
-                         f"{reasons}")
-    grid, scenes, more = _stac.select_tile(scenes, aoi_ll, max_tile_cloud_pct)
-    dropped += more
-    too_cloudy_tile = [s for s in scenes if s.cloud_pct is not None
-                       and s.cloud_pct > max_tile_cloud_pct]
-    scenes = [s for s in scenes if s not in too_cloudy_tile]
-    dropped += [{"id": s.item_id, "reason": f"tile cloud cover {s.cloud_pct:.1f} % > "
-                 f"{max_tile_cloud_pct:g} % (eo:cloud_cover pre-filter)"}
-                for s in too_cloudy_tile]
+    if int(max_workers) < 1:
+        raise ConfigError(f"max_workers must be >= 1, got {max_workers}")
+    plan = plan_scenes(aoi=aoi, start=start, end=end, bands=bands, stac_url=stac_url,
+                       collection=collection, max_tile_cloud_pct=max_tile_cloud_pct,
+                       http_retries=http_retries, http_backoff_s=http_backoff_s)
+    aoi_ll, start_s, end_s, band_t = plan.aoi, plan.start, plan.end, plan.bands
+    grid, scenes, dropped = plan.grid, list(plan.scenes), list(plan.dropped)
+    too_cloudy_tile = list(plan.prefiltered)
 
     out = Path(out_dir)
     created = not out.exists()
+    env = remote_gdal_env(http_retries, http_backoff_s)
     records = _fetch_all(scenes, grid, band_t, out, max_cloud=max_cloud,
                          min_coverage=min_coverage, max_workers=int(max_workers),
-                         progress=progress, gdal_env=_gdal_env(http_retries, http_backoff_s))
+                         progress=progress, gdal_env=env)
     kept, screened = [], []
     for scene in scenes:
         rec = records[scene.item_id]
@@ -287,7 +269,72 @@ def fetch_stack(*, aoi: AOI | str, start: str | _dt.date, end: str | _dt.date,
     return read_stack(out)
 
 
-def _gdal_env(retries: int, backoff_s: float) -> dict[str, str]:
+@dataclass(frozen=True)
+class ScenePlan:
+    """What a STAC search picked for an AOI: the stack grid and the scenes to read on it."""
+
+    aoi: AOI  # (west, south, east, north), lon/lat degrees
+    start: str  # first day, YYYY-MM-DD
+    end: str  # last day, YYYY-MM-DD
+    bands: tuple[str, ...]  # 10 m bands, in file order
+    grid: Grid  # the AOI on the chosen tile's 10 m grid, snapped to the 60 m lattice
+    scenes: tuple[Scene, ...]  # the tile's scenes within the eo:cloud_cover pre-filter, by time
+    prefiltered: tuple[Scene, ...]  # the tile's scenes above the pre-filter
+    dropped: tuple[dict[str, Any], ...]  # {"id", "reason"} of every scene not used
+
+
+def plan_scenes(*, aoi: AOI | str, start: str | _dt.date, end: str | _dt.date,
+                bands: str | Sequence[str] = TEN_M_BANDS, stac_url: str = PC_URL,
+                collection: str = COLLECTION, max_tile_cloud_pct: float = 95.0,
+                http_retries: int = 5, http_backoff_s: float = 1.0) -> ScenePlan:
+    """Search STAC, pick the tile and grid for the AOI and pre-filter by ``eo:cloud_cover``.
+
+    No pixel is read. Parameters as for :func:`fetch_stack`.
+
+    Returns
+    -------
+    ScenePlan
+
+    Raises
+    ------
+    ConfigError
+        Invalid AOI, dates, bands or retry settings; AOI not inside a single tile.
+    FetchError
+        The search fails or finds no usable item.
+    """
+    aoi_ll = parse_aoi(aoi) if isinstance(aoi, (str, os.PathLike)) else _check_aoi(aoi, str(aoi))
+    start_s, end_s = _check_date(start, "start"), _check_date(end, "end")
+    if start_s > end_s:
+        raise ConfigError(f"start {start_s} is after end {end_s}")
+    band_t = _check_bands(bands)
+    if int(http_retries) < 0 or float(http_backoff_s) < 0:
+        raise ConfigError("http_retries and http_backoff_s must be >= 0")
+    query = (f"{collection} at {stac_url}, bbox {','.join(f'{v:g}' for v in aoi_ll)}, "
+             f"{start_s}/{end_s}")
+    items = _stac.search(stac_url=stac_url, collection=collection, aoi=aoi_ll,
+                         datetime=f"{start_s}T00:00:00Z/{end_s}T23:59:59Z",
+                         retries=http_retries, backoff_s=http_backoff_s, query=query)
+    if not items:
+        raise FetchError(f"no scenes found for {query}")
+    scenes, dropped = _stac.parse_items(items, band_t)
+    if not scenes:
+        reasons = "; ".join(sorted({d["reason"] for d in dropped}))
+        raise FetchError(f"none of the {len(items)} scenes found for {query} is usable: "
+                         f"{reasons}")
+    grid, scenes, more = _stac.select_tile(scenes, aoi_ll, max_tile_cloud_pct)
+    dropped += more
+    too_cloudy_tile = [s for s in scenes if s.cloud_pct is not None
+                       and s.cloud_pct > max_tile_cloud_pct]
+    dropped += [{"id": s.item_id, "reason": f"tile cloud cover {s.cloud_pct:.1f} % > "
+                 f"{max_tile_cloud_pct:g} % (eo:cloud_cover pre-filter)"}
+                for s in too_cloudy_tile]
+    return ScenePlan(aoi=aoi_ll, start=start_s, end=end_s, bands=band_t, grid=grid,
+                     scenes=tuple(s for s in scenes if s not in too_cloudy_tile),
+                     prefiltered=tuple(too_cloudy_tile), dropped=tuple(dropped))
+
+
+def remote_gdal_env(retries: int, backoff_s: float) -> dict[str, str]:
+    """GDAL settings for remote COG reads: retries with backoff, merged range requests."""
     return {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETRY": str(retries),
             "GDAL_HTTP_RETRY_DELAY": f"{max(backoff_s, 0.001):g}",
             "GDAL_HTTP_MULTIRANGE": "YES", "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",

@@ -10,13 +10,18 @@ import pytest
 import rasterio
 
 import splatsr
+import splatsr._stac
+from splatsr import tiled as tiled_mod
 from splatsr import tiling
-from splatsr.tiling import TileError, blend_weights, fit_tiled, plan_tiles
+from splatsr.fetch import plan_scenes
+from splatsr.tiling import TileError, blend_weights, fit_aoi_tiled, fit_tiled, plan_tiles
 
 try:  # the loopback STAC server fixtures, for fit --aoi --tile-size
     from test_fetch import AOI_TEXT, pc_env, planted, server  # noqa: F401
 except ImportError:  # pragma: no cover
     AOI_TEXT = None
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # a shared, busy 2-core machine
 
 FAST = dict(adam_steps=30, lbfgs_iters=15, coarse_levels=0)
 TILE, OVERLAP = 24, 6  # 40 x 40 px stack -> 2 x 2 tiles of 24 px overlapping by 8 px
@@ -187,14 +192,14 @@ def test_failing_tile_is_reported_and_retried(sim, tiled, client, tmp_path, monk
     store = _copy_store(tiled, tmp_path)
     for p in store.glob("r000c001-*"):
         p.unlink()
-    real = tiling.fit_arrays
+    real = tiled_mod.fit_arrays
     calls = {"n": 0}
 
     def broken(data, **kw):
         calls["n"] += 1
         raise RuntimeError("simulated GPU out of memory")
 
-    monkeypatch.setattr(tiling, "fit_arrays", broken)
+    monkeypatch.setattr(tiled_mod, "fit_arrays", broken)
     out = tmp_path / "sr.tif"
     with pytest.raises(TileError, match=r"1 of 4 tiles failed.*r000c001: RuntimeError: "
                                         r"simulated GPU out of memory"):
@@ -209,7 +214,7 @@ def test_failing_tile_is_reported_and_retried(sim, tiled, client, tmp_path, monk
             raise RuntimeError("transient")
         return real(data, **kw)
 
-    monkeypatch.setattr(tiling, "fit_arrays", flaky)
+    monkeypatch.setattr(tiled_mod, "fit_arrays", flaky)
     res = fit_tiled(sim, out=out, tile_size=TILE, overlap=OVERLAP, retries=1,
                     config=splatsr.FitConfig(**FAST), client=client)
     assert res.fitted == ["r000c001"] and len(res.reused) == 3 and out.exists()
@@ -241,30 +246,111 @@ def test_cli_tiled_fit_on_existing_cluster(sim, client, tmp_path):
     assert bad.exit_code == 1 and "overlap must be between 0 and half" in bad.output
 
 
+@pytest.fixture
+def window_reads(monkeypatch):
+    """Spies (calling through) on the scene reader and the href signer: per call, what was
+    read or signed and whether it ran inside a Dask worker (a task) or in the driver."""
+    from distributed import get_worker
+
+    def in_task() -> bool:
+        try:
+            get_worker()
+            return True
+        except ValueError:
+            return False
+
+    calls = {"read": [], "sign": []}
+    real_read, real_sign = splatsr._stac.read_scene, splatsr._stac._sign
+
+    def read(scene, grid, *args, **kwargs):
+        calls["read"].append((scene.item_id, grid.bounds, in_task()))
+        return real_read(scene, grid, *args, **kwargs)
+
+    def sign(href):
+        calls["sign"].append((href, in_task()))
+        return real_sign(href)
+
+    monkeypatch.setattr(splatsr._stac, "read_scene", read)
+    monkeypatch.setattr(splatsr._stac, "_sign", sign)
+    return calls
+
+
+AOI_FIT = dict(adam_steps=8, lbfgs_iters=4, coarse_levels=0)
+
+
+@pytest.mark.skipif(AOI_TEXT is None, reason="needs tests/test_fetch.py's loopback STAC")
+def test_aoi_tiled_reads_and_signs_inside_the_tasks(client, tmp_path, server, planted,  # noqa: F811
+                                                     window_reads):
+    """``fit_aoi_tiled``: the driver only searches; every tile task reads (and signs) its own
+    window of every scene; a rerun reads nothing."""
+    query = dict(aoi=AOI_TEXT, start="2021-06-01", end="2025-09-30", stac_url=server.url,
+                 http_backoff_s=0.01)
+    plan = plan_scenes(**query)
+    grid = plan.grid
+    assert window_reads["read"] == [] and server.requests("file") == []  # planning reads none
+    kw = dict(out=tmp_path / "a.tif", tile_size=64, overlap=8, resolution_m=5.0,
+              config=splatsr.FitConfig(**AOI_FIT), client=client)
+    res = fit_aoi_tiled(**query, **kw)
+    tiles = plan_tiles(height=grid.height, width=grid.width, tile_size=64, overlap=8)
+    assert len(tiles) > 1 and sorted(res.fitted) == sorted(t.id for t in tiles)
+    ids = [s.item_id for s in plan.scenes]
+    assert res.observations == ids and planted["D"].item_id in ids  # only eo:cloud_cover
+    reads = window_reads["read"]
+    assert reads and all(task for *_, task in reads), "a window was read in the driver"
+    assert window_reads["sign"] and all(task for _, task in window_reads["sign"])
+    # each scene read once per tile, each read only its tile's window (on the 60 m lattice)
+    assert len(reads) == len(tiles) * len(ids)
+    windows = {b for _, b, _ in reads}
+    assert len(windows) == len(tiles) and grid.bounds not in windows
+    for b in windows:
+        w, s, e, n = b
+        assert e - w <= (64 + 10) * 10 and n - s <= (64 + 10) * 10
+        assert (w - grid.bounds[0]) % 60 == 0 and (grid.bounds[3] - n) % 60 == 0
+    assert server.requests("file", 403) == [] and server.requests("token")
+    with rasterio.open(res.path) as ds:
+        assert ds.crs.to_string() == grid.crs and ds.res == (5.0, 5.0)
+        assert tuple(ds.bounds) == pytest.approx(grid.bounds)
+        assert np.isfinite(ds.read()).all()  # four clear dates cover every pixel
+    # the fully cloudy date (SCL 9) has no valid pixel in any tile: left out, NaN shifts
+    with open(res.tile_shifts_csv) as f:
+        rows = [r for r in csv.DictReader(f) if r["id"] == planted["D"].item_id]
+    assert len(rows) == len(tiles) and all(r["dx_m"] == "nan" for r in rows)
+    assert np.isfinite(res.shifts_m[:, ids.index(planted["A"].item_id)]).all()
+    # rerun: every tile reused, no pixel window read, nothing signed
+    window_reads["read"].clear()
+    window_reads["sign"].clear()
+    server.log.clear()
+    again = fit_aoi_tiled(**query, **kw)
+    assert again.fitted == [] and len(again.reused) == len(tiles)
+    assert window_reads["read"] == [] and window_reads["sign"] == []
+    assert server.requests("file") == [] and server.requests("token") == []
+
+
 @pytest.mark.skipif(AOI_TEXT is None, reason="needs tests/test_fetch.py's loopback STAC")
 def test_cli_fit_aoi_tiled(client, tmp_path, server):  # noqa: F811
-    """``fit --aoi ... --tile-size``: fetch into the cache (loopback STAC), then tiles."""
+    """``fit --aoi ... --tile-size``: no stack is fetched; tiles read from the COGs."""
     from click.testing import CliRunner
 
     from splatsr_cli.cli import main
 
     args = ["fit", "--aoi", AOI_TEXT, "--start", "2021-06-01", "--end",
             "2025-09-30", "--stac-url", server.url, "--cache-dir", str(tmp_path / "cache"),
-            "--no-progress", "--coarse-levels", "0", "--adam-steps", "10", "--lbfgs-iters",
-            "5", "--resolution", "5", "--tile-size", "64", "--overlap", "8", "--dask",
+            "--no-progress", "--coarse-levels", "0", "--adam-steps", "8", "--lbfgs-iters",
+            "4", "--resolution", "5", "--tile-size", "64", "--overlap", "8", "--dask",
             client.scheduler.address, "--out", str(tmp_path / "a.tif")]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
-    stack = splatsr.read_stack(next((tmp_path / "cache").iterdir()))
-    assert stack.width > 64 or stack.height > 64  # more than one tile window
-    n = len(plan_tiles(height=stack.height, width=stack.width, tile_size=64, overlap=8))
+    assert not (tmp_path / "cache").exists()  # nothing fetched to disk
+    grid = plan_scenes(aoi=AOI_TEXT, start="2021-06-01", end="2025-09-30",
+                       stac_url=server.url).grid
+    n = len(plan_tiles(height=grid.height, width=grid.width, tile_size=64, overlap=8))
     assert f"{n} tiles ({n} fitted" in res.output and n > 1
     with rasterio.open(tmp_path / "a.tif") as ds:
-        assert tuple(ds.bounds) == pytest.approx(tuple(stack.bounds)) and ds.res == (5.0, 5.0)
+        assert tuple(ds.bounds) == pytest.approx(grid.bounds) and ds.res == (5.0, 5.0)
 
 
 def test_unreachable_scheduler_is_one_clear_error(sim, tmp_path, monkeypatch):
-    monkeypatch.setattr(tiling, "CONNECT_TIMEOUT", "2s")
+    monkeypatch.setattr(tiled_mod, "CONNECT_TIMEOUT", "2s")
     with pytest.raises(splatsr.ConfigError, match="cannot reach the Dask scheduler"):
         fit_tiled(sim, out=tmp_path / "x.tif", tile_size=TILE, overlap=OVERLAP,
                   address="tcp://127.0.0.1:9")

@@ -1,0 +1,362 @@
+"""Tiled fits on Dask distributed: the tile task and the drivers.
+
+* :func:`fit_tile` -- the Dask task: read the tile's window of every observation from its source
+  (a bounded number of tiles read at a time across the cluster), fit it with the ordinary
+  solver, render it, store it under a key of source + window + parameters. Idempotent: a
+  finished tile is never fitted again.
+* :func:`fit_tiled` -- the driver: plan the tiles, submit the missing ones to a Dask cluster (a
+  LocalCluster by default), retry failures, report tiles that still fail, then write the mosaic
+  and the shift outputs (:mod:`splatsr.mosaic`).
+* :func:`fit_aoi_tiled` -- the same for an AOI straight from STAC: the driver only searches and
+  plans (:func:`splatsr.fetch.plan_scenes`); every task reads, signs and masks its own window
+  of every scene (:class:`splatsr.tile_sources.RemoteSource`). Nothing is fetched to disk.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._atomic import atomic_path, write_text_atomic
+from .errors import ConfigError, FetchError, StackError
+from .fetch import COLLECTION, PC_URL, plan_scenes, remote_gdal_env
+from .mosaic import write_mosaic, write_shifts
+from .s2 import TEN_M_BANDS
+from .solver import FitConfig, fit_arrays
+from .stack import MIN_OBSERVATIONS, Stack, read_stack
+from .tile_sources import LocalSource, RemoteSource, TileSource, as_source
+from .tiling import (STORE_FORMAT, Tile, TileError, _entry, default_store, load_entry,
+                     plan_tiles, tile_key)
+
+CONNECT_TIMEOUT = "20s"  # how long to try to reach a --dask scheduler
+_LOCAL_READS = threading.BoundedSemaphore(4)  # bounds reads when no Dask semaphore is given
+
+
+def fit_tile(source: TileSource, tile: Tile, *, config: dict[str, Any], resolution_m: float,
+             store: str, entry_key: str, read_slots: Any = None,
+             torch_threads: int | None = None) -> dict[str, Any]:
+    """Fit one tile and store it (the Dask task). Returns the tile's metadata.
+
+    Parameters
+    ----------
+    source
+        Where the pixels are: a :class:`LocalSource` (a stack directory every worker can
+        read) or a :class:`RemoteSource` (COGs read, signed and masked here, in the task).
+    tile
+        The window to fit.
+    config
+        :class:`FitConfig` fields as a dict.
+    resolution_m
+        Pixel size of the stored rendering.
+    store, entry_key
+        Tile store folder (shared with the client) and the tile's key (:func:`tile_key`).
+    read_slots
+        A ``distributed.Semaphore`` bounding concurrent reads across the cluster (None: a
+        per-process bound of 4).
+    torch_threads
+        Set torch's intra-op threads in this worker first (None: leave as is).
+
+    Returns
+    -------
+    dict
+        ``status`` ("fitted" or "empty"), ``shifts_m`` ((T, 2), null for a date with no valid
+        pixel in the tile: it is left out of the tile's fit), ``residual_rms``, ``seconds``,
+        ... Empty tiles (fewer than two observations with valid pixels) store no image.
+    """
+    key = entry_key
+    done = load_entry(store, tile, key)
+    if done is not None:
+        return dict(done, reused=True)
+    import torch
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    if config.get("device") != "cpu" and torch.cuda.is_available():
+        _pick_gpu(torch)
+    with read_slots if read_slots is not None else _LOCAL_READS:
+        data = source.read(tile.window)  # (T, B, rows, cols)
+    T = len(data)
+    meta: dict[str, Any] = dict(format=STORE_FORMAT, tile=asdict(tile), key=key, ids=source.ids)
+    seen = np.isfinite(data).reshape(T, -1).any(axis=1)  # (T,) dates with a valid pixel
+    n_obs = int(seen.sum())
+    meta_path, img_path = _entry(Path(store), tile, key)
+    if n_obs < MIN_OBSERVATIONS:
+        meta.update(status="empty", reason=f"{n_obs} observation(s) with valid pixels",
+                    seconds=0.0)
+    else:
+        result = fit_arrays(data if seen.all() else data[seen], pixel_m=source.pixel_m,
+                            config=FitConfig(**config), band_names=source.bands)
+        image = result.render(resolution_m)  # (B, rows * f, cols * f)
+        with atomic_path(img_path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, image.astype(np.float32))
+        shifts = np.full((T, 2), np.nan)
+        rms = np.full(T, np.nan)
+        shifts[seen], rms[seen] = result.shifts_m, result.residual_rms
+        meta.update(status="fitted", shifts_m=_nulls(shifts), residual_rms=_nulls(rms),
+                    seconds=result.seconds)
+    write_text_atomic(meta_path, json.dumps(meta) + "\n")
+    return dict(meta, reused=False)
+
+
+def _nulls(a: np.ndarray) -> list[Any]:
+    """``a.tolist()`` with None for NaN (valid JSON)."""
+    return np.where(np.isfinite(a), a, None).tolist()
+
+
+def _pick_gpu(torch: Any) -> None:
+    """On a LocalCluster worker named 0, 1, ...: use GPU ``name % count`` (one per worker)."""
+    try:
+        from distributed import get_worker
+        name = get_worker().name
+    except (ImportError, ValueError):
+        return
+    if isinstance(name, int) and torch.cuda.device_count() > 1:
+        torch.cuda.set_device(name % torch.cuda.device_count())
+
+
+@dataclass
+class TiledResult:
+    """What a tiled fit wrote and how it went."""
+
+    path: Path  # the mosaic COG
+    tiles: list[Tile]  # every tile of the plan
+    fitted: list[str] = field(default_factory=list)  # ids of tiles fitted in this run
+    reused: list[str] = field(default_factory=list)  # ids of tiles found in the store
+    empty: list[str] = field(default_factory=list)  # ids of tiles with too little data
+    shifts_m: np.ndarray | None = None  # (n_tiles, T, 2) per-tile shifts, NaN when empty
+    tile_shifts_csv: Path | None = None  # per-tile shift table
+    shifts_tif: Path | None = None  # GeoTIFF of the shifts per date (one cell per tile)
+    store: Path | None = None  # tile store folder
+    seconds: float = 0.0  # wall time of the whole run
+    observations: list[str] = field(default_factory=list)  # observation ids, in order
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # fit_aoi_tiled: unused items
+
+
+def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.PathLike,
+              tile_size: int, overlap: int, config: FitConfig | None = None, resolution_m: float = 2.5,
+              client: Any = None, address: str | None = None,
+              store: str | os.PathLike | None = None, n_workers: int | None = None,
+              retries: int = 2, max_reads: int = 4, progress: bool = False) -> TiledResult:
+    """Fit a stack tile by tile on Dask distributed and write one blended COG.
+
+    Parameters
+    ----------
+    source
+        A stack directory, a :class:`Stack`, or a :mod:`splatsr.tile_sources` source (a
+        :class:`RemoteSource` reads each tile's window from the COGs inside its task; see
+        :func:`fit_aoi_tiled`).
+    out
+        The mosaic COG. Beside it: ``<stem>.shifts.csv`` (per date, mean over tiles),
+        ``<stem>.tile_shifts.csv`` (per tile and date) and ``<stem>.shifts.tif``.
+    tile_size, overlap
+        Tile side and least overlap in 10 m pixels (see :func:`plan_tiles`).
+    config
+        Solver settings used for every tile.
+    resolution_m
+        Output pixel size; must divide the source's pixel size.
+    client
+        A ``distributed.Client`` to use (not closed).
+    address
+        Scheduler address of an existing cluster (when no ``client``); default: a
+        LocalCluster on this machine, closed at the end.
+    store
+        Tile store folder (default ``<stem>.tiles`` beside ``out``); finished tiles found
+        there are reused. Workers and client must both see it (and a stack directory).
+    n_workers
+        Workers of the default LocalCluster (default: one per GPU when torch sees CUDA and
+        the device is not "cpu", else one per CPU core; at most the tiles to fit).
+    retries
+        Extra attempts of a failing tile.
+    max_reads
+        Tiles reading their window at the same time, across the cluster.
+    progress
+        Progress bar over tiles on stderr.
+
+    Returns
+    -------
+    TiledResult
+
+    Raises
+    ------
+    TileError
+        If a tile still fails after its retries (listed with its error); the other tiles stay
+        stored, so rerunning the same call fits only the missing ones.
+    StackError
+        If no tile has valid pixels in at least two observations.
+    """
+    t0 = time.perf_counter()
+    if isinstance(source, (str, os.PathLike)):
+        source = read_stack(source)
+    if isinstance(source, Stack):  # workers open the files by absolute path
+        source = LocalSource(replace(source, root=source.root.resolve()))
+    source = as_source(source)
+    cfg = config or FitConfig()
+    cfg.validate()
+    factor = _factor(source.pixel_m, resolution_m)
+    tiles = plan_tiles(height=source.height, width=source.width, tile_size=tile_size,
+                       overlap=overlap)
+    store = Path(store) if store is not None else default_store(out)
+    store.mkdir(parents=True, exist_ok=True)
+    fp = source.fingerprint()
+    keys = {t.id: tile_key(fingerprint=fp, tile=t, config=cfg, resolution_m=resolution_m)
+            for t in tiles}
+    metas = {t.id: load_entry(store, t, keys[t.id]) for t in tiles}
+    todo = [t for t in tiles if metas[t.id] is None]
+    res = TiledResult(path=Path(out), tiles=tiles, store=store, observations=source.ids,
+                      reused=[t.id for t in tiles if metas[t.id] is not None])
+    if todo:
+        failures = _run_tiles(source, todo, keys, metas, res, cfg=cfg,
+                              resolution_m=resolution_m, store=store, client=client,
+                              address=address, n_workers=n_workers, retries=retries,
+                              max_reads=max_reads, progress=progress)
+        if failures:
+            listed = "; ".join(f"{tid}: {msg}" for tid, msg in failures[:5])
+            more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+            raise TileError(f"{len(failures)} of {len(tiles)} tiles failed after {retries} "
+                            f"retries: {listed}{more}; the {len(tiles) - len(failures)} "
+                            f"finished tiles are kept in {store}, rerun to fit only the rest")
+    res.empty = [t.id for t in tiles if metas[t.id]["status"] == "empty"]
+    if len(res.empty) == len(tiles):
+        raise StackError(f"{source.name}: no tile has valid pixels in at least "
+                         f"{MIN_OBSERVATIONS} observations; nothing to mosaic")
+    write_mosaic(source, tiles, keys, metas, out=out, store=store, factor=factor,
+                 overlap=overlap, config=cfg)
+    res.shifts_m, res.tile_shifts_csv, res.shifts_tif = write_shifts(source, tiles, metas,
+                                                                     out=out)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def fit_aoi_tiled(*, aoi: Any, start: str | _dt.date, end: str | _dt.date,
+                  out: str | os.PathLike, tile_size: int, overlap: int,
+                  bands: str | Sequence[str] = TEN_M_BANDS, stac_url: str = PC_URL,
+                  collection: str = COLLECTION, max_tile_cloud_pct: float = 95.0,
+                  http_retries: int = 5, http_backoff_s: float = 1.0,
+                  **kwargs: Any) -> TiledResult:
+    """Tiled fit of an AOI read straight from STAC: no stack on disk, reads inside the tasks.
+
+    The driver searches and plans exactly as :func:`splatsr.fetch.fetch_stack` does (tile and
+    60 m-snapped grid for the AOI, reprocessed copies deduplicated, the ``eo:cloud_cover``
+    pre-filter) and reads no pixel. Each tile task reads its own window of every scene from
+    the COGs, signing the hrefs just before (and again after an HTTP 403), and masks it with
+    the scene classification layer. Scenes are not screened by their cloud fraction over the
+    AOI (that needs every pixel): cloudy pixels are NaN in each tile, and a date without any
+    valid pixel in a tile is left out of that tile's fit.
+
+    Parameters
+    ----------
+    aoi, start, end, bands, stac_url, collection, max_tile_cloud_pct, http_retries, \
+    http_backoff_s
+        As for :func:`splatsr.fetch.fetch_stack`.
+    out, tile_size, overlap
+        As for :func:`fit_tiled`.
+    **kwargs
+        Further keywords for :func:`fit_tiled` (``config``, ``resolution_m``, ``client``,
+        ``address``, ``store``, ``max_reads`` (remote reads at once), ...).
+
+    Returns
+    -------
+    TiledResult
+        With ``dropped``: the items found but not used, and why.
+
+    Raises
+    ------
+    ConfigError
+        Invalid AOI, dates or bands; AOI not inside one tile.
+    FetchError
+        The search fails, or fewer than two scenes pass the pre-filter.
+    """
+    plan = plan_scenes(aoi=aoi, start=start, end=end, bands=bands, stac_url=stac_url,
+                       collection=collection, max_tile_cloud_pct=max_tile_cloud_pct,
+                       http_retries=http_retries, http_backoff_s=http_backoff_s)
+    if len(plan.scenes) < MIN_OBSERVATIONS:
+        raise FetchError(f"{len(plan.scenes)} scene(s) of tile {plan.grid.tile} between "
+                         f"{plan.start} and {plan.end} pass the tile cloud cover pre-filter "
+                         f"({max_tile_cloud_pct:g} %); a fit needs at least {MIN_OBSERVATIONS}")
+    env = remote_gdal_env(http_retries, http_backoff_s)
+    source = RemoteSource(grid=plan.grid, scenes=plan.scenes, band_names=plan.bands,
+                          gdal_env=tuple(sorted(env.items())))
+    res = fit_tiled(source, out=out, tile_size=tile_size, overlap=overlap, **kwargs)
+    res.dropped = list(plan.dropped)
+    return res
+
+
+def _factor(pixel_m: float, resolution_m: float) -> int:
+    f = pixel_m / resolution_m if resolution_m > 0 else 0.0
+    if f < 1 - 1e-9 or abs(f - round(f)) > 1e-6:
+        raise ConfigError(f"tiled fits need a resolution that divides the pixel size "
+                          f"{pixel_m:g} m (e.g. {pixel_m / 4:g} or {pixel_m / 5:g} m), "
+                          f"got {resolution_m:g} m")
+    return round(f)
+
+
+def _run_tiles(source: TileSource, todo: list[Tile], keys: dict[str, str],
+               metas: dict[str, dict | None], res: TiledResult, *, cfg: FitConfig,
+               resolution_m: float, store: Path, client: Any, address: str | None,
+               n_workers: int | None, retries: int, max_reads: int,
+               progress: bool) -> list[tuple[str, str]]:
+    """Fit ``todo`` on the cluster; fill ``metas``/``res``; return (tile id, error) failures."""
+    from distributed import Client, LocalCluster, Semaphore, as_completed
+
+    failures: list[tuple[str, str]] = []
+    with ExitStack() as es:
+        torch_threads = None
+        if client is None and address:
+            try:
+                client = es.enter_context(Client(address, timeout=CONNECT_TIMEOUT))
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise ConfigError(f"cannot reach the Dask scheduler at {address!r} ({exc}); "
+                                  "check the address given to --dask") from None
+        elif client is None:
+            import torch
+
+            cores = os.cpu_count() or 1
+            gpus = torch.cuda.device_count() if cfg.device != "cpu" else 0
+            n = max(1, min(n_workers or gpus or cores, len(todo)))  # one worker per GPU
+            torch_threads = max(1, cores // n)
+            extra = {"resources": {"GPU": 1}} if gpus else {}
+            cluster = es.enter_context(LocalCluster(n_workers=n, threads_per_worker=1,
+                                                    processes=True, dashboard_address=None,
+                                                    **extra))
+            client = es.enter_context(Client(cluster))
+        gpu = any("GPU" in w.get("resources", {})
+                  for w in client.scheduler_info().get("workers", {}).values())
+        slots = Semaphore(max_leases=max_reads, name=f"splatsr-reads-{os.getpid()}-{id(res)}",
+                          scheduler_rpc=client.scheduler, loop=client.loop)
+        tile_cfg = dict(asdict(cfg), progress=False)  # the progress bar is over tiles
+        by_future = {}
+        for t in todo:
+            fut = client.submit(fit_tile, source, t, config=tile_cfg,
+                                resolution_m=resolution_m, store=str(store.resolve()),
+                                entry_key=keys[t.id], read_slots=slots,
+                                torch_threads=torch_threads, retries=retries, pure=False,
+                                resources={"GPU": 1} if gpu else None)
+            by_future[fut] = t
+        bar = tqdm(total=len(todo), disable=not progress, desc="tiles", unit="tile")
+        for fut in as_completed(by_future):
+            t = by_future[fut]
+            if fut.status == "error":
+                exc = fut.exception()
+                failures.append((t.id, f"{type(exc).__name__}: {exc}"))
+            else:
+                meta = fut.result()
+                metas[t.id] = meta
+                (res.reused if meta.get("reused") else res.fitted).append(t.id)
+            bar.update(1)
+            bar.set_postfix(failed=len(failures))
+        bar.close()
+    order = {t.id: i for i, t in enumerate(todo)}
+    failures.sort(key=lambda f: order[f[0]])
+    return failures
