@@ -49,7 +49,7 @@ class FitConfig:
     adam_steps: int = 60  # Adam warm-up steps at the finest level (half at coarse levels)
     adam_lr: float = 0.3  # Adam step size of the splat weights (noise units)
     adam_lr_shifts_m: float = 0.05  # Adam step size of the shifts (m) and gains/offsets
-    lbfgs_iters: int = 60  # L-BFGS iterations at the finest level (half at coarse levels)
+    lbfgs_iters: int = 60  # L-BFGS iterations (at most) at the finest level, half at coarse
     lbfgs_history: int = 20  # L-BFGS memory (pairs of vectors)
     tv_weight: float = 0.05  # smoothed-TV weight, in units of the residual noise level; 0 = off
     fit_shifts: bool = True  # optimise the per-observation shifts (else keep the initial ones)
