@@ -78,8 +78,9 @@ def mosaic_rate(work: Path) -> dict:
 
     from splatsr import FitConfig
     from splatsr.stack import write_stack
-    from splatsr.tiling import (_entry, load_entry, plan_tiles, stack_fingerprint, tile_key,
-                                write_mosaic)
+    from splatsr.mosaic import write_mosaic
+    from splatsr.tile_sources import LocalSource
+    from splatsr.tiling import _entry, load_entry, plan_tiles, tile_key
 
     H = W = 512
     T, B, f = 2, 4, 4
@@ -91,7 +92,7 @@ def mosaic_rate(work: Path) -> dict:
     cfg, store = FitConfig(), work / "store"
     store.mkdir()
     keys, metas = {}, {}
-    fp = stack_fingerprint(st)
+    fp = LocalSource(st).fingerprint()
     tex = np.load(ROOT / "tests" / "data" / "s2_green_crops.npy").astype(np.float32) / 1e4
     for t in tiles:
         k = keys[t.id] = tile_key(fingerprint=fp, tile=t, config=cfg, resolution_m=2.5)

@@ -145,8 +145,8 @@ class TiledResult:
 
 
 def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.PathLike,
-              tile_size: int, overlap: int, config: FitConfig | None = None, resolution_m: float = 2.5,
-              client: Any = None, address: str | None = None,
+              tile_size: int, overlap: int, config: FitConfig | None = None,
+              resolution_m: float = 2.5, client: Any = None, address: str | None = None,
               store: str | os.PathLike | None = None, n_workers: int | None = None,
               retries: int = 2, max_reads: int = 4, progress: bool = False) -> TiledResult:
     """Fit a stack tile by tile on Dask distributed and write one blended COG.

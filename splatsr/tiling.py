@@ -24,7 +24,6 @@ constrained, so the mosaic has no seams.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import math
 import os
@@ -38,7 +37,6 @@ from rasterio.windows import Window
 
 from .errors import ConfigError, SplatsrError
 from .solver import FitConfig
-from .stack import Stack
 
 STORE_FORMAT = "splatsr-tile/2"  # bump to invalidate every stored tile
 MIN_TILE_PX = 8  # smaller tiles hold too few pixels to fit shifts
@@ -165,13 +163,6 @@ def seam_step(error: np.ndarray, tiles: Sequence[Tile], *, factor: int,
 
 # ----------------------------------------------------------------------------- tile store
 
-def stack_fingerprint(stack: Stack) -> str:
-    """Content hash of a stack: ``stack.json`` and the size and sha256 of every observation."""
-    from .tile_sources import LocalSource
-
-    return LocalSource(stack).fingerprint()
-
-
 def tile_key(*, fingerprint: str, tile: Tile, config: FitConfig, resolution_m: float) -> str:
     """Key of a tile result: source (its fingerprint), window, solver settings, resolution."""
     cfg = {k: v for k, v in asdict(config).items() if k not in _KEY_IGNORES}
@@ -204,20 +195,5 @@ def default_store(out: str | os.PathLike) -> Path:
     return out.with_name(out.stem + ".tiles")
 
 
-# The task, the drivers and the outputs live in splatsr.tiled and splatsr.mosaic; they stay
-# importable from here, loaded on first use (those modules import this one).
-_MOVED = {"TiledResult": "tiled", "fit_aoi_tiled": "tiled", "fit_tile": "tiled",
-          "fit_tiled": "tiled", "write_mosaic": "mosaic", "write_shifts": "mosaic"}
-
-
-def __getattr__(name: str) -> Any:
-    """``splatsr.tiling.fit_tiled`` etc.: the names that moved to :mod:`splatsr.tiled` and
-    :mod:`splatsr.mosaic`."""
-    if name in _MOVED:
-        return getattr(importlib.import_module(f"splatsr.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["Tile", "TileError", "TiledResult", "blend_weights", "default_store",
-           "fit_aoi_tiled", "fit_tile", "fit_tiled", "load_entry", "plan_tiles", "seam_step",
-           "stack_fingerprint", "tile_key", "write_mosaic", "write_shifts"]
+__all__ = ["Tile", "TileError", "blend_weights", "default_store", "load_entry", "plan_tiles",
+           "seam_step", "tile_key"]

@@ -14,7 +14,9 @@ import splatsr._stac
 from splatsr import tiled as tiled_mod
 from splatsr import tiling
 from splatsr.fetch import plan_scenes
-from splatsr.tiling import TileError, blend_weights, fit_aoi_tiled, fit_tiled, plan_tiles
+from splatsr.mosaic import write_mosaic
+from splatsr.tiled import fit_aoi_tiled, fit_tiled
+from splatsr.tiling import TileError, blend_weights, plan_tiles
 
 try:  # the loopback STAC server fixtures, for fit --aoi --tile-size
     from test_fetch import AOI_TEXT, pc_env, planted, server  # noqa: F401
@@ -135,7 +137,7 @@ def test_seam_check_catches_a_step(sim, tiled, truth, untiled, tmp_path):
     metas = {t.id: tiling.load_entry(store, t, keys[t.id]) for t in tiled.tiles}
     ratio = {}
     for overlap in (0, OVERLAP):
-        out = tiling.write_mosaic(sim, tiled.tiles, keys, metas, out=tmp_path / f"{overlap}.tif",
+        out = write_mosaic(sim, tiled.tiles, keys, metas, out=tmp_path / f"{overlap}.tif",
                                   store=store, factor=4, overlap=overlap,
                                   config=splatsr.FitConfig(**FAST))
         img = read(out)[0][::-1]
