@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import splatsr
 from splatsr.errors import ConfigError, StackError
 from splatsr.model import SplatGrid, render_observations
-from splatsr.psf import heldout_error, select_psf_sigma
+from splatsr.psf import heldout_error, pick_psf_sigma, select_psf_sigma
 from splatsr.robust import observation_weights, regauge, rho
 from splatsr.simulate import read_truth
 from splatsr.solver import PLAIN, FitConfig, fit_arrays
@@ -159,6 +159,26 @@ def test_select_psf_sigma_finds_the_simulated_width(texture):
     assert len(sel.curve) == 3 and len(sel.holdout) == 2
     with pytest.raises(StackError, match="at least 3 dates"):
         select_psf_sigma(data[:3], pixel_m=10.0, n_holdout=2)
+
+
+@pytest.mark.parametrize("sigmas, errors, expect", [
+    # measured curves (true PSF 4 m): flat below the truth, rising above it
+    ((2, 3, 4, 5, 6), (0.002106, 0.002094, 0.002091, 0.002078, 0.002126), 5.0),
+    ((2, 3, 4, 5, 6), (0.002114, 0.002094, 0.002092, 0.002099, 0.002154), 5.0),
+    ((8, 1, 4), (1.38, 0.92, 1.0), 4.0),  # small stack: 1 m scores lowest; any order
+    # no rise above 1 %: the truth is at least the widest candidate
+    ((2, 3, 4, 5, 6), (1.00, 0.99, 0.995, 0.98, 0.97), 6.0),
+    # rising everywhere: the narrowest (the others are beyond the 10 % tolerance)
+    ((2, 3, 4, 5, 6), (1.0, 1.2, 1.5, 1.9, 2.5), 2.0),
+    ((4,), (0.3,), 4.0),
+])
+def test_pick_psf_sigma_reads_the_knee(sigmas, errors, expect):
+    assert pick_psf_sigma(sigmas, errors) == expect
+
+
+def test_pick_psf_sigma_bad_curve():
+    with pytest.raises(ConfigError, match="as many errors"):
+        pick_psf_sigma([2, 3], [1.0])
 
 
 def test_cli_psf_auto_and_bad_value(small_stack, tmp_path):
