@@ -52,8 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 import splatsr  # noqa: E402
 from splatsr.model import SplatGrid, render_latent, render_observations  # noqa: E402
-from splatsr.prior import tv  # noqa: E402
-from splatsr.solver import _initial_weights, noise_sigma  # noqa: E402
+from splatsr.solver import _initial_weights, _tv, noise_sigma  # noqa: E402
 
 BORDER_PX = 4  # 10 m pixels dropped on every side before scoring
 
@@ -101,7 +100,7 @@ def dense_fit(data: np.ndarray, *, pixel_m: float, spacing_m: float = 3.0,
         pred = render_observations(w, theta - theta.mean(0), grid=grid,
                                    psf_sigma_m=psf_sigma_m, dense=True)
         r = (pred - y) * mask
-        return (0.5 * (r * r).sum() + tv_weight * tv(w)) / n_valid
+        return (0.5 * (r * r).sum() + tv_weight * _tv(w)) / n_valid
 
     def backward(loss: torch.Tensor) -> None:
         loss.backward()

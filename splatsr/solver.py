@@ -25,7 +25,6 @@ from . import __version__
 from .errors import ConfigError, StackError
 from .export import write_cog, write_shifts_csv
 from .model import SplatGrid, render_latent, render_observations, resample_weights
-from .prior import tv
 from .robust import (MIN_SIGMA, apply_radiometry, check_loss, observation_weights, regauge,
                      rho, robust_sigma)
 from .stack import MIN_OBSERVATIONS, Stack, read_stack
@@ -208,6 +207,16 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+def _tv(w: torch.Tensor, eps: float = 0.1) -> torch.Tensor:
+    """Smoothed isotropic total variation of (B, Ky, Kx), summed over splats.
+
+    ``w`` is in noise units, so ``eps`` (the smoothing) is a tenth of the noise level.
+    """
+    gx = w[:, :-1, 1:] - w[:, :-1, :-1]
+    gy = w[:, 1:, :-1] - w[:, :-1, :-1]
+    return torch.sqrt(gx * gx + gy * gy + eps * eps).sum()
 
 
 def noise_sigma(band: np.ndarray) -> float:
@@ -400,7 +409,7 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
             data_term = (pen * state["obs_w"][:, None, None, None]).sum() / n_valid
             if not cfg.tv_weight:
                 return data_term, data_term
-            return data_term + cfg.tv_weight * s * tv(w) / n_valid, data_term
+            return data_term + cfg.tv_weight * s * _tv(w) / n_valid, data_term
 
         def update_robust(first: bool, weights: bool = True) -> None:
             """Re-estimate the noise level (first level only), loss scale and date weights."""
