@@ -32,9 +32,9 @@ from .stack import MIN_OBSERVATIONS, Stack, read_stack
 
 # The plain settings (``splatsr fit --plain``): least squares, no per-date radiometry, no date
 # weights. The default is robust (Cauchy loss, a gain/offset per date and band, date
-# weights): on stacks with haze, clouds and drift the plain fit loses 10-13 dB to it, while on
-# clean stacks simulated from real texture the robust fit costs ~0.3 dB (+2.96 vs +3.22 dB over
-# bicubic at 5 m, 3 crops, 16 dates; docs/quality.md).
+# weights): on stacks with haze, clouds and drift the plain fit loses 10-15 dB to it, while on
+# clean stacks simulated from real texture the robust fit costs ~0.25 dB (+2.96 vs +3.21 dB
+# over bicubic at 5 m, 3 crops, 16 dates; docs/quality.md).
 PLAIN = dict(loss="l2", radiometry=False, reweight=False)
 
 
@@ -249,8 +249,8 @@ def _initial_weights(y: np.ndarray, valid: np.ndarray, grid: SplatGrid) -> np.nd
     return comp[:, rows][:, :, cols]
 
 
-class _Diverged(Exception):
-    """Raised from inside L-BFGS when the loss turns non-finite."""
+_DIVERGED = ("the fit diverged (non-finite loss or shifts); try a smaller adam_lr or a "
+             "positive tv_weight")
 
 
 def _segments(n: int, restart: int) -> list[tuple[int, int]]:
@@ -261,7 +261,8 @@ def _segments(n: int, restart: int) -> list[tuple[int, int]]:
 
 # Loss evaluations per L-BFGS iteration, on average (torch's default budget). In noise units
 # the unit step is nearly always accepted at once; the strong-Wolfe search spends the rest
-# where it is not, and L-BFGS stops early if the budget runs out.
+# where it is not. L-BFGS stops early if the budget runs out or the line search finds no
+# decrease (at the finest level typically after 5-30 iterations: converged to float32).
 LBFGS_EVALS_PER_ITER = 1.25
 
 
@@ -273,8 +274,7 @@ def _run_lbfgs(params: list[torch.Tensor],
 
     One call, not ``n_iter`` calls of one iteration: each call re-evaluates the loss at its
     starting point (two evaluations per iteration instead of about 1.15). ``log(iteration, loss,
-    data_term)`` is called at every evaluation; the bar advances by iterations. Stops early
-    (without raising) if the loss turns non-finite; the caller sees it in the log.
+    data_term)`` is called at every evaluation; the bar advances by iterations.
     """
     lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=n_iter,
                               max_eval=math.ceil(LBFGS_EVALS_PER_ITER * n_iter) + 1,
@@ -291,14 +291,9 @@ def _run_lbfgs(params: list[torch.Tensor],
         log(it, loss.detach(), data_term.detach())
         bar.update(it - done[0])
         done[0] = it
-        if not math.isfinite(float(loss.detach())):
-            raise _Diverged
         return loss
 
-    try:
-        lbfgs.step(closure)
-    except _Diverged:
-        return
+    lbfgs.step(closure)
     bar.update(n_iter - done[0])
 
 
@@ -396,6 +391,8 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
         lev_grid = grid
 
         def residuals() -> torch.Tensor:
+            if not bool(torch.isfinite(theta).all()):
+                raise ConfigError(_DIVERGED)
             shifts = theta - theta.mean(0)
             pred = render_observations(w, shifts, grid=lev_grid, psf_sigma_m=cfg.psf_sigma_m)
             if cfg.radiometry:
@@ -407,9 +404,11 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
             s = state["sigma"]
             pen = rho(r / s, loss=cfg.loss, scale=state["c"]) * (s * s)
             data_term = (pen * state["obs_w"][:, None, None, None]).sum() / n_valid
-            if not cfg.tv_weight:
-                return data_term, data_term
-            return data_term + cfg.tv_weight * s * _tv(w) / n_valid, data_term
+            loss = data_term + cfg.tv_weight * s * _tv(w) / n_valid if cfg.tv_weight \
+                else data_term
+            if not math.isfinite(float(loss.detach())):
+                raise ConfigError(_DIVERGED)
+            return loss, data_term
 
         def update_robust(first: bool, weights: bool = True) -> None:
             """Re-estimate the noise level (first level only), loss scale and date weights."""
@@ -460,9 +459,6 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
                                                                      data_term),
                        bar=bar)
     bar.close()
-    if history and not math.isfinite(history[-1]["loss"]):
-        raise ConfigError("the fit diverged (non-finite loss); try a smaller adam_lr or a "
-                          "positive tv_weight")
 
     with torch.no_grad():
         r = residuals()

@@ -157,6 +157,16 @@ def test_bad_config_is_a_clear_error(small_stack, override, fragment):
         splatsr.fit(small_stack, **override)
 
 
+def test_divergence_is_a_clear_error():
+    """An absurd step size sends the weights to inf/NaN: a ConfigError saying what to change,
+    not a crash deep in the renderer (NaN shifts) or a NaN image."""
+    rng = np.random.default_rng(0)
+    data = (0.1 + rng.normal(0, 0.01, (4, 1, 12, 12))).astype(np.float32)
+    cfg = splatsr.FitConfig(adam_lr=1e30, adam_steps=5, lbfgs_iters=5, coarse_levels=0)
+    with pytest.raises(ConfigError, match="diverged.*smaller adam_lr"):
+        splatsr.fit_arrays(data, pixel_m=10.0, config=cfg)
+
+
 def test_bad_input_errors(small_stack):
     data = small_stack.load()
     with pytest.raises(ConfigError, match="unknown fit option"):
