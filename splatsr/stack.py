@@ -28,6 +28,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.windows import Window
 
 from ._atomic import atomic_path, write_text_atomic
 from .errors import StackError
@@ -75,7 +76,7 @@ class Stack:
         out = np.empty((len(self.observations), len(self.bands), self.height, self.width),
                        np.float32)
         for i, obs in enumerate(self.observations):
-            out[i] = _read_observation(self, obs)
+            out[i] = read_observation(self, obs)
         if not np.isfinite(out).any():
             raise StackError(f"{self.root}: no valid pixels in any observation "
                              "(every value is NaN or no-data)")
@@ -197,9 +198,11 @@ def _check_grid(stack: Stack, obs: Observation) -> None:
                              f"{tuple(src.transform)[:6]} != {tuple(stack.transform)[:6]}")
 
 
-def _read_observation(stack: Stack, obs: Observation) -> np.ndarray:
+def read_observation(stack: Stack, obs: Observation, *,
+                     window: Window | None = None) -> np.ndarray:
+    """One observation (or a ``window`` of it) as float32 (B, rows, cols), NaN where invalid."""
     with rasterio.open(stack.root / obs.path) as src:
-        data = src.read(out_dtype=np.float32, masked=True)
+        data = src.read(window=window, out_dtype=np.float32, masked=True)
     arr = data.filled(np.nan)
     arr[~np.isfinite(arr)] = np.nan
     return arr

@@ -20,14 +20,13 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
 from . import _stac
 from ._stac import Grid, Scene
 from .s2 import LATTICE_M
-from .stack import Stack
+from .stack import Stack, read_observation
 
 
 @dataclass(frozen=True)
@@ -103,10 +102,7 @@ class LocalSource:
         out = np.empty((len(stack.observations), len(stack.bands), int(window.height),
                         int(window.width)), np.float32)
         for i, obs in enumerate(stack.observations):
-            with rasterio.open(stack.root / obs.path) as src:
-                arr = src.read(window=window, out_dtype=np.float32, masked=True).filled(np.nan)
-            arr[~np.isfinite(arr)] = np.nan
-            out[i] = arr
+            out[i] = read_observation(stack, obs, window=window)
         return out
 
 
