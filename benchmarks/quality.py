@@ -19,7 +19,9 @@ Real stacks without truth: the eo-learn test patch (3 clear dates, B02 B03 B04 B
 NDVI series (8 dates with < 1 % cloud, the cloud mask as NaN), scored by leave-one-date-out
 prediction (the held-out date predicted through the forward model, its shift searched and a
 per-band gain/offset fitted; robust RMSE = 1.4826 x median absolute error) and by consistency
-(the fit's own re-degradation against its inputs).
+(the fit's own re-degradation against its inputs). And a stand-in for the must-show
+(``real_proxy.py``): real dates of those stacks, clouds unmasked, observed by a simulated
+sensor, scored by cPSNR against a *held-out* real date at the output resolution.
 
 Metrics: PSNR and SSIM at 5 m (2x) and 2.5 m (4x) against the truth after a per-band
 least-squares gain/offset (the PROBA-V / must-show protocol), 20 m border cropped; shift MAE
@@ -44,6 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import BASELINES, phasecorr  # noqa: E402
+import real_proxy  # noqa: E402
 
 import splatsr  # noqa: E402
 from splatsr.psf import heldout_error, select_psf_sigma  # noqa: E402
@@ -352,6 +355,7 @@ def write_outputs(rows: list[dict], psf: list[dict], out: Path, info: dict) -> N
                 md.append(f"| {c} | {t} | {by['splatsr']['heldout_rmse']:.5f} | "
                           f"{by['bicubic_median']['heldout_rmse']:.5f} | "
                           f"{by['splatsr']['consistency_rmse']:.5f} |")
+    md += real_proxy.markdown(rows)
     hall = [r for r in rows if r["kind"] == "hallucination"]
     if hall:
         md += ["", "## Hallucination: 5 m output std / bicubic-of-mean std", "",
@@ -395,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="one crop, N=8 only (minutes)")
     ap.add_argument("--size", type=int, default=256, help="truth side in 2.5 m pixels")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--skip", default="", help="comma list of: semi,real,hall,psf")
+    ap.add_argument("--skip", default="", help="comma list of: semi,real,proxy,hall,psf")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     skip = set(filter(None, a.skip.split(",")))
@@ -410,6 +414,8 @@ def main(argv: list[str] | None = None) -> None:
         rows += hallucination(a.size)
     if "real" not in skip:
         rows += real_cases(a.quick)
+    if "proxy" not in skip:
+        rows += real_proxy.run(EOLEARN)
     psf = psf_curve(a.size) if "psf" not in skip else []
     info = machine()
     write_outputs(rows, psf, Path(a.out), info)
