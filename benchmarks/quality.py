@@ -323,7 +323,7 @@ def write_outputs(rows: list[dict], psf: list[dict], out: Path, info: dict) -> N
             w = csv.DictWriter(f, fieldnames=list(psf[0]))
             w.writeheader()
             w.writerows(psf)
-    md = [f"# splatsr quality benchmark\n", "| | |", "|---|---|"]
+    md = ["# splatsr quality benchmark\n", "| | |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in info.items()]
     semi = [r for r in rows if r["kind"] == "semi-synthetic"]
     cases = list(dict.fromkeys(r["case"] for r in semi))

@@ -12,8 +12,9 @@ real 2.5 m image. What it has are real 10 m stacks with cloudy dates. So, scaled
 * the reference is a clear date that is *not* among the inputs, at its full resolution: a real
   image of the same ground on another day, as the must-show's reference is another sensor on
   another day;
-* the score is cPSNR: per band, the least-squares gain and offset of the output to the
-  reference and the best integer shift within +-2 output pixels, 3 pixels of border left out.
+* the score is cPSNR (:func:`splatsr.validate.cpsnr`): per band, the least-squares gain and
+  offset of the output to the reference and the best integer shift within +-2 output pixels,
+  3 pixels of border left out.
 
 Stacks (eo-learn test patch, Copernicus Sentinel data, MIT test data of sentinel-hub/eo-learn):
 
@@ -41,35 +42,9 @@ from baselines import BASELINES, phasecorr  # noqa: E402
 
 import splatsr  # noqa: E402
 from splatsr.solver import PLAIN, FitConfig, fit_arrays  # noqa: E402
+from splatsr.validate import cpsnr  # noqa: E402
 
 FACTOR = 4  # 10 m -> 2.5 m (read: real 10 m -> 40 m)
-BORDER_PX = 3  # output pixels left out at each edge (PROBA-V)
-SEARCH_PX = 2  # shift search, output pixels
-
-
-def cpsnr(img: np.ndarray, ref: np.ndarray, *, border_px: int = BORDER_PX,
-          search_px: int = SEARCH_PX) -> float:
-    """Mean over bands of the PSNR of ``img`` (B, H, W) to ``ref`` (B, H, W).
-
-    Per band and per integer shift within ``+-search_px``: the least-squares gain and offset
-    of the shifted ``img`` to ``ref`` (``border_px + search_px`` pixels left out at each
-    edge); per band the best shift is kept. The peak is the reference band's range.
-    """
-    B, H, W = ref.shape
-    b = border_px + search_px
-    out = []
-    for ib in range(B):
-        t = ref[ib, b:H - b, b:W - b].astype(np.float64).ravel()
-        best = -np.inf
-        for du in range(-search_px, search_px + 1):
-            for dv in range(-search_px, search_px + 1):
-                a = img[ib, b + du:H - b + du, b + dv:W - b + dv].astype(np.float64).ravel()
-                A = np.stack([a, np.ones_like(a)], 1)
-                coef, *_ = np.linalg.lstsq(A, t, rcond=None)
-                mse = float(np.mean((A @ coef - t) ** 2))
-                best = max(best, 10 * np.log10(np.ptp(t) ** 2 / mse))
-        out.append(best)
-    return float(np.mean(out))
 
 
 def _block(x: np.ndarray, f: int) -> np.ndarray:

@@ -124,12 +124,12 @@ def _band(axis: Axis, sigma_m: float, delta_max_m: float) -> tuple[int, int, int
 
 def axis_kernels(axis: Axis, *, sigma_m: float, delta_m: torch.Tensor,
                  c: int, q: int, L: int) -> torch.Tensor:
-    """Polyphase band weights of shape (T * q, 1, L): row ``t*q + phi``, tap ``l``."""
+    """Polyphase band weights of shape (T * q, 1, L): row ``t*q + phi``, tap ``tap``."""
     dt, dev = delta_m.dtype, delta_m.device
     phi = torch.arange(q, dtype=dt, device=dev)
-    l = torch.arange(L, dtype=dt, device=dev)
+    tap = torch.arange(L, dtype=dt, device=dev)
     base = axis.pix_origin_m - axis.splat_origin_m
-    x = (base + phi[None, :, None] * axis.pixel_m + (c - l[None, None, :]) * axis.spacing_m
+    x = (base + phi[None, :, None] * axis.pixel_m + (c - tap[None, None, :]) * axis.spacing_m
          - delta_m[:, None, None])  # (T, q, L)
     w = box_weight(x, sigma_m=sigma_m, pixel_m=axis.pixel_m, spacing_m=axis.spacing_m)
     return w.reshape(-1, 1, L)

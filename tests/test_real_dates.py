@@ -1,0 +1,65 @@
+"""Real dates with unmasked clouds, scored against a held-out real date (issue 5's must-show).
+
+The five eo-learn dates (tests/data/eolearn_5dates_B02-B08.npz: two fully cloudy, three
+clear) are each read as a 2.5 m scene and observed by a simulated 10 m sensor; the fit sees
+four of them, clouds and all, and is scored by cPSNR against the fifth, a clear real date it
+never saw (benchmarks/real_proxy.py runs every reference date and the other baselines).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.ndimage import zoom
+
+import splatsr
+from splatsr.errors import ConfigError
+from splatsr.solver import PLAIN, FitConfig, fit_arrays
+from splatsr.validate import cpsnr
+
+DATA = Path(__file__).parent / "data" / "eolearn_5dates_B02-B08.npz"
+
+
+def test_cpsnr_undoes_gain_offset_and_integer_shift():
+    rng = np.random.default_rng(0)
+    ref = rng.random((2, 40, 40))
+    moved = 3.0 * np.roll(ref, (1, -2), axis=(1, 2)) + 1.0
+    assert cpsnr(moved, ref) > 200  # exact up to rounding
+    noisy = moved + rng.normal(0, 0.03, moved.shape)  # noise 0.01 after the gain of 3
+    # peak = range of U(0, 1) over 30 x 30 px ~ 1: PSNR ~ 20 log10(1 / 0.01) = 40 dB
+    assert cpsnr(noisy, ref) == pytest.approx(40.0, abs=0.3)
+    assert cpsnr(moved, ref, search_px=0) < 15  # without the shift search the 2 px offset costs
+    with pytest.raises(ConfigError, match="same grid"):
+        cpsnr(ref[:, :-1], ref)
+    with pytest.raises(ConfigError, match="too small"):
+        cpsnr(ref[:, :8, :8], ref[:, :8, :8])
+
+
+def test_default_fit_beats_bicubic_of_median_on_real_cloudy_dates():
+    z = np.load(DATA)
+    dates = z["dn"].astype(np.float64) / 10000.0  # (5, 4, 100, 100) B02 B03 B04 B08
+    cloud = z["cloud_fraction"]
+    assert (cloud[:2] == 1).all() and (cloud[2:] == 0).all()
+    h = 3  # reference: 2015-08-30, clear; inputs: two clear dates and both cloudy ones
+    inputs = [k for k in range(5) if k != h]
+    rng = np.random.default_rng(1003)
+    shifts = rng.normal(0.0, 1.5, (len(inputs), 2))
+    shifts -= shifts.mean(0)
+    obs = np.concatenate([splatsr.simulate(dates[k], truth_pixel_m=2.5, shifts_m=shifts[i:i + 1],
+                                           noise_sigma=0.002, seed=1003 + i)[0]
+                          for i, k in enumerate(inputs)])  # (4, 4, 25, 25)
+    med = np.median(obs, axis=0)
+    bicubic = np.stack([zoom(b, 4, order=3, grid_mode=True, mode="grid-mirror") for b in med])
+    base = cpsnr(bicubic, dates[h])
+    robust = fit_arrays(obs, pixel_m=10.0)
+    plain = fit_arrays(obs, pixel_m=10.0, config=FitConfig(**PLAIN))
+    got, got_plain = cpsnr(robust.render(2.5), dates[h]), cpsnr(plain.render(2.5), dates[h])
+    # measured (2026-11-23): bicubic-of-median 20.1, robust 23.9, plain 18.6 dB. The must-show
+    # asks +0.5 dB; the margin asked here is 1 dB below the measured +3.7.
+    assert got > base + 2.5, (got, base)
+    # the cloudy dates (inputs 0 and 1) are the ones given (almost) no weight
+    assert robust.obs_weights[:2].max() < 0.2 < robust.obs_weights[2:].min()
+    # a least-squares fit is dragged by the clouds below bicubic-of-median: the test has teeth
+    assert got_plain < base, (got_plain, base)
