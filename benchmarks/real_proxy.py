@@ -66,7 +66,7 @@ def observe(dates: np.ndarray, *, seed: int, noise: float) -> tuple[np.ndarray, 
 def stacks(eolearn: Path) -> list[dict]:
     """The two real stacks: (T, B, 100, 100) dates, their cloudy flags, dates, noise."""
     ref = np.load(eolearn / "REFERENCE_SCENES.npy")  # (5, 101, 100, 13)
-    ts = json.load(open(eolearn / "TestEOPatch" / "timestamps.json"))
+    ts = json.loads((eolearn / "TestEOPatch" / "timestamps.json").read_text())
     clm = np.load(eolearn / "TestEOPatch" / "mask" / "CLM.npy")[..., 0][:, :100, :100]
     cloud = clm.reshape(len(clm), -1).mean(1)
     five = [2, 1, 4, 3, 0]  # REFERENCE_SCENES index k <-> timestamp index five[k]
@@ -91,18 +91,19 @@ def run(eolearn: Path) -> list[dict]:
             # bicubic_one takes the first date: make it the clear input nearest in time (a
             # lucky, strong baseline; the user would have to know which date is clear)
             clear = [k for k in inputs if cloud[k] < 0.01]
-            first = min(clear, key=lambda k: abs(k - h))
+            day = np.array(when, dtype="datetime64[D]")
+            first = min(clear, key=lambda k: abs(day[k] - day[h]))
             inputs = [first] + [k for k in inputs if k != first]
             obs, _ = observe(dates[inputs], seed=1000 + int(h), noise=st["noise"])
             pc = phasecorr(obs, pixel_m=10.0)
             outs = {name: fn(obs, factor=FACTOR, pixel_m=10.0, shifts_m=pc)
                     for name, fn in BASELINES.items()}
-            weights = {}
+            fits = {}  # method -> (date weights, seconds)
             for name, cfg in (("splatsr", FitConfig()), ("splatsr_plain", FitConfig(**PLAIN))):
                 t0 = time.perf_counter()
                 res = fit_arrays(obs, pixel_m=10.0, config=cfg)
                 outs[name] = res.render(10.0 / FACTOR)
-                weights[name] = (res.obs_weights, time.perf_counter() - t0)
+                fits[name] = (res.obs_weights, time.perf_counter() - t0)
             for name, img in outs.items():
                 rows.append(dict(
                     case=st["name"], kind="real-proxy", method=name, reference=when[h],
@@ -111,9 +112,9 @@ def run(eolearn: Path) -> list[dict]:
                     cpsnr_2x=cpsnr(_block(img, 2), _block(dates[h], 2), border_px=2,
                                    search_px=1),
                     weights_of_cloudy=";".join(
-                        f"{weights[name][0][i]:.2f}" for i, k in enumerate(inputs)
+                        f"{fits[name][0][i]:.2f}" for i, k in enumerate(inputs)
                         if cloud[k] >= 0.01) if name == "splatsr" else "",
-                    seconds=weights[name][1] if name in weights else np.nan))
+                    seconds=fits[name][1] if name in fits else np.nan))
             got = {r["method"]: r["cpsnr_4x"] for r in rows
                    if r["case"] == st["name"] and r["reference"] == when[h]}
             print(f"{st['name']} ref {when[h]}: " +
