@@ -43,6 +43,12 @@ def _up(img: np.ndarray, factor: int) -> np.ndarray:
                      for b in img]).astype(np.float32)
 
 
+def block_mean(x: np.ndarray, f: int) -> np.ndarray:
+    """(B, H, W) -> (B, H / f, W / f): the mean of each f x f block (a coarser grid)."""
+    B, H, W = x.shape
+    return x.reshape(B, H // f, f, W // f, f).mean((2, 4))
+
+
 def bicubic_one(data: np.ndarray, *, factor: int, **_: object) -> np.ndarray:
     """The first date, upsampled bicubically."""
     return _up(_fill(data)[0], factor)

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines import BASELINES, phasecorr  # noqa: E402
+from baselines import BASELINES, block_mean, phasecorr  # noqa: E402
 import real_proxy  # noqa: E402
 
 import splatsr  # noqa: E402
@@ -116,11 +116,6 @@ def corrupt(data: np.ndarray, *, seed: int, n_haze: int, n_cloud: int,
         o = rng.normal(0, 0.01, (T, B))
         out = out * g[:, :, None, None] + o[:, :, None, None]
     return out.astype(np.float32), notes
-
-
-def _block(x: np.ndarray, f: int) -> np.ndarray:
-    B, H, W = x.shape
-    return x.reshape(B, H // f, f, W // f, f).mean((2, 4))
 
 
 def scores(img: np.ndarray, truth: np.ndarray, res_m: float) -> tuple[float, float]:
@@ -203,7 +198,7 @@ def run_semi_synthetic(case: dict, size: int) -> list[dict]:
     rows = []
     for name, o in outs.items():
         p4, s4 = scores(o["img"], truth, 2.5)
-        p2, s2 = scores(_block(o["img"], 2), _block(truth, 2), 5.0)
+        p2, s2 = scores(block_mean(o["img"], 2), block_mean(truth, 2), 5.0)
         row = dict(case=case["name"], kind="semi-synthetic", method=name, n_obs=case["n"],
                    noise=case["noise"], psnr_5m=p2, ssim_5m=s2, psnr_2p5m=p4, ssim_2p5m=s4,
                    shift_mae_m=o["shift_mae_m"], seconds=o["seconds"])
@@ -223,9 +218,9 @@ def hallucination(size: int) -> list[dict]:
     for name, data in (("flat+noise", 0.1 + rng.normal(0, 0.002, (T, 1, H, H))),
                        ("pure noise", 0.1 + rng.normal(0, 0.02, (T, 1, H, H)))):
         data = data.astype(np.float32)
-        base = _block(BASELINES["bicubic_mean"](data, factor=FACTOR), 2)
+        base = block_mean(BASELINES["bicubic_mean"](data, factor=FACTOR), 2)
         res = fit_arrays(data, pixel_m=10.0)
-        img = _block(res.render(2.5), 2)
+        img = block_mean(res.render(2.5), 2)
         c = int(CROP_M / 5)
         ratio = float(img[:, c:-c, c:-c].std() / base[:, c:-c, c:-c].std())
         rows.append(dict(case=name, kind="hallucination", method="splatsr",

@@ -38,18 +38,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines import BASELINES, phasecorr  # noqa: E402
+from baselines import BASELINES, block_mean, phasecorr  # noqa: E402
 
 import splatsr  # noqa: E402
 from splatsr.solver import PLAIN, FitConfig, fit_arrays  # noqa: E402
 from splatsr.validate import cpsnr  # noqa: E402
 
 FACTOR = 4  # 10 m -> 2.5 m (read: real 10 m -> 40 m)
-
-
-def _block(x: np.ndarray, f: int) -> np.ndarray:
-    B, H, W = x.shape
-    return x.reshape(B, H // f, f, W // f, f).mean((2, 4))
 
 
 def observe(dates: np.ndarray, *, seed: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +104,7 @@ def run(eolearn: Path) -> list[dict]:
                     case=st["name"], kind="real-proxy", method=name, reference=when[h],
                     n_obs=len(inputs), cloudy_inputs=int((cloud[inputs] >= 0.01).sum()),
                     cpsnr_4x=cpsnr(img, dates[h]),
-                    cpsnr_2x=cpsnr(_block(img, 2), _block(dates[h], 2), border_px=2,
+                    cpsnr_2x=cpsnr(block_mean(img, 2), block_mean(dates[h], 2), border_px=2,
                                    search_px=1),
                     weights_of_cloudy=";".join(
                         f"{fits[name][0][i]:.2f}" for i, k in enumerate(inputs)
