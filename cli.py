@@ -23,7 +23,7 @@ import splatsr  # noqa: E402
 from splatsr.errors import SplatsrError  # noqa: E402
 
 if TYPE_CHECKING:
-    from splatsr.tiled import TiledResult
+    from splatsr.tiles.run import TiledResult
 
 
 class _Group(click.Group):
@@ -58,7 +58,7 @@ def main() -> None:
 def _aoi_option(ctx: click.Context, param: click.Parameter, value: str):
     """``--aoi``: W,S,E,N or a GeoJSON file; a bad AOI is a usage error (exit 2)."""
     from splatsr.errors import ConfigError
-    from splatsr.fetch import parse_aoi
+    from splatsr.io.fetch import parse_aoi
 
     if value is None:
         return None
@@ -112,7 +112,7 @@ def _query_options(required: bool):
 def fetch_cmd(aoi, start, end, bands, max_cloud, min_coverage, stac_url, collection, workers,
               progress, out_dir) -> None:
     """Fetch a cloud-screened Sentinel-2 L2A stack (one tile, native 10 m grid)."""
-    from splatsr.fetch import fetch_stack
+    from splatsr.io.fetch import fetch_stack
 
     stack = fetch_stack(aoi=aoi, start=start.date(), end=end.date(), out_dir=out_dir,
                         bands=bands, max_cloud=max_cloud, min_coverage=min_coverage,
@@ -127,7 +127,7 @@ def fetch_cmd(aoi, start, end, bands, max_cloud, min_coverage, stac_url, collect
 def _config(psf_sigma: float, splat_spacing: float, splat_sigma: float | None,
             coarse_levels: int, adam_steps: int, lbfgs_iters: int, tv: float, device: str,
             seed: int, progress: bool, plain: bool = False) -> splatsr.FitConfig:
-    from splatsr.solver import PLAIN
+    from splatsr.core.solver import PLAIN
 
     return splatsr.FitConfig(psf_sigma_m=psf_sigma, splat_spacing_m=splat_spacing,
                              splat_sigma_m=splat_sigma, coarse_levels=coarse_levels,
@@ -227,8 +227,8 @@ def fit(stack_dir: str | None, out: str, sample: bool, aoi, start, end, bands: s
         raise click.UsageError("give exactly one of STACK_DIR, --sample or --aoi")
     if aoi is not None and (start is None or end is None):
         raise click.UsageError("--aoi needs --start and --end")
-    from splatsr.model import output_shape
-    from splatsr.sample import sample_path
+    from splatsr.core.model import output_shape
+    from splatsr.io.sample import sample_path
 
     show = sys.stderr.isatty() if progress is None else progress
     auto_psf = psf_sigma == "auto"
@@ -244,14 +244,14 @@ def fit(stack_dir: str | None, out: str, sample: bool, aoi, start, end, bands: s
                  resolution_m=resolution, address=dask_address, store=tile_cache,
                  progress=show)
     if aoi is not None and tile_size is not None:
-        from splatsr.tiled import fit_aoi_tiled
+        from splatsr.tiles.run import fit_aoi_tiled
 
         _report_tiled(fit_aoi_tiled(aoi=aoi, start=start.date(), end=end.date(), bands=bands,
                                     stac_url=stac_url, collection=collection,
                                     max_reads=workers, **tiled))
         return
     if aoi is not None:
-        from splatsr.fetch import fetch_cached
+        from splatsr.io.fetch import fetch_cached
 
         stack = fetch_cached(aoi=aoi, start=start.date(), end=end.date(), bands=bands,
                              max_cloud=max_cloud, min_coverage=min_coverage,
@@ -263,43 +263,36 @@ def fit(stack_dir: str | None, out: str, sample: bool, aoi, start, end, bands: s
     extent = (stack.height * stack.pixel_m, stack.width * stack.pixel_m)
     rows, cols = output_shape(extent, resolution)  # fail before a long fit, not after
     if tile_size is not None:
-        from splatsr.tiled import fit_tiled
+        from splatsr.tiles.run import fit_tiled
 
         _report_tiled(fit_tiled(stack, **tiled))
         return
-    seed_m = None
-    if init_shifts == "phasecorr":
-        from splatsr.validate import phasecorr_seed
+    result = splatsr.fit(stack, config=cfg, psf_sigma_m=psf_sigma, init_shifts=init_shifts)
+    seed_m, sel = result.seed_shifts_m, result.psf_selection
+    if sel is not None:
+        from splatsr.workflow import psf_curve_path, write_psf_curve
 
-        seed_m = phasecorr_seed(stack.load(), pixel_m=stack.pixel_m)
-    if auto_psf:
-        from splatsr.psf import fit_auto_psf, write_psf_curve
-        from splatsr.solver import shifts_path
-
-        result, sel = fit_auto_psf(stack, config=cfg, init_shifts_m=seed_m)
-        curve = write_psf_curve(shifts_path(out).with_name(Path(out).stem + ".psf.csv"), sel)
+        curve = write_psf_curve(psf_curve_path(out), sel)
         click.echo(f"psf sigma auto: {sel.psf_sigma_m:g} m (held-out error per sigma in "
                    f"{curve.name})")
-    else:
-        result = splatsr.fit(stack, config=cfg, init_shifts_m=seed_m)
     path = result.save(out, resolution_m=resolution)
     click.echo(f"wrote {path} ({cols} x {rows} px at {resolution:g} m, "
                f"{len(stack.bands)} bands) and {path.stem}.shifts.csv; "
                f"{len(stack.observations)} observations fitted in {result.seconds:.1f} s")
     if seed_m is not None:
-        from splatsr.validate import shift_from_seed_m
+        from splatsr.evaluate.registration import shift_from_seed_m
 
         click.echo(f"mean shift of the fit from the phase-correlation seed: "
                    f"{shift_from_seed_m(result.shifts_m, seed_m):.2f} m")
     if report_dir is not None:
-        from splatsr.report import write_report
+        from splatsr.evaluate.report import write_report
 
         figs = write_report(result, report_dir, pc_shifts=seed_m)
         click.echo(f"wrote {', '.join(p.name for p in figs.values())} to {report_dir}")
 
 
 def _report_tiled(res: TiledResult) -> None:
-    """The one-line summary of ``fit --tile-size`` (see splatsr.tiled)."""
+    """The one-line summary of ``fit --tile-size`` (see splatsr.tiles.run)."""
     click.echo(f"wrote {res.path}, {res.path.stem}.shifts.csv, "
                f"{res.tile_shifts_csv.name} and {res.shifts_tif.name}: "
                f"{len(res.tiles)} tiles ({len(res.fitted)} fitted, {len(res.reused)} reused "
@@ -325,7 +318,7 @@ def _report_tiled(res: TiledResult) -> None:
 def simulate(truth: str, out: str, truth_pixel: float | None, pixel: float, n_obs: int,
              shift_std: float, psf_sigma: float, noise: float, seed: int) -> None:
     """Simulate a stack from a high-resolution TRUTH GeoTIFF with known shifts, PSF, noise."""
-    from splatsr.simulate import read_truth
+    from splatsr.evaluate.simulate import read_truth
 
     image, truth_m, crs, origin, names = read_truth(truth)
     stack = splatsr.simulate_stack(out, image, truth_pixel_m=truth_pixel or truth_m,
@@ -345,7 +338,7 @@ def simulate(truth: str, out: str, truth_pixel: float | None, pixel: float, n_ob
               help="Phase-correlation precision: 1/UPSAMPLE of a pixel.")
 def validate_cmd(stack_dir: str, shifts_csv: str, out: str | None, upsample: int) -> None:
     """Check SHIFTS_CSV (from fit) against independent phase-correlation shift estimates."""
-    from splatsr.validate import format_table, validate_shifts, write_validation
+    from splatsr.evaluate.registration import format_table, validate_shifts, write_validation
 
     report = validate_shifts(stack_dir, shifts_csv, upsample_factor=upsample)
     click.echo(format_table(report))
@@ -382,7 +375,7 @@ def sweep_cmd(stack_dir: str, out: str, psf_sigma: str, n_obs: str | None, splat
               truth: str | None, holdout: bool, coarse_levels: int, adam_steps: int,
               lbfgs_iters: int, tv: float, device: str, seed: int) -> None:
     """Fit STACK_DIR once per setting (PSF sigma x N obs x spacing) and tabulate the fits."""
-    from splatsr.sweep import run_sweep
+    from splatsr.evaluate.sweep import run_sweep
 
     psfs = _list(psf_sigma, "--psf-sigma", float)
     spacings = _list(splat_spacing, "--splat-spacing", float)

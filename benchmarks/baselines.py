@@ -12,7 +12,7 @@ on a grid ``factor`` times finer, (B, H * factor, W * factor), covering the same
 * ``map_tv``: a pixel-grid MAP estimate (least squares + smoothed TV, L-BFGS) with the same
   forward model as splatsr, at fixed phase-correlation shifts.
 
-The forward model on a pixel grid reuses :func:`splatsr.simulate._axis_operator` (the exact
+The forward model on a pixel grid reuses :func:`splatsr.evaluate.simulate._axis_operator` (the exact
 integral of a piecewise-constant scene through a Gaussian PSF over each coarse pixel).
 """
 
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from scipy.ndimage import zoom
 
-from splatsr.simulate import _axis_operator
-from splatsr.solver import noise_sigma
-from splatsr.validate import phasecorr_seed
+from splatsr.evaluate.simulate import _axis_operator
+from splatsr.core.solver import noise_sigma
+from splatsr.evaluate.registration import phasecorr_seed
 
 
 def _fill(data: np.ndarray) -> np.ndarray:

@@ -12,11 +12,11 @@ source's 1.4 / 1.8 m), noise 0.003 reflectance.
 
 A. Shift agreement (GUIDE section 1: r 0.975 / 0.975, MAD 0.5 / 0.5 m): per crop, 32
    observations; the default fit starting from zero shifts (as the source did) against
-   phase correlation (:func:`splatsr.validate.phasecorr_shifts`) and both against the
+   phase correlation (:func:`splatsr.evaluate.registration.phasecorr_shifts`) and both against the
    planted shifts.
 B. PSF sweep (crop 0, 16 of the observations, one held out): fit PSF 0 ... 6 m against a
    true 4 m. Artifacts: PSNR / SSIM against the truth, the fine-scale error relative to
-   the truth's fine detail (:func:`splatsr.sweep.truth_scores`), the gradient RMS
+   the truth's fine detail (:func:`splatsr.evaluate.sweep.truth_scores`), the gradient RMS
    of the 5 m reconstruction relative to the truth's (> 1: detail that is not there), the
    held-out prediction error and the shifts' departure from the phase-correlation seed.
 C. N sweep (crop 0, PSF 4 m): N = 2 ... 31 observations; PSNR / SSIM / sharpness against N,
@@ -24,7 +24,7 @@ C. N sweep (crop 0, PSF 4 m): N = 2 ... 31 observations; PSNR / SSIM / sharpness
 
 Writes ``evidence.md`` (tables, machine, date, commit), ``shifts.csv``, ``shifts.png``,
 ``psf/`` and ``nobs/`` (each ``sweep.csv``, ``sweep.md`` and figures from
-:func:`splatsr.sweep.run_sweep`) and ``evidence.json``.
+:func:`splatsr.evaluate.sweep.run_sweep`) and ``evidence.json``.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ import numpy as np
 import torch
 
 import splatsr
-from splatsr.report import plot_shifts
-from splatsr.sweep import (COMPARE_M, bicubic_baseline, grad_rms, run_sweep, subset_indices,
+from splatsr.evaluate.report import plot_shifts
+from splatsr.evaluate.sweep import (COMPARE_M, bicubic_baseline, grad_rms, run_sweep, subset_indices,
                            truth_at, truth_scores)
-from splatsr.validate import compare_shifts, phasecorr_shifts, shift_stats
+from splatsr.evaluate.registration import compare_shifts, phasecorr_shifts, shift_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTURE = ROOT / "tests" / "data" / "s2_green_crops.npy"

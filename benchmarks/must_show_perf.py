@@ -12,7 +12,7 @@ What it does, in one run on one machine:
 2. times ``splatsr fit STACK --out sr.tif --psf-sigma 4 --resolution 2.5`` as a subprocess
    (wall clock: interpreter start, imports, reading, fit, writing the COG -- everything);
 3. times a *plain* fit of the same stack: the source's set-up, 3 m splats (sigma 3 m), dense
-   erf matrices (:func:`splatsr.render.render_dense`, materialised every evaluation), Adam 200
+   erf matrices (:func:`splatsr.core.render.render_dense`, materialised every evaluation), Adam 200
    steps (learning rate 0.05) then 100 L-BFGS iterations in one call (strong Wolfe, torch's
    default budget of 1.25 evaluations per iteration), least squares with the solver's
    normalisation, initialisation and TV prior; wall clock of the fit alone (no process start,
@@ -51,8 +51,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 import splatsr  # noqa: E402
-from splatsr.model import SplatGrid, render_latent, render_observations  # noqa: E402
-from splatsr.solver import _initial_weights, _tv, noise_sigma  # noqa: E402
+from splatsr.core.model import SplatGrid, render_latent, render_observations  # noqa: E402
+from splatsr.core.solver import _initial_weights, _tv, noise_sigma  # noqa: E402
 
 BORDER_PX = 4  # 10 m pixels dropped on every side before scoring
 

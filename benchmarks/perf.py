@@ -77,8 +77,8 @@ def _sync(device: torch.device) -> None:
 def render_case(size: int, T: int, *, spacing_m: float, device: torch.device, repeats: int,
                 dense: bool) -> dict:
     """Forward + backward times of the fast path (and the dense reference) at one size."""
-    from splatsr.model import SplatGrid
-    from splatsr.render import render, render_dense
+    from splatsr.core.model import SplatGrid
+    from splatsr.core.render import render, render_dense
 
     B = 4
     g = SplatGrid.for_raster(height=size, width=size, pixel_m=10.0, spacing_m=spacing_m,
@@ -114,7 +114,7 @@ def _fit_worker(size: int, T: int, spacing_m: float, device: str) -> dict:
     """One full default fit in this (fresh) process: seconds, peak RSS, CUDA peak."""
     torch.set_num_threads(int(os.environ.get("PERF_THREADS", torch.get_num_threads())))
     import splatsr
-    from splatsr.solver import FitConfig, fit_arrays
+    from splatsr.core.solver import FitConfig, fit_arrays
 
     crops = np.load(HERE / "data" / "s2_green_384.npz")["crops"].astype(np.float32) / 1e4
     reps = -(-size * 4 // crops.shape[1])

@@ -49,8 +49,8 @@ from baselines import BASELINES, block_mean, phasecorr  # noqa: E402
 import real_proxy  # noqa: E402
 
 import splatsr  # noqa: E402
-from splatsr.psf import heldout_error, select_psf_sigma  # noqa: E402
-from splatsr.solver import FitConfig, fit_arrays  # noqa: E402
+from splatsr.core.psf import heldout_error, select_psf_sigma  # noqa: E402
+from splatsr.core.solver import FitConfig, fit_arrays  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SPLATSR_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -230,7 +230,7 @@ def hallucination(size: int) -> list[dict]:
 
 def _loo(data: np.ndarray, case: str, bands: int) -> list[dict]:
     """Leave-one-date-out prediction on a real stack: splatsr vs bicubic-of-median."""
-    from splatsr.model import SplatGrid
+    from splatsr.core.model import SplatGrid
 
     T = data.shape[0]
     rows = []

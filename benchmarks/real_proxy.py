@@ -12,7 +12,7 @@ real 2.5 m image. What it has are real 10 m stacks with cloudy dates. So, scaled
 * the reference is a clear date that is *not* among the inputs, at its full resolution: a real
   image of the same ground on another day, as the must-show's reference is another sensor on
   another day;
-* the score is cPSNR (:func:`splatsr.validate.cpsnr`): per band, the least-squares gain and
+* the score is cPSNR (:func:`splatsr.evaluate.metrics.cpsnr`): per band, the least-squares gain and
   offset of the output to the reference and the best integer shift within +-2 output pixels,
   3 pixels of border left out.
 
@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import BASELINES, block_mean, phasecorr  # noqa: E402
 
 import splatsr  # noqa: E402
-from splatsr.solver import PLAIN, FitConfig, fit_arrays  # noqa: E402
-from splatsr.validate import cpsnr  # noqa: E402
+from splatsr.core.solver import PLAIN, FitConfig, fit_arrays  # noqa: E402
+from splatsr.evaluate.metrics import cpsnr  # noqa: E402
 
 FACTOR = 4  # 10 m -> 2.5 m (read: real 10 m -> 40 m)
 

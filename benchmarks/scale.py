@@ -41,8 +41,8 @@ import json, resource, sys, time
 import numpy as np, torch
 torch.set_num_threads(1)
 import splatsr
-from splatsr.simulate import simulate
-from splatsr.model import SplatGrid
+from splatsr.evaluate.simulate import simulate
+from splatsr.core.model import SplatGrid
 n, T, B, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tex = np.load(sys.argv[5]).astype(np.float32) / 1e4
@@ -77,10 +77,11 @@ def mosaic_rate(work: Path) -> dict:
     from affine import Affine
 
     from splatsr import FitConfig
-    from splatsr.stack import write_stack
-    from splatsr.mosaic import write_mosaic
-    from splatsr.tile_sources import LocalSource
-    from splatsr.tiling import _entry, load_entry, plan_tiles, tile_key
+    from splatsr.io.stack import write_stack
+    from splatsr.tiles.mosaic import write_mosaic
+    from splatsr.tiles.sources import LocalSource
+    from splatsr.tiles.plan import plan_tiles
+    from splatsr.tiles.store import entry_paths, load_entry, tile_key
 
     H = W = 512
     T, B, f = 2, 4, 4
@@ -96,12 +97,12 @@ def mosaic_rate(work: Path) -> dict:
     tex = np.load(ROOT / "tests" / "data" / "s2_green_crops.npy").astype(np.float32) / 1e4
     for t in tiles:
         k = keys[t.id] = tile_key(fingerprint=fp, tile=t, config=cfg, resolution_m=2.5)
-        meta_p, img_p = _entry(store, t, k)
+        meta_p, img_p = entry_paths(store, t, k)
         big = np.tile(tex, (1, 3, 3))  # (3, 768, 768)
         np.save(img_p, np.stack([big[b % 3, : t.rows * f, : t.cols * f] for b in range(B)]))
         meta_p.write_text(json.dumps(dict(status="fitted", shifts_m=[[0, 0]] * T,
                                           residual_rms=[0] * T)))
-        metas[t.id] = load_entry(store, t, k)
+        metas[t.id] = loadentry_paths(store, t, k)
     t0 = time.perf_counter()
     write_mosaic(st, tiles, keys, metas, out=work / "m.tif", store=store, factor=f,
                  overlap=16, config=cfg)

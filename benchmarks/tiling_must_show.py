@@ -11,7 +11,7 @@ three times with the default solver settings:
 3. the same tiled command again (must reuse every finished tile)
 
 and writes ``must_show.md``, ``must_show.csv`` and ``error_maps.png`` into the output folder:
-PSNR of each against the truth (2.5 m), the seam statistic (:func:`splatsr.tiling.seam_step`
+PSNR of each against the truth (2.5 m), the seam statistic (:func:`splatsr.tiles.plan.seam_step`
 of the tiled error, relative to the untiled fit's on the same lines) and the rerun's output.
 """
 
@@ -30,7 +30,7 @@ import numpy as np
 import rasterio
 
 import splatsr
-from splatsr.tiling import plan_tiles, seam_step
+from splatsr.tiles.plan import plan_tiles, seam_step
 
 ROOT = Path(__file__).resolve().parents[1]
 TILE, OVERLAP = 32, 8

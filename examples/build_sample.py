@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
-from splatsr.stack import write_stack
+from splatsr.io.stack import write_stack
 
 src, dst = Path(sys.argv[1]), Path(sys.argv[2])
 ref = np.load(src / "REFERENCE_SCENES.npy")  # (5, 101, 100, 13) reflectance, L1C

@@ -25,9 +25,9 @@ import argparse
 from pathlib import Path
 
 import splatsr
-from splatsr.fetch import fetch_stack
-from splatsr.report import write_report
-from splatsr.validate import (format_table, phasecorr_seed, phasecorr_shifts,
+from splatsr.io.fetch import fetch_stack
+from splatsr.evaluate.report import write_report
+from splatsr.evaluate.registration import (format_table, phasecorr_seed, phasecorr_shifts,
                               shift_from_seed_m, validate_shifts, write_validation)
 
 

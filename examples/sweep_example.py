@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import splatsr
-from splatsr.sweep import run_sweep
+from splatsr.evaluate.sweep import run_sweep
 
 TEXTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "s2_green_crops.npy"
 

@@ -1,21 +1,30 @@
 """splatsr: multi-frame super-resolution of Sentinel-2 by per-scene Gaussian-splat fitting.
 
-The pieces, one module each: :mod:`~splatsr.render` (1-D pixel-integration operators, dense
-reference and banded fast path), :mod:`~splatsr.model` (splat lattice, shifts, PSF),
-:mod:`~splatsr.solver` (joint scene-and-shift fit), :mod:`~splatsr.stack` (the stack
-directory), :mod:`~splatsr.export` (COG and shifts CSV), :mod:`~splatsr.simulate` (stacks with
-known truth), :mod:`~splatsr.sample` (the bundled real sample).
+The layers, lowest first (a layer imports only from layers above it in this list):
+
+- :mod:`splatsr.core` -- the numerical core, arrays in and arrays out: the pixel-integration
+  renderer, the splat scene model, the robust loss, the solver, the PSF choice.
+- :mod:`splatsr.io` -- files and the network: the stack directory, COG/CSV outputs, the STAC
+  fetcher, Sentinel-2 product facts, the bundled sample.
+- :mod:`splatsr.evaluate` -- evidence: simulation with known truth, phase-correlation
+  registration, metrics, sweeps, report figures.
+- :mod:`splatsr.tiles` -- large areas: tile plans, the tile store, sources, Dask runs, mosaics.
+- :mod:`splatsr.workflow` -- one fit of a stack start to finish (what ``splatsr fit`` calls).
+- :mod:`splatsr.cli` -- the ``splatsr`` command, a thin layer over the above.
 """
 
 __version__ = "0.1.0"
 
-from .errors import ConfigError, FetchError, SplatsrError, StackError  # noqa: E402
-from .simulate import simulate, simulate_stack  # noqa: E402
-from .solver import FitConfig, FitResult, fit, fit_arrays  # noqa: E402
-from .stack import Observation, Stack, read_stack, write_stack  # noqa: E402
+from splatsr import _moved  # noqa: E402,F401  (old module names -> new homes)
+from splatsr.core.solver import FitConfig, FitResult, fit_arrays  # noqa: E402
+from splatsr.errors import ConfigError, FetchError, SplatsrError, StackError  # noqa: E402
+from splatsr.evaluate.simulate import simulate, simulate_stack  # noqa: E402
+from splatsr.io.sample import sample_path, sample_stack  # noqa: E402
+from splatsr.io.stack import Observation, Stack, read_stack, write_stack  # noqa: E402
+from splatsr.workflow import StackFit, fit  # noqa: E402
 
 __all__ = [
     "ConfigError", "FetchError", "FitConfig", "FitResult", "Observation", "SplatsrError",
-    "Stack", "StackError", "__version__", "fit", "fit_arrays", "read_stack", "simulate",
-    "simulate_stack", "write_stack",
+    "Stack", "StackError", "StackFit", "__version__", "fit", "fit_arrays", "read_stack",
+    "sample_path", "sample_stack", "simulate", "simulate_stack", "write_stack",
 ]

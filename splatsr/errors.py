@@ -22,3 +22,7 @@ class ConfigError(SplatsrError, ValueError):
 
 class FetchError(SplatsrError):
     """A STAC search or a raster read failed, or found nothing usable."""
+
+
+class TileError(SplatsrError):
+    """One or more tiles failed (after retries); finished tiles are kept for a rerun."""

@@ -71,7 +71,7 @@ def test_fit_sample_offline(tmp_path):
 def test_simulate_command(tmp_path, texture):
     from affine import Affine
 
-    from splatsr.stack import write_observation
+    from splatsr.io.stack import write_observation
 
     truth = tmp_path / "truth.tif"
     write_observation(truth, texture[:1, :64, :64], crs="EPSG:32633",

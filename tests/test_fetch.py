@@ -44,10 +44,10 @@ from rasterio.io import MemoryFile
 from rasterio.warp import transform_bounds
 from stac_server import LoopbackStac
 
-import splatsr._stac
+import splatsr.io.stac
 from splatsr.errors import ConfigError, FetchError
-from splatsr.fetch import cache_key, fetch_cached, fetch_stack, parse_aoi
-from splatsr.stack import read_stack
+from splatsr.io.fetch import cache_key, fetch_cached, fetch_stack, parse_aoi
+from splatsr.io.stack import read_stack
 from splatsr_cli.cli import main
 
 DATA = Path(__file__).parent / "data"
@@ -292,13 +292,13 @@ def reads(monkeypatch) -> list[str]:
     The HTTP log cannot show re-reads: GDAL caches what it fetched for the whole process.
     """
     calls: list[str] = []
-    real = splatsr._stac.read_scene
+    real = splatsr.io.stac.read_scene
 
     def spy(scene, *args, **kwargs):
         calls.append(scene.item_id)
         return real(scene, *args, **kwargs)
 
-    monkeypatch.setattr(splatsr._stac, "read_scene", spy)
+    monkeypatch.setattr(splatsr.io.stac, "read_scene", spy)
     return calls
 
 
@@ -492,7 +492,7 @@ def test_parse_aoi_geojson(tmp_path):
 
 
 def test_s2_helpers():
-    from splatsr import s2
+    import splatsr.io.sentinel2 as s2
 
     assert s2.offset_dn("02.12") == 0 and s2.offset_dn("03.01") == 0
     assert s2.offset_dn("04.00") == -1000 and s2.offset_dn("05.11") == -1000

@@ -16,8 +16,8 @@ from scipy.ndimage import zoom
 
 import splatsr
 from splatsr.errors import ConfigError
-from splatsr.solver import PLAIN, FitConfig, fit_arrays
-from splatsr.validate import cpsnr
+from splatsr.core.solver import PLAIN, FitConfig, fit_arrays
+from splatsr.evaluate.metrics import cpsnr
 
 DATA = Path(__file__).parent / "data" / "eolearn_5dates_B02-B08.npz"
 

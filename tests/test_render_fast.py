@@ -1,4 +1,4 @@
-"""The tiled fast path (:func:`splatsr.render.render`) against the dense oracle, with many tiles.
+"""The tiled fast path (:func:`splatsr.core.render.render`) against the dense oracle, with many tiles.
 
 ``tests/test_render.py`` checks small rasters (one tile per axis at the default tile sizes);
 here the tiles are made small so that every axis has several, the windows overlap and the
@@ -15,8 +15,8 @@ import math
 import pytest
 import torch
 
-import splatsr.render as R
-from splatsr.model import SplatGrid, render_observations
+import splatsr.core.render as R
+from splatsr.core.model import SplatGrid, render_observations
 
 SPACINGS = [2.0, 2.5, 3.0, 10.0 / 3.0]
 TOL = {torch.float64: 3e-7, torch.float32: 1e-5}

@@ -12,11 +12,11 @@ from click.testing import CliRunner
 
 import splatsr
 from splatsr.errors import ConfigError, StackError
-from splatsr.model import SplatGrid, render_observations
-from splatsr.psf import heldout_error, pick_psf_sigma, select_psf_sigma
-from splatsr.robust import observation_weights, regauge, rho
-from splatsr.simulate import read_truth
-from splatsr.solver import PLAIN, FitConfig, fit_arrays
+from splatsr.core.model import SplatGrid, render_observations
+from splatsr.core.psf import heldout_error, pick_psf_sigma, select_psf_sigma
+from splatsr.core.robust import observation_weights, regauge, rho
+from splatsr.evaluate.simulate import read_truth
+from splatsr.core.solver import PLAIN, FitConfig, fit_arrays
 
 FAST = dict(adam_steps=60, lbfgs_iters=30, coarse_levels=0)
 # the solver before the robust pieces: least squares, no radiometry, pixel-scale noise level

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import splatsr
 from splatsr.errors import ConfigError, StackError
-from splatsr.simulate import simulate
+from splatsr.evaluate.simulate import simulate
 
 TRUTH_M = 2.5  # the texture crops are read as 2.5 m truth
 

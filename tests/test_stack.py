@@ -10,7 +10,7 @@ import pytest
 from affine import Affine
 
 import splatsr
-from splatsr.stack import read_stack, write_observation, write_stack
+from splatsr.io.stack import read_stack, write_observation, write_stack
 
 T0 = Affine(10.0, 0, 500000.0, 0, -10.0, 5000000.0)
 

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 import splatsr
 from splatsr.errors import ConfigError
-from splatsr.report import plot_convergence, write_report
-from splatsr.sweep import COLUMNS, run_sweep, subset_indices
+from splatsr.evaluate.report import plot_convergence, write_report
+from splatsr.evaluate.sweep import COLUMNS, run_sweep, subset_indices
 from splatsr_cli.cli import main
 
 FAST_CFG = splatsr.FitConfig(adam_steps=30, lbfgs_iters=15, coarse_levels=0)

@@ -10,13 +10,15 @@ import pytest
 import rasterio
 
 import splatsr
-import splatsr._stac
-from splatsr import tiled as tiled_mod
-from splatsr import tiling
-from splatsr.fetch import plan_scenes
-from splatsr.mosaic import write_mosaic
-from splatsr.tiled import fit_aoi_tiled, fit_tiled
-from splatsr.tiling import TileError, blend_weights, plan_tiles
+import splatsr.io.stac
+import splatsr.tiles.run as tiled_mod
+import splatsr.tiles.plan as tiling
+from splatsr.io.fetch import plan_scenes
+from splatsr.tiles.mosaic import write_mosaic
+from splatsr.tiles.run import fit_aoi_tiled, fit_tiled
+from splatsr.errors import TileError
+from splatsr.tiles.plan import blend_weights, plan_tiles
+from splatsr.tiles.store import load_entry
 
 try:  # the loopback STAC server fixtures, for fit --aoi --tile-size
     from test_fetch import AOI_TEXT, pc_env, planted, server  # noqa: F401
@@ -134,7 +136,7 @@ def test_seam_check_catches_a_step(sim, tiled, truth, untiled, tmp_path):
     np.save(npy, np.load(npy) + 0.03)
     keys = {t.id: next(store.glob(f"{t.id}-*.json")).stem.split("-", 1)[1]
             for t in tiled.tiles}
-    metas = {t.id: tiling.load_entry(store, t, keys[t.id]) for t in tiled.tiles}
+    metas = {t.id: load_entry(store, t, keys[t.id]) for t in tiled.tiles}
     ratio = {}
     for overlap in (0, OVERLAP):
         out = write_mosaic(sim, tiled.tiles, keys, metas, out=tmp_path / f"{overlap}.tif",
@@ -262,7 +264,7 @@ def window_reads(monkeypatch):
             return False
 
     calls = {"read": [], "sign": []}
-    real_read, real_sign = splatsr._stac.read_scene, splatsr._stac._sign
+    real_read, real_sign = splatsr.io.stac.read_scene, splatsr.io.stac._sign
 
     def read(scene, grid, *args, **kwargs):
         calls["read"].append((scene.item_id, grid.bounds, in_task()))
@@ -272,8 +274,8 @@ def window_reads(monkeypatch):
         calls["sign"].append((href, in_task()))
         return real_sign(href)
 
-    monkeypatch.setattr(splatsr._stac, "read_scene", read)
-    monkeypatch.setattr(splatsr._stac, "_sign", sign)
+    monkeypatch.setattr(splatsr.io.stac, "read_scene", read)
+    monkeypatch.setattr(splatsr.io.stac, "_sign", sign)
     return calls
 
 

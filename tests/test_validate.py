@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 import splatsr
 from splatsr.errors import StackError
-from splatsr.export import write_shifts_csv
-from splatsr.validate import (compare_shifts, format_table, phasecorr_seed, phasecorr_shifts,
+from splatsr.io.export import write_shifts_csv
+from splatsr.evaluate.registration import (compare_shifts, format_table, phasecorr_seed, phasecorr_shifts,
                               shift_from_seed_m, validate_shifts, write_validation)
 from splatsr_cli.cli import main
 

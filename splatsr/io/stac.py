@@ -1,4 +1,4 @@
-"""STAC search, item parsing, tile choice and native-grid scene reads for splatsr.fetch."""
+"""STAC search, item parsing, tile choice and native-grid scene reads for splatsr.io.fetch."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from urllib3 import Retry
 
-from . import s2
-from .errors import ConfigError, FetchError
+import splatsr.io.sentinel2 as s2
+from splatsr.errors import ConfigError, FetchError
 
 AOI = tuple[float, float, float, float]  # (west, south, east, north), lon/lat degrees
 RETRY_STATUS = (429, 500, 502, 503, 504)

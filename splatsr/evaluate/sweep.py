@@ -1,7 +1,7 @@
 """Sweeps of the settings that matter: PSF width, number of observations, splat spacing.
 
 One fit per setting (the full grid of the values given). Every fit starts from the
-phase-correlation shifts (:func:`splatsr.validate.phasecorr_seed`), like the source's sweep, and
+phase-correlation shifts (:func:`splatsr.evaluate.registration.phasecorr_seed`), like the source's sweep, and
 each row reports:
 
 ``psf_sigma_m, n_obs, splat_spacing_m``
@@ -10,7 +10,7 @@ each row reports:
     RMS of the residuals over the fitted observations (reflectance).
 ``heldout_error``
     Error predicting one observation that no fit sees (reflectance; robust RMS, i.e.
-    1.4826 x the median absolute error, from :func:`splatsr.psf.heldout_error`: the
+    1.4826 x the median absolute error, from :func:`splatsr.core.psf.heldout_error`: the
     observation's shift searched with the scene fixed, a per-band gain and offset fitted).
     The held-out observation is the same for every row (the stack's middle one), so rows are
     comparable; the ``n_obs`` observations are drawn from the others. A scene that fits
@@ -48,12 +48,13 @@ from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.registration import phase_cross_correlation
 
-from ._atomic import write_text_atomic
-from .errors import ConfigError, StackError
-from .psf import heldout_error
-from .solver import FitConfig, fit_arrays
-from .stack import Stack, read_stack
-from .validate import phasecorr_seed, shift_from_seed_m
+from splatsr.io.atomic import write_text_atomic
+from splatsr.core.checks import integer_ratio
+from splatsr.errors import ConfigError, StackError
+from splatsr.core.psf import heldout_error
+from splatsr.core.solver import FitConfig, fit_arrays
+from splatsr.io.stack import Stack, read_stack
+from splatsr.evaluate.registration import phasecorr_seed, shift_from_seed_m
 
 COMPARE_M = 5.0  # resolution of the truth comparison
 BORDER_M = 20.0  # left out of the truth comparison on every side
@@ -172,7 +173,7 @@ def run_sweep(stack: Stack | str | os.PathLike, *, psf_sigmas: Sequence[float],
     write_sweep_tables(rows, out, skipped=skipped, held_id=None if held is None
                        else stack.observations[held].id, truth=truth_img is not None)
     if figures:
-        from .report import plot_sweep
+        from splatsr.evaluate.report import plot_sweep
 
         bicubic = None
         if truth_img is not None:
@@ -197,7 +198,7 @@ def truth_at(stack: Stack, truth: str | os.PathLike | None) -> np.ndarray | None
 
     ``truth`` is a GeoTIFF path; None means the simulated stack's own ``truth.tif``.
     """
-    from .simulate import read_truth
+    from splatsr.evaluate.simulate import read_truth
 
     if truth is None:
         name = (stack.meta.get("simulation") or {}).get("truth")
@@ -205,11 +206,7 @@ def truth_at(stack: Stack, truth: str | os.PathLike | None) -> np.ndarray | None
             return None
         truth = stack.root / name
     arr, px, _, _, _ = read_truth(truth)
-    f = COMPARE_M / px
-    if abs(f - round(f)) > 1e-9 or round(f) < 1:
-        raise ConfigError(f"truth pixel {px} m does not divide the comparison pixel "
-                          f"{COMPARE_M} m")
-    f = round(f)
+    f = integer_ratio(COMPARE_M, px, what="the comparison pixel / the truth pixel")
     B, H, W = arr.shape
     expect = (stack.height * stack.pixel_m / COMPARE_M, stack.width * stack.pixel_m / COMPARE_M)
     if (H // f, W // f) != expect or len(stack.bands) != B:

@@ -30,11 +30,11 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from ._atomic import atomic_path, write_text_atomic
-from .errors import StackError
+from splatsr.io.atomic import atomic_path, write_text_atomic
+from splatsr.core.checks import MIN_OBSERVATIONS
+from splatsr.errors import StackError
 
 FORMAT = "splatsr-stack/1"
-MIN_OBSERVATIONS = 2  # one global shift per date is only meaningful against other dates
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from .stack import Stack, read_stack
+from splatsr.io.stack import Stack, read_stack
 
 
 def sample_path() -> Path:

@@ -18,8 +18,8 @@ import numpy as np
 import rasterio
 from affine import Affine
 
-from .errors import ConfigError
-from .stack import Stack, write_observation, write_stack
+from splatsr.errors import ConfigError
+from splatsr.io.stack import Stack, write_observation, write_stack
 
 DEFAULT_CRS = "EPSG:32633"
 

@@ -14,9 +14,15 @@ import numpy as np
 import rasterio
 from affine import Affine
 
-from ._atomic import atomic_path, write_text_atomic
+from splatsr.io.atomic import atomic_path, write_text_atomic
 
 RGB_FIRST = ("B04", "B03", "B02")  # QGIS draws bands 1, 2, 3 as R, G, B
+
+
+def shifts_path(out: str | os.PathLike) -> Path:
+    """``sr.tif`` -> ``sr.shifts.csv`` beside it."""
+    out = Path(out)
+    return out.with_name(out.stem + ".shifts.csv")
 
 
 def band_order(names: Sequence[str]) -> list[int]:

@@ -15,7 +15,7 @@ and per-date radiometric offsets. The solver uses these pieces by default:
   as a whole; the weights are reported per observation.
 * **The noise level** in which the TV weight and the loss scale are expressed is re-estimated
   from the residuals of the first fitted level (:func:`robust_sigma`), not taken from the
-  pixel-scale estimate :func:`splatsr.solver.noise_sigma` (an upper bound that texture inflates):
+  pixel-scale estimate :func:`splatsr.core.solver.noise_sigma` (an upper bound that texture inflates):
   a noise-based rule for the regulariser's weight that needs no extra fits.
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from splatsr.errors import ConfigError
 
 LOSSES = ("l2", "charbonnier", "cauchy")
 # Scales giving 95 % asymptotic efficiency on Gaussian noise (in units of the noise sigma).

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from . import render as _r
-from .errors import ConfigError
+import splatsr.core.render as _r
+from splatsr.errors import ConfigError
 
 MAX_SHIFT_M = 30.0  # margin of splats outside the raster allows shifts up to this size
 SIGMA_PER_SPACING = 0.8  # default splat width relative to the spacing (the narrowest allowed)

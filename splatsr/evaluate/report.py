@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # before pyplot: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .solver import FitResult  # noqa: E402
+from splatsr.core.solver import FitResult  # noqa: E402
 
 ZOOM_PX = 32  # side of the zoomed window, in 10 m pixels
 
@@ -117,7 +117,7 @@ def plot_convergence(history: Sequence[dict[str, Any]], path: str | os.PathLike)
 def plot_shifts(shifts_m: np.ndarray, pc_shifts_m: np.ndarray, path: str | os.PathLike,
                 *, planted_m: np.ndarray | None = None) -> Path:
     """Fitted shifts against phase-correlation estimates, per axis, with the 1:1 line."""
-    from .validate import compare_shifts
+    from splatsr.evaluate.registration import compare_shifts
 
     agree = compare_shifts(shifts_m, pc_shifts_m)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), constrained_layout=True)
@@ -157,26 +157,26 @@ def write_report(result: FitResult, out_dir: str | os.PathLike, *,
         (T, B, H, W) the data fitted; default: read from ``result.stack``.
     pc_shifts
         (T, 2) phase-correlation shifts; default: computed with
-        :func:`splatsr.validate.phasecorr_shifts`.
+        :func:`splatsr.evaluate.registration.phasecorr_shifts`.
 
     Returns
     -------
     dict
         ``{"panels", "convergence", "shifts"}`` -> paths written.
     """
-    from .errors import ConfigError
-    from .validate import phasecorr_shifts
+    from splatsr.errors import ConfigError
+    from splatsr.evaluate.registration import phasecorr_shifts
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if stack_data is None:
-        if result.stack is None:
+        if getattr(result, "stack", None) is None:
             raise ConfigError("write_report needs stack_data for a result fitted from arrays")
         stack_data = result.stack.load()
     if pc_shifts is None:
         pc_shifts = phasecorr_shifts(stack_data, pixel_m=result.grid.pixel_m)
     planted = None
-    if result.stack is not None:
+    if getattr(result, "stack", None) is not None:
         p = (result.stack.meta.get("simulation") or {}).get("shifts_m")
         if p is not None and np.shape(p) == result.shifts_m.shape:
             planted = np.asarray(p, np.float64)
@@ -248,7 +248,7 @@ def plot_sweep_curves(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    from ._atomic import atomic_path
+    from splatsr.io.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")

@@ -12,22 +12,18 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from affine import Affine
 from tqdm.auto import tqdm
 
-from . import __version__
-from .errors import ConfigError, StackError
-from .export import write_cog, write_shifts_csv
-from .model import SplatGrid, render_latent, render_observations, resample_weights
-from .robust import (MIN_SIGMA, apply_radiometry, check_loss, observation_weights, regauge,
+from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array
+from splatsr.errors import ConfigError, StackError
+from splatsr.core.model import SplatGrid, render_latent, render_observations, resample_weights
+from splatsr.core.robust import (MIN_SIGMA, apply_radiometry, check_loss, observation_weights, regauge,
                      rho, robust_sigma)
-from .stack import MIN_OBSERVATIONS, Stack, read_stack
 
 
 # The plain settings (``splatsr fit --plain``): least squares, no per-date radiometry, no date
@@ -100,7 +96,6 @@ class FitResult:
     residual_rms: np.ndarray  # (T,) RMS misfit per observation, reflectance
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per logged step
     seconds: float = 0.0  # wall time of the fit
-    stack: Stack | None = None  # the stack fitted, when fitted from a stack directory
     gains: np.ndarray | None = None  # (T, B) radiometric gain per observation (median date 1)
     offsets: np.ndarray | None = None  # (T, B) radiometric offset per observation, reflectance
     obs_weights: np.ndarray | None = None  # (T,) weight of each observation in the fit (0-1]
@@ -127,29 +122,7 @@ class FitResult:
             pred = pred + self.offsets[:, :, None, None]
         return pred.astype(np.float32)
 
-    def save(self, out: str | os.PathLike, *, resolution_m: float = 2.5) -> Path:
-        """Write the scene as a COG at ``out`` and the shifts as ``<out stem>.shifts.csv``.
-
-        Both files are written to temporary names and renamed, so nothing is half-written.
-        """
-        if self.stack is None:
-            raise ConfigError("this result was fitted from arrays; save needs a stack "
-                              "(use splatsr.fit on a stack directory)")
-        st, out = self.stack, Path(out)
-        image = self.render(resolution_m)
-        transform = Affine(resolution_m, 0, st.transform.c, 0, -resolution_m, st.transform.f)
-        cfg = self.config
-        tags = dict(software=f"splatsr {__version__}", psf_sigma_m=cfg.psf_sigma_m,
-                    splat_spacing_m=self.grid.spacing_m, splat_sigma_m=self.grid.sigma_m,
-                    resolution_m=resolution_m, observations=[o.id for o in st.observations],
-                    config=asdict(cfg), units="reflectance (0-1)")
-        write_shifts_csv(shifts_path(out), ids=[o.id for o in st.observations],
-                         datetimes=[o.datetime for o in st.observations],
-                         shifts_m=self.shifts_m, extra=self._per_observation())
-        return write_cog(out, image, crs=st.crs, transform=transform,
-                         band_names=list(self.band_names), tags=tags)
-
-    def _per_observation(self) -> dict[str, Any]:
+    def per_observation(self) -> dict[str, Any]:
         """Columns of the shifts CSV besides the shifts: misfit, weight, radiometry."""
         cols: dict[str, Any] = {"residual_rms": self.residual_rms}
         if self.obs_weights is not None:
@@ -161,46 +134,6 @@ class FitResult:
                 for b, band in enumerate(self.band_names):
                     cols[f"{name}_{band}"] = arr[:, b]
         return {k: [float(x) for x in v] for k, v in cols.items()}
-
-
-def shifts_path(out: str | os.PathLike) -> Path:
-    """``sr.tif`` -> ``sr.shifts.csv`` beside it."""
-    out = Path(out)
-    return out.with_name(out.stem + ".shifts.csv")
-
-
-def fit(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
-        init_shifts_m: np.ndarray | None = None, **overrides: Any) -> FitResult:
-    """Fit a stack directory (or a :class:`Stack`): the scene and the per-date shifts.
-
-    Parameters
-    ----------
-    stack
-        A stack directory path or a :class:`Stack` from :func:`read_stack`.
-    config
-        Solver settings (default :class:`FitConfig()`).
-    init_shifts_m
-        (T, 2) starting shifts ``(dx_m, dy_m)``; default zeros.
-    **overrides
-        Fields of :class:`FitConfig` to change, e.g. ``psf_sigma_m=3``.
-
-    Returns
-    -------
-    FitResult
-        ``.render(resolution_m)``, ``.shifts_m``, ``.history``, ``.save(path)``.
-    """
-    if not isinstance(stack, Stack):
-        stack = read_stack(stack)
-    cfg = config or FitConfig()
-    if overrides:
-        unknown = set(overrides) - set(asdict(cfg))
-        if unknown:
-            raise ConfigError(f"unknown fit option(s): {', '.join(sorted(unknown))}")
-        cfg = replace(cfg, **overrides)
-    result = fit_arrays(stack.load(), pixel_m=stack.pixel_m, config=cfg,
-                        band_names=stack.bands, init_shifts_m=init_shifts_m)
-    result.stack = stack
-    return result
 
 
 def _device(name: str) -> torch.device:
@@ -321,13 +254,8 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     """
     cfg = config or FitConfig()
     cfg.validate()
-    data = np.asarray(data, np.float32)
-    if data.ndim != 4:
-        raise StackError(f"data must be (T, B, H, W), got shape {data.shape}")
+    data = check_stack_array(data)
     T, B, H, W = data.shape
-    if T < MIN_OBSERVATIONS:
-        raise StackError(f"the stack has {T} observation(s); multi-frame fitting needs at "
-                         f"least {MIN_OBSERVATIONS}")
     valid = np.isfinite(data)
     if not valid.any():
         raise StackError("no valid pixels: every value in the stack is NaN")

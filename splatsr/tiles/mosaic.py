@@ -1,7 +1,7 @@
 """Outputs of a tiled fit: the blended mosaic COG, the per-tile shift table and shift GeoTIFF.
 
 Both take the source's grid (CRS, transform, size, bands, observation ids and datetimes) from a
-:class:`~splatsr.stack.Stack` or any :mod:`splatsr.tile_sources` source, so a fit read straight
+:class:`~splatsr.io.stack.Stack` or any :mod:`splatsr.tiles.sources` source, so a fit read straight
 from STAC writes the same files as one read from a stack directory.
 """
 
@@ -21,13 +21,15 @@ import rasterio.shutil
 from affine import Affine
 from rasterio.windows import Window
 
-from . import __version__
-from ._atomic import atomic_path, write_text_atomic
-from .export import band_order, write_shifts_csv
-from .solver import FitConfig, shifts_path
-from .stack import Stack
-from .tile_sources import TileSource, as_source
-from .tiling import Tile, _entry, blend_weights
+from splatsr import __version__
+from splatsr.io.atomic import atomic_path, write_text_atomic
+from splatsr.io.export import band_order, write_shifts_csv
+from splatsr.core.solver import FitConfig
+from splatsr.io.export import shifts_path
+from splatsr.io.stack import Stack
+from splatsr.tiles.sources import TileSource, as_source
+from splatsr.tiles.plan import Tile, blend_weights
+from splatsr.tiles.store import entry_paths
 
 MOSAIC_BLOCK_PX = 2048  # output pixels per side of one mosaic window (a multiple of 512)
 
@@ -108,7 +110,7 @@ def _accumulate(acc: np.ndarray, wsum: np.ndarray, t: Tile, w: tuple[np.ndarray,
     b0, b1 = max(c0, tc0), min(c0 + w_, tc0 + t.cols * f)
     if a0 >= a1 or b0 >= b1:
         return
-    img = np.load(_entry(store, t, key)[1], mmap_mode="r")  # (B, rows * f, cols * f)
+    img = np.load(entry_paths(store, t, key)[1], mmap_mode="r")  # (B, rows * f, cols * f)
     part = np.asarray(img[:, a0 - tr0:a1 - tr0, b0 - tc0:b1 - tc0], np.float64)[order]
     ww = np.outer(w[0][a0 - tr0:a1 - tr0], w[1][b0 - tc0:b1 - tc0])
     ok = np.isfinite(part).all(axis=0)

@@ -6,10 +6,10 @@
   finished tile is never fitted again.
 * :func:`fit_tiled` -- the driver: plan the tiles, submit the missing ones to a Dask cluster (a
   LocalCluster by default), retry failures, report tiles that still fail, then write the mosaic
-  and the shift outputs (:mod:`splatsr.mosaic`).
+  and the shift outputs (:mod:`splatsr.tiles.mosaic`).
 * :func:`fit_aoi_tiled` -- the same for an AOI straight from STAC: the driver only searches and
-  plans (:func:`splatsr.fetch.plan_scenes`); every task reads, signs and masks its own window
-  of every scene (:class:`splatsr.tile_sources.RemoteSource`). Nothing is fetched to disk.
+  plans (:func:`splatsr.io.fetch.plan_scenes`); every task reads, signs and masks its own window
+  of every scene (:class:`splatsr.tiles.sources.RemoteSource`). Nothing is fetched to disk.
 """
 
 from __future__ import annotations
@@ -28,16 +28,18 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._atomic import atomic_path, write_text_atomic
-from .errors import ConfigError, FetchError, StackError
-from .fetch import COLLECTION, PC_URL, plan_scenes, remote_gdal_env
-from .mosaic import write_mosaic, write_shifts
-from .s2 import TEN_M_BANDS
-from .solver import FitConfig, fit_arrays
-from .stack import MIN_OBSERVATIONS, Stack, read_stack
-from .tile_sources import LocalSource, RemoteSource, TileSource, as_source
-from .tiling import (STORE_FORMAT, Tile, TileError, _entry, default_store, load_entry,
-                     plan_tiles, tile_key)
+from splatsr.io.atomic import atomic_path, write_text_atomic
+from splatsr.errors import ConfigError, FetchError, StackError
+from splatsr.io.fetch import COLLECTION, PC_URL, plan_scenes, remote_gdal_env
+from splatsr.tiles.mosaic import write_mosaic, write_shifts
+from splatsr.io.sentinel2 import TEN_M_BANDS
+from splatsr.core.solver import FitConfig, fit_arrays
+from splatsr.core.checks import MIN_OBSERVATIONS, integer_ratio
+from splatsr.io.stack import Stack, read_stack
+from splatsr.tiles.sources import LocalSource, RemoteSource, TileSource, as_source
+from splatsr.errors import TileError
+from splatsr.tiles.plan import Tile, plan_tiles
+from splatsr.tiles.store import STORE_FORMAT, default_store, entry_paths, load_entry, tile_key
 
 CONNECT_TIMEOUT = "20s"  # how long to try to reach a --dask scheduler
 _LOCAL_READS = threading.BoundedSemaphore(4)  # bounds reads when no Dask semaphore is given
@@ -90,7 +92,7 @@ def fit_tile(source: TileSource, tile: Tile, *, config: dict[str, Any], resoluti
     meta: dict[str, Any] = dict(format=STORE_FORMAT, tile=asdict(tile), key=key, ids=source.ids)
     seen = np.isfinite(data).reshape(T, -1).any(axis=1)  # (T,) dates with a valid pixel
     n_obs = int(seen.sum())
-    meta_path, img_path = _entry(Path(store), tile, key)
+    meta_path, img_path = entry_paths(Path(store), tile, key)
     if n_obs < MIN_OBSERVATIONS:
         meta.update(status="empty", reason=f"{n_obs} observation(s) with valid pixels",
                     seconds=0.0)
@@ -154,7 +156,7 @@ def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.P
     Parameters
     ----------
     source
-        A stack directory, a :class:`Stack`, or a :mod:`splatsr.tile_sources` source (a
+        A stack directory, a :class:`Stack`, or a :mod:`splatsr.tiles.sources` source (a
         :class:`RemoteSource` reads each tile's window from the COGs inside its task; see
         :func:`fit_aoi_tiled`).
     out
@@ -247,7 +249,7 @@ def fit_aoi_tiled(*, aoi: Any, start: str | _dt.date, end: str | _dt.date,
                   **kwargs: Any) -> TiledResult:
     """Tiled fit of an AOI read straight from STAC: no stack on disk, reads inside the tasks.
 
-    The driver searches and plans exactly as :func:`splatsr.fetch.fetch_stack` does (tile and
+    The driver searches and plans exactly as :func:`splatsr.io.fetch.fetch_stack` does (tile and
     60 m-snapped grid for the AOI, reprocessed copies deduplicated, the ``eo:cloud_cover``
     pre-filter) and reads no pixel. Each tile task reads its own window of every scene from
     the COGs, signing the hrefs just before (and again after an HTTP 403), and masks it with
@@ -259,7 +261,7 @@ def fit_aoi_tiled(*, aoi: Any, start: str | _dt.date, end: str | _dt.date,
     ----------
     aoi, start, end, bands, stac_url, collection, max_tile_cloud_pct, http_retries, \
     http_backoff_s
-        As for :func:`splatsr.fetch.fetch_stack`.
+        As for :func:`splatsr.io.fetch.fetch_stack`.
     out, tile_size, overlap
         As for :func:`fit_tiled`.
     **kwargs
@@ -294,12 +296,9 @@ def fit_aoi_tiled(*, aoi: Any, start: str | _dt.date, end: str | _dt.date,
 
 
 def _factor(pixel_m: float, resolution_m: float) -> int:
-    f = pixel_m / resolution_m if resolution_m > 0 else 0.0
-    if f < 1 - 1e-9 or abs(f - round(f)) > 1e-6:
-        raise ConfigError(f"tiled fits need a resolution that divides the pixel size "
-                          f"{pixel_m:g} m (e.g. {pixel_m / 4:g} or {pixel_m / 5:g} m), "
-                          f"got {resolution_m:g} m")
-    return round(f)
+    return integer_ratio(pixel_m, resolution_m,
+                         what=f"tiled fits need a resolution that divides the pixel size "
+                              f"(e.g. {pixel_m / 4:g} or {pixel_m / 5:g} m)")
 
 
 def _run_tiles(source: TileSource, todo: list[Tile], keys: dict[str, str],

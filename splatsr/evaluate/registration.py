@@ -4,8 +4,8 @@ The fit's shifts are only as credible as an independent estimator's agreement wi
 module registers every observation against a robust reference (the per-pixel median of the
 stack) with :func:`skimage.registration.phase_cross_correlation` (upsampled by 100) and
 compares the result with a shifts CSV, as in the source's table (std, max |shift|, Pearson r,
-mean absolute deviation, per axis). :func:`cpsnr` scores an output against a reference image
-of another sensor or date (PROBA-V style: gain/offset removed, best small shift).
+mean absolute deviation, per axis). Scores against a reference image are in
+:mod:`splatsr.evaluate.metrics`.
 
 Choices, and the traps they avoid
 ---------------------------------
@@ -40,10 +40,11 @@ from scipy import ndimage
 from scipy.signal.windows import tukey
 from skimage.registration import phase_cross_correlation
 
-from ._atomic import write_text_atomic
-from .errors import ConfigError, StackError
-from .export import read_shifts_csv
-from .stack import Stack, read_stack
+from splatsr.io.atomic import write_text_atomic
+from splatsr.core.checks import check_stack_array
+from splatsr.errors import ConfigError, StackError
+from splatsr.io.export import read_shifts_csv
+from splatsr.io.stack import Stack, read_stack
 
 MIN_VALID_FRACTION = 0.25  # observations seeing less of the area get NaN estimates
 
@@ -84,9 +85,7 @@ def phasecorr_shifts(data: np.ndarray, *, pixel_m: float, upsample_factor: int =
         registered). With an array ``reference`` the estimates are relative to it and are not
         re-centred.
     """
-    data = np.asarray(data, np.float64)
-    if data.ndim != 4:
-        raise StackError(f"data must be (T, B, H, W), got shape {data.shape}")
+    data = check_stack_array(data, dtype=np.float64, min_obs=1)
     if not pixel_m > 0:
         raise ConfigError(f"pixel_m must be > 0, got {pixel_m}")
     if int(upsample_factor) < 1:
@@ -361,59 +360,3 @@ def write_validation(report: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write a :func:`validate_shifts` report as JSON, atomically."""
     write_text_atomic(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
     return Path(path)
-
-
-def cpsnr(image: np.ndarray, reference: np.ndarray, *, border_px: int = 3,
-          search_px: int = 2) -> float:
-    """PSNR of an output against a reference image of another sensor or date (PROBA-V style).
-
-    Per band and per integer shift of ``image`` within ``+-search_px`` pixels, the
-    least-squares gain and offset of ``image`` to ``reference`` are removed (two sensors'
-    radiometry differ) and the PSNR taken, with the reference band's range as peak; each band
-    keeps its best shift; the bands' PSNRs are averaged. ``border_px + search_px`` pixels are
-    left out at every edge, and pixels non-finite in either image.
-
-    Parameters
-    ----------
-    image, reference
-        (B, H, W) or (H, W), on the same grid (e.g. the 2.5 m output and a 2.5 m reference).
-    border_px, search_px
-        Border left out and shift search range, in pixels of that grid.
-
-    Returns
-    -------
-    float
-        cPSNR in dB (higher is better).
-    """
-    img = np.asarray(image, np.float64)
-    ref = np.asarray(reference, np.float64)
-    img, ref = (img[None], ref[None]) if img.ndim == 2 else (img, ref)
-    if img.shape != ref.shape or img.ndim != 3:
-        raise ConfigError(f"image and reference must both be (B, H, W) on the same grid, got "
-                          f"{np.shape(image)} and {np.shape(reference)}")
-    if border_px < 0 or search_px < 0:
-        raise ConfigError(f"border_px and search_px must be >= 0, got {border_px}, {search_px}")
-    B, H, W = ref.shape
-    b = border_px + search_px
-    if min(H, W) <= 2 * b + 1:
-        raise ConfigError(f"a {W}x{H} px image is too small for a border of {border_px} px and "
-                          f"a shift search of {search_px} px")
-    out = []
-    for ib in range(B):
-        t = ref[ib, b:H - b, b:W - b]
-        best = -math.inf
-        for du in range(-search_px, search_px + 1):
-            for dv in range(-search_px, search_px + 1):
-                a = img[ib, b + du:H - b + du, b + dv:W - b + dv]
-                ok = np.isfinite(a) & np.isfinite(t)
-                if ok.sum() < 3 or np.ptp(a[ok]) == 0:
-                    continue
-                gain, off = np.polyfit(a[ok], t[ok], 1)
-                mse = float(np.mean((gain * a[ok] + off - t[ok]) ** 2))
-                peak = float(np.ptp(t[ok]))
-                best = max(best, 10 * math.log10(peak ** 2 / max(mse, 1e-30)))
-        if best == -math.inf:
-            raise StackError(f"band {ib + 1}: no shift leaves 3 valid, non-constant pixels "
-                             f"to compare")
-        out.append(best)
-    return float(np.mean(out))

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from .errors import FetchError
+from splatsr.errors import FetchError
 
 TEN_M_BANDS = ("B02", "B03", "B04", "B08")  # the 10 m bands splatsr fuses
 SCL_ASSET = "SCL"

@@ -34,7 +34,7 @@ from fractions import Fraction
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from splatsr.errors import ConfigError
 
 TAIL_SIGMAS = 5.0  # band half-width in sigmas; the neglected Gaussian mass is < 3e-7
 _SQRT2 = math.sqrt(2.0)

@@ -2,8 +2,8 @@
 
 One MGRS tile, one CRS, native 10 m pixels: the AOI is projected into the tile's UTM zone,
 snapped outward to the 60 m tile lattice and read with plain rasterio windows (no
-resampling). Scenes are harmonised (:mod:`splatsr.s2`), screened with the scene
-classification layer and written as a :mod:`splatsr.stack` directory.
+resampling). Scenes are harmonised (:mod:`splatsr.io.sentinel2`), screened with the scene
+classification layer and written as a :mod:`splatsr.io.stack` directory.
 
 Networking: the search retries 429 (honouring ``Retry-After``) and 5xx through pystac-client's
 ``StacApiIO`` with a urllib3 ``Retry``; planetary-computer's token requests retry the same
@@ -35,12 +35,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from . import _stac
-from ._atomic import write_text_atomic
-from ._stac import AOI, Grid, Scene
-from .errors import ConfigError, FetchError
-from .s2 import TEN_M_BANDS
-from .stack import Stack, read_stack, write_observation, write_stack_json
+import splatsr.io.stac as _stac
+from splatsr.io.atomic import write_text_atomic
+from splatsr.io.stac import AOI, Grid, Scene
+from splatsr.errors import ConfigError, FetchError
+from splatsr.io.sentinel2 import TEN_M_BANDS
+from splatsr.io.stack import Stack, read_stack, write_observation, write_stack_json
 
 PC_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
 COLLECTION = "sentinel-2-l2a"

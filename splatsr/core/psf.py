@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._atomic import write_text_atomic
-from .errors import ConfigError, StackError
-from .model import render_observations
-from .solver import FitConfig, FitResult, fit, fit_arrays
-from .stack import MIN_OBSERVATIONS, Stack, read_stack
+from splatsr.errors import ConfigError, StackError
+from splatsr.core.model import render_observations
+from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array
+from splatsr.core.solver import FitConfig, FitResult, fit_arrays
 
 DEFAULT_CANDIDATES_M = (2.0, 3.0, 4.0, 5.0, 6.0)
 
@@ -157,9 +156,7 @@ def select_psf_sigma(data: np.ndarray, *, pixel_m: float,
     PsfSelection
         ``.psf_sigma_m`` and ``.curve`` (one row per candidate).
     """
-    data = np.asarray(data, np.float32)
-    if data.ndim != 4:
-        raise StackError(f"data must be (T, B, H, W), got shape {data.shape}")
+    data = check_stack_array(data)
     cands = sorted({float(c) for c in candidates_m})
     if not cands or min(cands) < 0:
         raise ConfigError(f"PSF candidates must be >= 0 and non-empty, got {candidates_m}")
@@ -232,42 +229,3 @@ def pick_psf_sigma(sigmas_m: Sequence[float], errors: Sequence[float], *,
 def selection_tags(sel: PsfSelection) -> dict[str, Any]:
     """The selection as JSON-ready tags for the output's metadata."""
     return {"psf_sigma_auto": asdict(sel)}
-
-
-def fit_auto_psf(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
-                 candidates_m: Sequence[float] = DEFAULT_CANDIDATES_M,
-                 n_holdout: int = 2, init_shifts_m: np.ndarray | None = None
-                 ) -> tuple[FitResult, PsfSelection]:
-    """Choose the PSF sigma by :func:`select_psf_sigma`, then fit the whole stack with it.
-
-    Costs ``len(candidates_m)`` extra fits (each on the stack minus ``n_holdout`` dates; fewer
-    are held out when the stack has too few dates to leave 2).
-    ``init_shifts_m`` (T, 2) seeds the final fit's shifts (the trial fits start at zero).
-
-    Returns
-    -------
-    result : FitResult
-        The fit of every observation with the chosen sigma.
-    selection : PsfSelection
-        The chosen sigma and the held-out error curve.
-    """
-    if not isinstance(stack, Stack):
-        stack = read_stack(stack)
-    cfg = config or FitConfig()
-    data = stack.load()
-    # small stacks (3 dates) hold out one date rather than fail
-    n_holdout = min(n_holdout, max(1, data.shape[0] - MIN_OBSERVATIONS))
-    sel = select_psf_sigma(data, pixel_m=stack.pixel_m, candidates_m=candidates_m,
-                           config=cfg, n_holdout=n_holdout, band_names=stack.bands)
-    result = fit(stack, config=replace(cfg, psf_sigma_m=sel.psf_sigma_m),
-                 init_shifts_m=init_shifts_m)
-    return result, sel
-
-
-def write_psf_curve(path: str | os.PathLike, sel: PsfSelection) -> Path:
-    """Write the selection curve as CSV (``psf_sigma_m,heldout_rmse,fit_seconds,chosen``)."""
-    lines = ["psf_sigma_m,heldout_rmse,fit_seconds,chosen"]
-    lines += [f"{r['psf_sigma_m']:g},{r['heldout_rmse']:.6g},{r['fit_seconds']:.2f},"
-              f"{int(r['psf_sigma_m'] == sel.psf_sigma_m)}" for r in sel.curve]
-    write_text_atomic(path, "\n".join(lines) + "\n")
-    return Path(path)

@@ -7,12 +7,12 @@ blended with smooth weights into one mosaic:
 
 * :func:`plan_tiles` -- overlapping windows of ``tile_size`` 10 m pixels, spread evenly so that
   neighbours overlap by at least ``overlap`` pixels.
-* :func:`tile_key`, :func:`load_entry` -- the store of finished tiles, keyed by source, window,
+* :mod:`splatsr.tiles.store` -- the store of finished tiles, keyed by source, window,
   solver settings and output resolution.
-* :mod:`splatsr.tiled` -- the Dask task (:func:`fit_tile`) and drivers (:func:`fit_tiled` for a
-  stack or any :mod:`splatsr.tile_sources` source, :func:`fit_aoi_tiled` for an AOI read
-  straight from STAC inside the tasks); :mod:`splatsr.mosaic` -- the blended COG and shift
-  outputs. Their public names are importable from here too.
+* :mod:`splatsr.tiles.run` -- the Dask task (:func:`fit_tile`) and drivers (:func:`fit_tiled` for a
+  stack or any :mod:`splatsr.tiles.sources` source, :func:`fit_aoi_tiled` for an AOI read
+  straight from STAC inside the tasks); :mod:`splatsr.tiles.mosaic` -- the blended COG and shift
+  outputs.
 
 Blending: along each axis a tile's weight rises as ``sin^2`` from 0 at an inner tile edge to 1
 at ``overlap`` pixels from it (edges on the stack border keep weight 1). Where two neighbours
@@ -35,16 +35,10 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from .errors import ConfigError, SplatsrError
-from .solver import FitConfig
+from splatsr.errors import ConfigError
 
-STORE_FORMAT = "splatsr-tile/2"  # bump to invalidate every stored tile
 MIN_TILE_PX = 8  # smaller tiles hold too few pixels to fit shifts
-_KEY_IGNORES = ("device", "progress")  # FitConfig fields that do not change a tile's result
 
-
-class TileError(SplatsrError):
-    """One or more tiles failed (after retries); finished tiles are kept for a rerun."""
 
 @dataclass(frozen=True)
 class Tile:
@@ -161,39 +155,4 @@ def seam_step(error: np.ndarray, tiles: Sequence[Tile], *, factor: int,
     return float(at_seams / np.median(np.r_[dx[b:len(dx) - b], dy[b:len(dy) - b]]))
 
 
-# ----------------------------------------------------------------------------- tile store
-
-def tile_key(*, fingerprint: str, tile: Tile, config: FitConfig, resolution_m: float) -> str:
-    """Key of a tile result: source (its fingerprint), window, solver settings, resolution."""
-    cfg = {k: v for k, v in asdict(config).items() if k not in _KEY_IGNORES}
-    spec = dict(format=STORE_FORMAT, stack=fingerprint, resolution_m=float(resolution_m),
-                window=[tile.row0, tile.col0, tile.rows, tile.cols], config=cfg)
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def _entry(store: Path, tile: Tile, key: str) -> tuple[Path, Path]:
-    """(meta JSON, image .npy) paths of a stored tile; the JSON is written last."""
-    stem = store / f"{tile.id}-{key}"
-    return stem.with_suffix(".json"), stem.with_suffix(".npy")
-
-
-def load_entry(store: str | os.PathLike, tile: Tile, key: str) -> dict[str, Any] | None:
-    """The stored metadata of a finished tile, or None when it is not (completely) stored."""
-    meta_path, img_path = _entry(Path(store), tile, key)
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    if meta.get("status") == "fitted" and not img_path.is_file():
-        return None
-    return meta
-
-
-def default_store(out: str | os.PathLike) -> Path:
-    """``sr.tif`` -> ``sr.tiles/`` beside it."""
-    out = Path(out)
-    return out.with_name(out.stem + ".tiles")
-
-
-__all__ = ["Tile", "TileError", "blend_weights", "default_store", "load_entry", "plan_tiles",
-           "seam_step", "tile_key"]
+__all__ = ["Tile", "blend_weights", "plan_tiles", "seam_step"]

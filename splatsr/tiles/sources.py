@@ -6,8 +6,8 @@ observation as float32 reflectance (T, B, rows, cols), NaN where invalid:
 
 * :class:`LocalSource` -- the observation GeoTIFFs of a stack directory.
 * :class:`RemoteSource` -- the COGs of the scenes a STAC search picked for an AOI
-  (:func:`splatsr.fetch.plan_scenes`). Each tile reads only its own window, straight from the
-  COGs, with :func:`splatsr._stac.read_scene` (hrefs signed just before the read, re-signed
+  (:func:`splatsr.io.fetch.plan_scenes`). Each tile reads only its own window, straight from the
+  COGs, with :func:`splatsr.io.stac.read_scene` (hrefs signed just before the read, re-signed
   after an HTTP 403; pixels masked with the scene classification layer). Meant to run inside
   the Dask task, so SAS tokens are fresh however long the run.
 """
@@ -23,10 +23,10 @@ import numpy as np
 from affine import Affine
 from rasterio.windows import Window
 
-from . import _stac
-from ._stac import Grid, Scene
-from .s2 import LATTICE_M
-from .stack import Stack, read_observation
+import splatsr.io.stac as _stac
+from splatsr.io.stac import Grid, Scene
+from splatsr.io.sentinel2 import LATTICE_M
+from splatsr.io.stack import Stack, read_observation
 
 
 @dataclass(frozen=True)

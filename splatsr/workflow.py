@@ -1,0 +1,166 @@
+"""One fit of a stack, start to finish: what ``splatsr fit STACK`` does, as a library call.
+
+The numerical core (:mod:`splatsr.core`) takes arrays and returns arrays; this module composes
+it with the stack directory (:mod:`splatsr.io.stack`), the phase-correlation seed
+(:mod:`splatsr.evaluate.registration`), the PSF choice (:mod:`splatsr.core.psf`) and the
+outputs (COG, shifts CSV, report figures)::
+
+    stack dir --read--> Stack --load--> (T, B, H, W) --fit_arrays--> FitResult
+                                                                       |
+                                        StackFit (the result + its stack) --save--> COG + CSV
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from affine import Affine
+
+from splatsr import __version__
+from splatsr.core.checks import MIN_OBSERVATIONS
+from splatsr.core.model import output_shape
+from splatsr.core.psf import (DEFAULT_CANDIDATES_M, PsfSelection, select_psf_sigma,
+                              selection_tags)
+from splatsr.core.solver import FitConfig, FitResult, fit_arrays
+from splatsr.errors import ConfigError
+from splatsr.io.atomic import write_text_atomic
+from splatsr.io.export import shifts_path, write_cog, write_shifts_csv
+from splatsr.io.stack import Stack, read_stack
+
+
+@dataclass
+class StackFit(FitResult):
+    """A :class:`FitResult` that knows its stack, so it can be written as a georeferenced COG."""
+
+    stack: Stack | None = None  # the stack fitted
+    psf_selection: PsfSelection | None = None  # the held-out curve, when psf_sigma_m="auto"
+    seed_shifts_m: np.ndarray | None = None  # (T, 2) phase-correlation seed, when used
+
+    def save(self, out: str | os.PathLike, *, resolution_m: float = 2.5) -> Path:
+        """Write the scene as a COG at ``out`` and the shifts as ``<out stem>.shifts.csv``.
+
+        Both files are written to temporary names and renamed, so nothing is half-written.
+        """
+        if self.stack is None:
+            raise ConfigError("this result has no stack; save needs one "
+                              "(use splatsr.fit on a stack directory)")
+        st, out = self.stack, Path(out)
+        image = self.render(resolution_m)
+        transform = Affine(resolution_m, 0, st.transform.c, 0, -resolution_m, st.transform.f)
+        ids = [o.id for o in st.observations]
+        write_shifts_csv(shifts_path(out), ids=ids,
+                         datetimes=[o.datetime for o in st.observations],
+                         shifts_m=self.shifts_m, extra=self.per_observation())
+        return write_cog(out, image, crs=st.crs, transform=transform,
+                         band_names=list(self.band_names),
+                         tags=self.tags(resolution_m=resolution_m, ids=ids))
+
+    def tags(self, *, resolution_m: float, ids: list[str]) -> dict[str, Any]:
+        """The COG's metadata: software, sensor model, settings, observations."""
+        cfg = self.config
+        tags = dict(software=f"splatsr {__version__}", psf_sigma_m=cfg.psf_sigma_m,
+                    splat_spacing_m=self.grid.spacing_m, splat_sigma_m=self.grid.sigma_m,
+                    resolution_m=resolution_m, observations=ids, config=asdict(cfg),
+                    units="reflectance (0-1)")
+        if self.psf_selection is not None:
+            tags.update(selection_tags(self.psf_selection))
+        return tags
+
+
+def _with_overrides(config: FitConfig | None, overrides: dict[str, Any]) -> FitConfig:
+    cfg = config or FitConfig()
+    unknown = set(overrides) - {f.name for f in fields(FitConfig)}
+    if unknown:
+        raise ConfigError(f"unknown fit option(s): {', '.join(sorted(unknown))}")
+    return replace(cfg, **overrides)
+
+
+def fit(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
+        psf_sigma_m: float | Literal["auto"] | None = None,
+        init_shifts: Literal["zeros", "phasecorr"] = "zeros",
+        init_shifts_m: np.ndarray | None = None,
+        resolution_m: float | None = None, **overrides: Any) -> StackFit:
+    """Fit a stack directory (or a :class:`Stack`): the scene and the per-date shifts.
+
+    Parameters
+    ----------
+    stack
+        A stack directory path or a :class:`Stack` from :func:`read_stack`.
+    config
+        Solver settings (default :class:`FitConfig()`).
+    psf_sigma_m
+        PSF width in metres, or ``"auto"``: chosen by held-out-date prediction error
+        (:func:`splatsr.core.psf.select_psf_sigma`, 5 extra fits). Default: the config's.
+    init_shifts
+        ``"zeros"`` or ``"phasecorr"`` (start at phase-correlation estimates).
+    init_shifts_m
+        (T, 2) explicit starting shifts ``(dx_m, dy_m)``; overrides ``init_shifts``.
+    resolution_m
+        If given, checked against the stack extent before the fit (fail fast).
+    **overrides
+        Fields of :class:`FitConfig` to change, e.g. ``tv_weight=0.1``.
+
+    Returns
+    -------
+    StackFit
+        ``.render(resolution_m)``, ``.shifts_m``, ``.history``, ``.save(path)``.
+    """
+    if not isinstance(stack, Stack):
+        stack = read_stack(stack)
+    if psf_sigma_m is not None and psf_sigma_m != "auto":
+        overrides = dict(overrides, psf_sigma_m=float(psf_sigma_m))
+    cfg = _with_overrides(config, overrides)
+    if resolution_m is not None:
+        output_shape((stack.height * stack.pixel_m, stack.width * stack.pixel_m), resolution_m)
+    data = stack.load()
+    if init_shifts_m is None and init_shifts == "phasecorr":
+        from splatsr.evaluate.registration import phasecorr_seed
+
+        init_shifts_m = phasecorr_seed(data, pixel_m=stack.pixel_m)
+    elif init_shifts not in ("zeros", "phasecorr"):
+        raise ConfigError(f"init_shifts must be 'zeros' or 'phasecorr', got {init_shifts!r}")
+    sel = None
+    if psf_sigma_m == "auto":
+        sel = choose_psf(data, pixel_m=stack.pixel_m, config=cfg, band_names=stack.bands)
+        cfg = replace(cfg, psf_sigma_m=sel.psf_sigma_m)
+    res = fit_arrays(data, pixel_m=stack.pixel_m, config=cfg, band_names=stack.bands,
+                     init_shifts_m=init_shifts_m)
+    out = StackFit(**{f.name: getattr(res, f.name) for f in fields(FitResult)})
+    out.stack, out.psf_selection, out.seed_shifts_m = stack, sel, init_shifts_m
+    return out
+
+
+def choose_psf(data: np.ndarray, *, pixel_m: float, config: FitConfig,
+               band_names: tuple[str, ...] | None = None, n_holdout: int = 2
+               ) -> PsfSelection:
+    """:func:`select_psf_sigma` with as many held-out dates as the stack can spare (1 or 2)."""
+    n_holdout = min(n_holdout, max(1, data.shape[0] - MIN_OBSERVATIONS))
+    return select_psf_sigma(data, pixel_m=pixel_m, candidates_m=DEFAULT_CANDIDATES_M,
+                            config=config, n_holdout=n_holdout, band_names=band_names)
+
+
+def fit_auto_psf(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
+                 init_shifts_m: np.ndarray | None = None) -> tuple[StackFit, PsfSelection]:
+    """``fit(stack, psf_sigma_m="auto")``, returning the selection beside the result."""
+    res = fit(stack, config=config, psf_sigma_m="auto", init_shifts_m=init_shifts_m)
+    assert res.psf_selection is not None  # set by psf_sigma_m="auto"
+    return res, res.psf_selection
+
+
+def psf_curve_path(out: str | os.PathLike) -> Path:
+    """``sr.tif`` -> ``sr.psf.csv`` beside it."""
+    out = Path(out)
+    return out.with_name(out.stem + ".psf.csv")
+
+
+def write_psf_curve(path: str | os.PathLike, sel: PsfSelection) -> Path:
+    """Write the selection curve as CSV (``psf_sigma_m,heldout_rmse,fit_seconds,chosen``)."""
+    lines = ["psf_sigma_m,heldout_rmse,fit_seconds,chosen"]
+    lines += [f"{r['psf_sigma_m']:g},{r['heldout_rmse']:.6g},{r['fit_seconds']:.2f},"
+              f"{int(r['psf_sigma_m'] == sel.psf_sigma_m)}" for r in sel.curve]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return Path(path)
