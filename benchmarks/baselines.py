@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from scipy.ndimage import zoom
 
-from splatsr.evaluate.simulate import _axis_operator
 from splatsr.core.solver import noise_sigma
 from splatsr.evaluate.registration import phasecorr_seed
+from splatsr.evaluate.simulate import _axis_operator
 
 
 def _fill(data: np.ndarray) -> np.ndarray:

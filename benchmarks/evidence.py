@@ -45,10 +45,17 @@ import numpy as np
 import torch
 
 import splatsr
-from splatsr.evaluate.report import plot_shifts
-from splatsr.evaluate.sweep import (COMPARE_M, bicubic_baseline, grad_rms, run_sweep, subset_indices,
-                           truth_at, truth_scores)
 from splatsr.evaluate.registration import compare_shifts, phasecorr_shifts, shift_stats
+from splatsr.evaluate.report import plot_shifts
+from splatsr.evaluate.sweep import (
+    COMPARE_M,
+    bicubic_baseline,
+    grad_rms,
+    run_sweep,
+    subset_indices,
+    truth_at,
+    truth_scores,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTURE = ROOT / "tests" / "data" / "s2_green_crops.npy"

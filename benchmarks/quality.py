@@ -45,8 +45,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines import BASELINES, block_mean, phasecorr  # noqa: E402
 import real_proxy  # noqa: E402
+from baselines import BASELINES, block_mean, phasecorr  # noqa: E402
 
 import splatsr  # noqa: E402
 from splatsr.core.psf import heldout_error, select_psf_sigma  # noqa: E402

@@ -25,10 +25,16 @@ import argparse
 from pathlib import Path
 
 import splatsr
-from splatsr.io.fetch import fetch_stack
+from splatsr.evaluate.registration import (
+    format_table,
+    phasecorr_seed,
+    phasecorr_shifts,
+    shift_from_seed_m,
+    validate_shifts,
+    write_validation,
+)
 from splatsr.evaluate.report import write_report
-from splatsr.evaluate.registration import (format_table, phasecorr_seed, phasecorr_shifts,
-                              shift_from_seed_m, validate_shifts, write_validation)
+from splatsr.io.fetch import fetch_stack
 
 
 def main() -> None:

@@ -23,8 +23,12 @@ from affine import Affine
 from splatsr import __version__
 from splatsr.core.checks import MIN_OBSERVATIONS
 from splatsr.core.model import output_shape
-from splatsr.core.psf import (DEFAULT_CANDIDATES_M, PsfSelection, select_psf_sigma,
-                              selection_tags)
+from splatsr.core.psf import (
+    DEFAULT_CANDIDATES_M,
+    PsfSelection,
+    select_psf_sigma,
+    selection_tags,
+)
 from splatsr.core.solver import FitConfig, FitResult, fit_arrays
 from splatsr.errors import ConfigError
 from splatsr.io.atomic import write_text_atomic

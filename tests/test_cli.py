@@ -13,7 +13,7 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
-from splatsr_cli.cli import main  # the root cli.py, as the console script runs it
+from splatsr.cli import main
 
 FAST = ["--adam-steps", "30", "--lbfgs-iters", "15", "--coarse-levels", "0"]
 

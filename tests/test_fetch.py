@@ -45,10 +45,10 @@ from rasterio.warp import transform_bounds
 from stac_server import LoopbackStac
 
 import splatsr.io.stac
+from splatsr.cli import main
 from splatsr.errors import ConfigError, FetchError
 from splatsr.io.fetch import cache_key, fetch_cached, fetch_stack, parse_aoi
 from splatsr.io.stack import read_stack
-from splatsr_cli.cli import main
 
 DATA = Path(__file__).parent / "data"
 TEMPLATE = json.loads(

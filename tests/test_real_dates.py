@@ -15,8 +15,8 @@ import pytest
 from scipy.ndimage import zoom
 
 import splatsr
-from splatsr.errors import ConfigError
 from splatsr.core.solver import PLAIN, FitConfig, fit_arrays
+from splatsr.errors import ConfigError
 from splatsr.evaluate.metrics import cpsnr
 
 DATA = Path(__file__).parent / "data" / "eolearn_5dates_B02-B08.npz"

@@ -10,9 +10,9 @@ import torch
 from scipy import integrate
 from scipy.stats import norm
 
-from splatsr.errors import ConfigError
 from splatsr.core.model import SplatGrid, render_latent, render_observations
 from splatsr.core.render import Axis, axis_matrix, pixel_ratio, render, render_dense
+from splatsr.errors import ConfigError
 
 GEOMETRIES = [  # (spacing_m, pixel_m): integer, polyphase and fine-output ratios
     (3.0, 10.0), (2.5, 10.0), (2.0, 10.0), (4.0, 10.0), (3.0, 2.5), (5.0, 10.0)]

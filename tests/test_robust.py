@@ -11,12 +11,12 @@ import torch
 from click.testing import CliRunner
 
 import splatsr
-from splatsr.errors import ConfigError, StackError
 from splatsr.core.model import SplatGrid, render_observations
 from splatsr.core.psf import heldout_error, pick_psf_sigma, select_psf_sigma
 from splatsr.core.robust import observation_weights, regauge, rho
-from splatsr.evaluate.simulate import read_truth
 from splatsr.core.solver import PLAIN, FitConfig, fit_arrays
+from splatsr.errors import ConfigError, StackError
+from splatsr.evaluate.simulate import read_truth
 
 FAST = dict(adam_steps=60, lbfgs_iters=30, coarse_levels=0)
 # the solver before the robust pieces: least squares, no radiometry, pixel-scale noise level
@@ -182,7 +182,7 @@ def test_pick_psf_sigma_bad_curve():
 
 
 def test_cli_psf_auto_and_bad_value(small_stack, tmp_path):
-    from splatsr_cli.cli import main
+    from splatsr.cli import main
 
     out = tmp_path / "sr.tif"
     fast = ["--adam-steps", "8", "--lbfgs-iters", "4", "--coarse-levels", "0"]

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 import splatsr
+from splatsr.cli import main
 from splatsr.errors import ConfigError
 from splatsr.evaluate.report import plot_convergence, write_report
 from splatsr.evaluate.sweep import COLUMNS, run_sweep, subset_indices
-from splatsr_cli.cli import main
 
 FAST_CFG = splatsr.FitConfig(adam_steps=30, lbfgs_iters=15, coarse_levels=0)
 FAST = ["--adam-steps", "30", "--lbfgs-iters", "15", "--coarse-levels", "0"]

@@ -11,13 +11,13 @@ import rasterio
 
 import splatsr
 import splatsr.io.stac
-import splatsr.tiles.run as tiled_mod
 import splatsr.tiles.plan as tiling
+import splatsr.tiles.run as tiled_mod
+from splatsr.errors import TileError
 from splatsr.io.fetch import plan_scenes
 from splatsr.tiles.mosaic import write_mosaic
-from splatsr.tiles.run import fit_aoi_tiled, fit_tiled
-from splatsr.errors import TileError
 from splatsr.tiles.plan import blend_weights, plan_tiles
+from splatsr.tiles.run import fit_aoi_tiled, fit_tiled
 from splatsr.tiles.store import load_entry
 
 try:  # the loopback STAC server fixtures, for fit --aoi --tile-size
@@ -233,7 +233,7 @@ def test_tiled_rejects_resolution_not_dividing_pixel(sim, tmp_path):
 def test_cli_tiled_fit_on_existing_cluster(sim, client, tmp_path):
     from click.testing import CliRunner
 
-    from splatsr_cli.cli import main
+    from splatsr.cli import main
 
     args = ["fit", str(sim.root), "--out", str(tmp_path / "t.tif"), "--tile-size", TILE,
             "--overlap", OVERLAP, "--dask", client.scheduler.address, "--adam-steps", 30,
@@ -335,7 +335,7 @@ def test_cli_fit_aoi_tiled(client, tmp_path, server):  # noqa: F811
     """``fit --aoi ... --tile-size``: no stack is fetched; tiles read from the COGs."""
     from click.testing import CliRunner
 
-    from splatsr_cli.cli import main
+    from splatsr.cli import main
 
     args = ["fit", "--aoi", AOI_TEXT, "--start", "2021-06-01", "--end",
             "2025-09-30", "--stac-url", server.url, "--cache-dir", str(tmp_path / "cache"),

@@ -10,11 +10,18 @@ import pytest
 from click.testing import CliRunner
 
 import splatsr
+from splatsr.cli import main
 from splatsr.errors import StackError
+from splatsr.evaluate.registration import (
+    compare_shifts,
+    format_table,
+    phasecorr_seed,
+    phasecorr_shifts,
+    shift_from_seed_m,
+    validate_shifts,
+    write_validation,
+)
 from splatsr.io.export import write_shifts_csv
-from splatsr.evaluate.registration import (compare_shifts, format_table, phasecorr_seed, phasecorr_shifts,
-                              shift_from_seed_m, validate_shifts, write_validation)
-from splatsr_cli.cli import main
 
 # A fit short enough for a test. On 48 x 48 px, 16-observation stacks of the three texture
 # crops its shifts agreed with phase correlation to r >= 0.9957 per axis (measured).

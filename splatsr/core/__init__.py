@@ -10,7 +10,12 @@ the PSF width from held-out dates; :mod:`~splatsr.core.checks` validates user ar
 
 from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array, integer_ratio
 from splatsr.core.model import SplatGrid, render_latent, render_observations
-from splatsr.core.psf import PsfSelection, heldout_error, pick_psf_sigma, select_psf_sigma
+from splatsr.core.psf import (
+           PsfSelection,
+           heldout_error,
+           pick_psf_sigma,
+           select_psf_sigma,
+)
 from splatsr.core.solver import PLAIN, FitConfig, FitResult, fit_arrays, noise_sigma
 
 __all__ = ["MIN_OBSERVATIONS", "PLAIN", "FitConfig", "FitResult", "PsfSelection", "SplatGrid",

@@ -11,19 +11,17 @@ smooths away detail that the unseen date shows.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from splatsr.errors import ConfigError, StackError
-from splatsr.core.model import render_observations
 from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array
+from splatsr.core.model import render_observations
 from splatsr.core.solver import FitConfig, FitResult, fit_arrays
+from splatsr.errors import ConfigError, StackError
 
 DEFAULT_CANDIDATES_M = (2.0, 3.0, 4.0, 5.0, 6.0)
 

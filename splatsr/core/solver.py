@@ -9,7 +9,6 @@ constant, so the affine map commutes with rendering).
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,11 +19,22 @@ import torch
 from tqdm.auto import tqdm
 
 from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array
+from splatsr.core.model import (
+    SplatGrid,
+    render_latent,
+    render_observations,
+    resample_weights,
+)
+from splatsr.core.robust import (
+    MIN_SIGMA,
+    apply_radiometry,
+    check_loss,
+    observation_weights,
+    regauge,
+    rho,
+    robust_sigma,
+)
 from splatsr.errors import ConfigError, StackError
-from splatsr.core.model import SplatGrid, render_latent, render_observations, resample_weights
-from splatsr.core.robust import (MIN_SIGMA, apply_radiometry, check_loss, observation_weights, regauge,
-                     rho, robust_sigma)
-
 
 # The plain settings (``splatsr fit --plain``): least squares, no per-date radiometry, no date
 # weights. The default is robust (Cauchy loss, a gain/offset per date and band, date

@@ -40,9 +40,9 @@ from scipy import ndimage
 from scipy.signal.windows import tukey
 from skimage.registration import phase_cross_correlation
 
-from splatsr.io.atomic import write_text_atomic
 from splatsr.core.checks import check_stack_array
 from splatsr.errors import ConfigError, StackError
+from splatsr.io.atomic import write_text_atomic
 from splatsr.io.export import read_shifts_csv
 from splatsr.io.stack import Stack, read_stack
 

@@ -26,7 +26,9 @@ DEFAULT_CRS = "EPSG:32633"
 
 def _G(z: np.ndarray) -> np.ndarray:
     """Antiderivative of the standard normal CDF: z * Phi(z) + phi(z)."""
-    from scipy.special import ndtr  # imported here: scipy.special adds ~0.4 s to every CLI start
+    from scipy.special import (
+        ndtr,  # imported here: scipy.special adds ~0.4 s to every CLI start
+    )
 
     return z * ndtr(z) + np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
 

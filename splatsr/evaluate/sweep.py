@@ -48,13 +48,13 @@ from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.registration import phase_cross_correlation
 
-from splatsr.io.atomic import write_text_atomic
 from splatsr.core.checks import integer_ratio
-from splatsr.errors import ConfigError, StackError
 from splatsr.core.psf import heldout_error
 from splatsr.core.solver import FitConfig, fit_arrays
-from splatsr.io.stack import Stack, read_stack
+from splatsr.errors import ConfigError, StackError
 from splatsr.evaluate.registration import phasecorr_seed, shift_from_seed_m
+from splatsr.io.atomic import write_text_atomic
+from splatsr.io.stack import Stack, read_stack
 
 COMPARE_M = 5.0  # resolution of the truth comparison
 BORDER_M = 20.0  # left out of the truth comparison on every side

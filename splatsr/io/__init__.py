@@ -10,7 +10,13 @@ writes the COG and the shifts CSV; :mod:`~splatsr.io.fetch` builds a stack from 
 
 from splatsr.io.export import read_shifts_csv, shifts_path, write_cog, write_shifts_csv
 from splatsr.io.sample import sample_path, sample_stack
-from splatsr.io.stack import Observation, Stack, read_stack, write_observation, write_stack
+from splatsr.io.stack import (
+           Observation,
+           Stack,
+           read_stack,
+           write_observation,
+           write_stack,
+)
 
 __all__ = ["Observation", "Stack", "read_shifts_csv", "read_stack", "sample_path",
            "sample_stack", "shifts_path", "write_cog", "write_observation", "write_shifts_csv",

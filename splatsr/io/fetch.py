@@ -36,10 +36,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 import splatsr.io.stac as _stac
-from splatsr.io.atomic import write_text_atomic
-from splatsr.io.stac import AOI, Grid, Scene
 from splatsr.errors import ConfigError, FetchError
+from splatsr.io.atomic import write_text_atomic
 from splatsr.io.sentinel2 import TEN_M_BANDS
+from splatsr.io.stac import AOI, Grid, Scene
 from splatsr.io.stack import Stack, read_stack, write_observation, write_stack_json
 
 PC_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"

@@ -30,9 +30,8 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from splatsr.io.atomic import atomic_path, write_text_atomic
-from splatsr.core.checks import MIN_OBSERVATIONS
 from splatsr.errors import StackError
+from splatsr.io.atomic import atomic_path, write_text_atomic
 
 FORMAT = "splatsr-stack/1"
 

@@ -22,13 +22,12 @@ from affine import Affine
 from rasterio.windows import Window
 
 from splatsr import __version__
-from splatsr.io.atomic import atomic_path, write_text_atomic
-from splatsr.io.export import band_order, write_shifts_csv
 from splatsr.core.solver import FitConfig
-from splatsr.io.export import shifts_path
+from splatsr.io.atomic import atomic_path, write_text_atomic
+from splatsr.io.export import band_order, shifts_path, write_shifts_csv
 from splatsr.io.stack import Stack
-from splatsr.tiles.sources import TileSource, as_source
 from splatsr.tiles.plan import Tile, blend_weights
+from splatsr.tiles.sources import TileSource, as_source
 from splatsr.tiles.store import entry_paths
 
 MOSAIC_BLOCK_PX = 2048  # output pixels per side of one mosaic window (a multiple of 512)

@@ -28,18 +28,23 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from splatsr.io.atomic import atomic_path, write_text_atomic
-from splatsr.errors import ConfigError, FetchError, StackError
-from splatsr.io.fetch import COLLECTION, PC_URL, plan_scenes, remote_gdal_env
-from splatsr.tiles.mosaic import write_mosaic, write_shifts
-from splatsr.io.sentinel2 import TEN_M_BANDS
-from splatsr.core.solver import FitConfig, fit_arrays
 from splatsr.core.checks import MIN_OBSERVATIONS, integer_ratio
+from splatsr.core.solver import FitConfig, fit_arrays
+from splatsr.errors import ConfigError, FetchError, StackError, TileError
+from splatsr.io.atomic import atomic_path, write_text_atomic
+from splatsr.io.fetch import COLLECTION, PC_URL, plan_scenes, remote_gdal_env
+from splatsr.io.sentinel2 import TEN_M_BANDS
 from splatsr.io.stack import Stack, read_stack
-from splatsr.tiles.sources import LocalSource, RemoteSource, TileSource, as_source
-from splatsr.errors import TileError
+from splatsr.tiles.mosaic import write_mosaic, write_shifts
 from splatsr.tiles.plan import Tile, plan_tiles
-from splatsr.tiles.store import STORE_FORMAT, default_store, entry_paths, load_entry, tile_key
+from splatsr.tiles.sources import LocalSource, RemoteSource, TileSource, as_source
+from splatsr.tiles.store import (
+    STORE_FORMAT,
+    default_store,
+    entry_paths,
+    load_entry,
+    tile_key,
+)
 
 CONNECT_TIMEOUT = "20s"  # how long to try to reach a --dask scheduler
 _LOCAL_READS = threading.BoundedSemaphore(4)  # bounds reads when no Dask semaphore is given

@@ -24,8 +24,8 @@ from affine import Affine
 from rasterio.windows import Window
 
 import splatsr.io.stac as _stac
-from splatsr.io.stac import Grid, Scene
 from splatsr.io.sentinel2 import LATTICE_M
+from splatsr.io.stac import Grid, Scene
 from splatsr.io.stack import Stack, read_observation
 
 
