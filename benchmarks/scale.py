@@ -102,7 +102,7 @@ def mosaic_rate(work: Path) -> dict:
         np.save(img_p, np.stack([big[b % 3, : t.rows * f, : t.cols * f] for b in range(B)]))
         meta_p.write_text(json.dumps(dict(status="fitted", shifts_m=[[0, 0]] * T,
                                           residual_rms=[0] * T)))
-        metas[t.id] = loadentry_paths(store, t, k)
+        metas[t.id] = load_entry(store, t, k)
     t0 = time.perf_counter()
     write_mosaic(st, tiles, keys, metas, out=work / "m.tif", store=store, factor=f,
                  overlap=16, config=cfg)
