@@ -81,7 +81,7 @@ def mosaic_rate(work: Path) -> dict:
     from splatsr.tiles.mosaic import write_mosaic
     from splatsr.tiles.plan import plan_tiles
     from splatsr.tiles.sources import LocalSource
-    from splatsr.tiles.store import entry_paths, tile_key
+    from splatsr.tiles.store import entry_paths, load_entry, tile_key
 
     H = W = 512
     T, B, f = 2, 4, 4
