@@ -85,29 +85,17 @@ def phasecorr_shifts(data: np.ndarray, *, pixel_m: float, upsample_factor: int =
         registered). With an array ``reference`` the estimates are relative to it and are not
         re-centred.
     """
-    data = check_stack_array(data, dtype=np.float64, min_obs=1)
-    if not pixel_m > 0:
-        raise ConfigError(f"pixel_m must be > 0, got {pixel_m}")
-    if int(upsample_factor) < 1:
-        raise ConfigError(f"upsample_factor must be >= 1, got {upsample_factor}")
-    if normalization not in (None, "phase"):
-        raise ConfigError(f"normalization must be None or 'phase', got {normalization!r}")
+    data = _check_phasecorr_input(data, pixel_m, upsample_factor, normalization)
     T, B, H, W = data.shape
-    if min(H, W) < 8:
-        raise StackError(f"images of {W}x{H} px are too small for phase correlation")
     window = np.outer(tukey(H, taper), tukey(W, taper))
     fixed = not isinstance(reference, str)
-    if fixed:
-        ref = np.asarray(reference, np.float64)
-        if ref.shape != (B, H, W):
-            raise ConfigError(f"reference must be (B={B}, H={H}, W={W}), got {ref.shape}")
-    elif reference in ("median", "mean"):
-        ref = _composite(data, reference)
-    else:
-        raise ConfigError(f"reference must be 'median', 'mean' or an array, got {reference!r}")
+    ref = _reference(data, reference)
 
-    est = _register_all(data, ref, window, pixel_m=pixel_m, upsample=int(upsample_factor),
-                        normalization=normalization, min_valid=min_valid_fraction)
+    def register(ref: np.ndarray) -> np.ndarray:
+        return _register_all(data, ref, window, pixel_m=pixel_m, upsample=int(upsample_factor),
+                             normalization=normalization, min_valid=min_valid_fraction)
+
+    est = register(ref)
     if fixed:
         return est
     for _ in range(max(0, int(refine_iters))):
@@ -115,11 +103,37 @@ def phasecorr_shifts(data: np.ndarray, *, pixel_m: float, upsample_factor: int =
             break
         aligned = np.stack([_unshift(data[t], est[t], pixel_m) if np.isfinite(est[t]).all()
                             else data[t] for t in range(T)])
-        ref = _composite(aligned, reference)
-        est = _register_all(data, ref, window, pixel_m=pixel_m,
-                            upsample=int(upsample_factor), normalization=normalization,
-                            min_valid=min_valid_fraction)
+        est = register(_composite(aligned, reference))
     return _centre(est)
+
+
+def _check_phasecorr_input(data: np.ndarray, pixel_m: float, upsample_factor: int,
+                           normalization: str | None) -> np.ndarray:
+    """``data`` as float64 (T, B, H, W) after checking the options of :func:`phasecorr_shifts`."""
+    data = check_stack_array(data, dtype=np.float64, min_obs=1)
+    if not pixel_m > 0:
+        raise ConfigError(f"pixel_m must be > 0, got {pixel_m}")
+    if int(upsample_factor) < 1:
+        raise ConfigError(f"upsample_factor must be >= 1, got {upsample_factor}")
+    if normalization not in (None, "phase"):
+        raise ConfigError(f"normalization must be None or 'phase', got {normalization!r}")
+    H, W = data.shape[2:]
+    if min(H, W) < 8:
+        raise StackError(f"images of {W}x{H} px are too small for phase correlation")
+    return data
+
+
+def _reference(data: np.ndarray, reference: str | np.ndarray) -> np.ndarray:
+    """The (B, H, W) reference: a composite of ``data`` by name, or a given array as is."""
+    if not isinstance(reference, str):
+        ref = np.asarray(reference, np.float64)
+        if ref.shape != data.shape[1:]:
+            B, H, W = data.shape[1:]
+            raise ConfigError(f"reference must be (B={B}, H={H}, W={W}), got {ref.shape}")
+        return ref
+    if reference in ("median", "mean"):
+        return _composite(data, reference)
+    raise ConfigError(f"reference must be 'median', 'mean' or an array, got {reference!r}")
 
 
 def phasecorr_seed(data: np.ndarray, *, pixel_m: float, **kwargs: Any) -> np.ndarray:

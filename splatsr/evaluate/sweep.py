@@ -1,8 +1,8 @@
 """Sweeps of the settings that matter: PSF width, number of observations, splat spacing.
 
 One fit per setting (the full grid of the values given). Every fit starts from the
-phase-correlation shifts (:func:`splatsr.evaluate.registration.phasecorr_seed`), like the source's sweep, and
-each row reports:
+phase-correlation shifts (:func:`splatsr.evaluate.registration.phasecorr_seed`), like the
+source's sweep, and each row reports:
 
 ``psf_sigma_m, n_obs, splat_spacing_m``
     The setting.
@@ -55,6 +55,7 @@ from splatsr.errors import ConfigError, StackError
 from splatsr.evaluate.registration import phasecorr_seed, shift_from_seed_m
 from splatsr.io.atomic import write_text_atomic
 from splatsr.io.stack import Stack, read_stack
+from splatsr.io.text import format_cell
 
 COMPARE_M = 5.0  # resolution of the truth comparison
 BORDER_M = 20.0  # left out of the truth comparison on every side
@@ -86,15 +87,12 @@ def run_sweep(stack: Stack | str | os.PathLike, *, psf_sigmas: Sequence[float],
     ----------
     stack
         A stack directory or :class:`Stack`.
-    psf_sigmas
-        PSF widths (m) to fit with.
+    psf_sigmas, splat_spacings
+        PSF widths and splat spacings (m) to fit with; default spacing: that of ``config``.
     n_obs
-        Numbers of observations to fit (evenly spaced subsets, see ``subset``); default: all
-        that are available (every observation but the held-out one). Values larger than
-        that are skipped; the skipped values are listed in ``sweep.md`` and returned rows
-        never include them.
-    splat_spacings
-        Splat spacings (m); default: that of ``config``.
+        Numbers of observations to fit (subsets, see ``subset``); default: all available
+        (every observation but the held-out one). Larger values are skipped (listed in
+        ``sweep.md``, never in the returned rows).
     out_dir
         Folder for ``sweep.csv``, ``sweep.md`` and the figures (created).
     config
@@ -119,67 +117,105 @@ def run_sweep(stack: Stack | str | os.PathLike, *, psf_sigmas: Sequence[float],
     ConfigError
         If a list is empty, a value is out of range, or no ``n_obs`` value fits the stack.
     """
-    if not isinstance(stack, Stack):
-        stack = read_stack(stack)
+    stack = stack if isinstance(stack, Stack) else read_stack(stack)
     cfg = config or FitConfig()
+    psfs, spacings = _check_settings(psf_sigmas, n_obs, splat_spacings, cfg)
+    data = stack.load()
+    held, pool = _holdout(data.shape[0], holdout)
+    usable, skipped = _usable_n_obs(n_obs, len(pool), holdout)
+    truth_img = truth_at(stack, truth)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = [(pool[subset_indices(len(pool), n, how=subset)], _scaled(cfg, psf, spacing))
+                for psf, n, spacing in itertools.product(psfs, usable, spacings)]
+    recons = _fit_settings(stack, data, settings, held=held, truth=truth_img)
+    rows = [row for row, _ in recons]
+    write_sweep_tables(rows, out, skipped=skipped, held_id=None if held is None
+                       else stack.observations[held].id, truth=truth_img is not None)
+    if figures:
+        _figures(rows, recons, out, truth=truth_img, data=data[pool], pixel_m=stack.pixel_m)
+    return rows
+
+
+def _figures(rows: list[dict[str, Any]], recons: list[tuple[dict[str, Any], np.ndarray]],
+             out: Path, *, truth: np.ndarray | None, data: np.ndarray, pixel_m: float) -> None:
+    """The sweep's figures; with a truth, beside a bicubic baseline of the fitted ``data``."""
+    from splatsr.evaluate.report import plot_sweep
+
+    bicubic = None if truth is None else bicubic_baseline(data, np.arange(len(data)), pixel_m)
+    plot_sweep(rows, recons, out, truth=truth, bicubic=bicubic)
+
+
+def _scaled(cfg: FitConfig, psf_sigma_m: float, spacing_m: float) -> FitConfig:
+    """``cfg`` with this PSF width and splat spacing (a set splat width scales with it)."""
+    return replace(cfg, psf_sigma_m=float(psf_sigma_m), splat_spacing_m=float(spacing_m),
+                   splat_sigma_m=None if cfg.splat_sigma_m is None
+                   else cfg.splat_sigma_m * spacing_m / cfg.splat_spacing_m)
+
+
+def _fit_settings(stack: Stack, data: np.ndarray,
+                  settings: Sequence[tuple[np.ndarray, FitConfig]], *, held: int | None,
+                  truth: np.ndarray | None) -> list[tuple[dict[str, Any], np.ndarray]]:
+    """One fit per (observation indices, config), each seeded by phase correlation."""
+    seed_all = phasecorr_seed(data, pixel_m=stack.pixel_m)
+    return [_fit_setting(stack, data, idx, seed_all, c, held=held, truth=truth)
+            for idx, c in settings]
+
+
+def _check_settings(psf_sigmas: Sequence[float], n_obs: Sequence[int] | None,
+                    splat_spacings: Sequence[float] | None, cfg: FitConfig
+                    ) -> tuple[list[float], list[float]]:
+    """The PSF widths and splat spacings to sweep, after checking every list and value."""
     spacings = list(splat_spacings) if splat_spacings else [cfg.splat_spacing_m]
     psfs = list(psf_sigmas)
     if not psfs or (n_obs is not None and not list(n_obs)) or not spacings:
         raise ConfigError("psf_sigmas, n_obs and splat_spacings need at least one value each")
     if any(s < 0 for s in psfs) or any(s <= 0 for s in spacings):
         raise ConfigError("PSF sigmas must be >= 0 and splat spacings > 0")
-    data = stack.load()
-    T = data.shape[0]
+    return psfs, spacings
+
+
+def _holdout(T: int, holdout: bool) -> tuple[int | None, np.ndarray]:
+    """The held-out observation (the middle one, or None) and the indices fits draw from."""
     held = T // 2 if holdout else None
     if holdout and T < 3:
         raise StackError(f"a held-out observation needs at least 3 observations, the stack "
                          f"has {T}; sweep without a held-out one (holdout=False, --no-holdout)")
-    pool = np.array([t for t in range(T) if t != held])
-    n_obs = [len(pool)] if n_obs is None else list(n_obs)
-    usable = sorted({int(n) for n in n_obs if 2 <= n <= len(pool)})
+    return held, np.array([t for t in range(T) if t != held])
+
+
+def _usable_n_obs(n_obs: Sequence[int] | None, available: int, holdout: bool
+                  ) -> tuple[list[int], list[int]]:
+    """The ``n_obs`` values that fit ``available`` observations, and the skipped ones."""
+    n_obs = [available] if n_obs is None else list(n_obs)
+    usable = sorted({int(n) for n in n_obs if 2 <= n <= available})
     skipped = sorted({int(n) for n in n_obs} - set(usable))
     if not usable:
-        raise ConfigError(f"no n_obs value in {list(n_obs)} fits: between 2 and {len(pool)} "
+        raise ConfigError(f"no n_obs value in {list(n_obs)} fits: between 2 and {available} "
                           f"observations are available{' (one is held out)' if holdout else ''}")
-    truth_img = truth_at(stack, truth)
-    seed_all = phasecorr_seed(data, pixel_m=stack.pixel_m)
+    return usable, skipped
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    recons: list[tuple[dict[str, Any], np.ndarray]] = []
-    for psf, n, spacing in itertools.product(psfs, usable, spacings):
-        idx = pool[subset_indices(len(pool), n, how=subset)]
-        c = replace(cfg, psf_sigma_m=float(psf), splat_spacing_m=float(spacing),
-                    splat_sigma_m=None if cfg.splat_sigma_m is None
-                    else cfg.splat_sigma_m * spacing / cfg.splat_spacing_m)
-        seed = seed_all[idx] - seed_all[idx].mean(0)
-        res = fit_arrays(data[idx], pixel_m=stack.pixel_m, config=c, band_names=stack.bands,
-                         init_shifts_m=seed)
-        img = res.render(COMPARE_M)
-        row: dict[str, Any] = dict(psf_sigma_m=float(psf), n_obs=int(n),
-                                   splat_spacing_m=float(spacing),
-                                   misfit_rms=_rms(res.predict() - data[idx]),
-                                   heldout_error=math.nan,
-                                   shift_from_seed_m=shift_from_seed_m(res.shifts_m, seed),
-                                   seconds=res.seconds, grad_rms=grad_rms(img, COMPARE_M),
-                                   psnr_db=math.nan, ssim=math.nan, fine_error=math.nan)
-        if held is not None:
-            row["heldout_error"] = heldout_error(res, data[held])[0]
-        if truth_img is not None:
-            row.update(truth_scores(img, truth_img))
-        rows.append(row)
-        recons.append((row, img))
-    write_sweep_tables(rows, out, skipped=skipped, held_id=None if held is None
-                       else stack.observations[held].id, truth=truth_img is not None)
-    if figures:
-        from splatsr.evaluate.report import plot_sweep
 
-        bicubic = None
-        if truth_img is not None:
-            bicubic = bicubic_baseline(data, pool, stack.pixel_m)
-        plot_sweep(rows, recons, out, truth=truth_img, bicubic=bicubic)
-    return rows
+def _fit_setting(stack: Stack, data: np.ndarray, idx: np.ndarray, seed_all: np.ndarray,
+                 config: FitConfig, *, held: int | None, truth: np.ndarray | None
+                 ) -> tuple[dict[str, Any], np.ndarray]:
+    """Fit observations ``idx`` with ``config``: the sweep row and the 5 m rendering."""
+    seed = seed_all[idx] - seed_all[idx].mean(0)
+    res = fit_arrays(data[idx], pixel_m=stack.pixel_m, config=config, band_names=stack.bands,
+                     init_shifts_m=seed)
+    img = res.render(COMPARE_M)
+    row: dict[str, Any] = dict(psf_sigma_m=float(config.psf_sigma_m), n_obs=len(idx),
+                               splat_spacing_m=float(config.splat_spacing_m),
+                               misfit_rms=_rms(res.predict() - data[idx]),
+                               heldout_error=math.nan,
+                               shift_from_seed_m=shift_from_seed_m(res.shifts_m, seed),
+                               seconds=res.seconds, grad_rms=grad_rms(img, COMPARE_M),
+                               psnr_db=math.nan, ssim=math.nan, fine_error=math.nan)
+    if held is not None:
+        row["heldout_error"] = heldout_error(res, data[held])[0]
+    if truth is not None:
+        row.update(truth_scores(img, truth))
+    return row, img
 
 
 def _rms(r: np.ndarray) -> float:
@@ -260,12 +296,6 @@ def bicubic_baseline(data: np.ndarray, idx: np.ndarray, pixel_m: float) -> np.nd
                   anti_aliasing=False)
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.6g}"
-    return str(v)
-
-
 def write_sweep_tables(rows: list[dict[str, Any]], out_dir: str | os.PathLike, *,
                        skipped: Sequence[int] = (), held_id: str | None = None,
                        truth: bool = False) -> tuple[Path, Path]:
@@ -275,7 +305,7 @@ def write_sweep_tables(rows: list[dict[str, Any]], out_dir: str | os.PathLike, *
     wr = csv.writer(buf, lineterminator="\n")
     wr.writerow(COLUMNS)
     for r in rows:
-        wr.writerow([_fmt(r[c]) for c in COLUMNS])
+        wr.writerow([format_cell(r[c]) for c in COLUMNS])
     write_text_atomic(out / "sweep.csv", buf.getvalue())
     heads = ["PSF σ (m)", "N obs", "spacing (m)", "misfit RMS", "held-out error",
              "shift from seed (m)", "time (s)", "grad RMS (1/m)", "PSNR (dB)", "SSIM",

@@ -15,6 +15,7 @@ import rasterio
 from affine import Affine
 
 from splatsr.io.atomic import atomic_path, write_text_atomic
+from splatsr.io.text import format_cell
 
 RGB_FIRST = ("B04", "B03", "B02")  # QGIS draws bands 1, 2, 3 as R, G, B
 
@@ -73,7 +74,7 @@ def write_shifts_csv(path: str | os.PathLike, *, ids: Sequence[str], datetimes: 
     wr.writerow(["id", "datetime", "dx_m", "dy_m", *extra])
     for i, (oid, dt) in enumerate(zip(ids, datetimes)):
         wr.writerow([oid, dt, f"{shifts_m[i, 0]:.4f}", f"{shifts_m[i, 1]:.4f}",
-                     *(_fmt(col[i]) for col in extra.values())])
+                     *(format_cell(col[i], nan="nan") for col in extra.values())])
     write_text_atomic(path, buf.getvalue())
     return Path(path)
 
@@ -85,6 +86,3 @@ def read_shifts_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     return [r["id"] for r in rows], np.array([[float(r["dx_m"]), float(r["dy_m"])]
                                              for r in rows]).reshape(-1, 2)
 
-
-def _fmt(v: Any) -> str:
-    return f"{v:.6g}" if isinstance(v, (float, np.floating)) else str(v)

@@ -32,6 +32,8 @@ from rasterio.windows import Window
 
 from splatsr.errors import StackError
 from splatsr.io.atomic import atomic_path, write_text_atomic
+from splatsr.io.grid import RasterGrid
+from splatsr.io.text import safe_name
 
 FORMAT = "splatsr-stack/1"
 
@@ -47,8 +49,11 @@ class Observation:
 
 
 @dataclass(frozen=True)
-class Stack:
-    """A parsed, validated stack directory (metadata only; pixels load on demand)."""
+class Stack(RasterGrid):
+    """A parsed, validated stack directory (metadata only; pixels load on demand).
+
+    The grid's ``pixel_m``, ``bounds`` and ``key()`` come from :class:`RasterGrid`.
+    """
 
     root: Path  # the stack directory
     crs: str  # e.g. "EPSG:32633"
@@ -58,17 +63,6 @@ class Stack:
     bands: tuple[str, ...]  # band names, in file order
     observations: tuple[Observation, ...]
     meta: dict[str, Any] = field(default_factory=dict)  # extra top-level keys of stack.json
-
-    @property
-    def pixel_m(self) -> float:
-        """Pixel size in metres (CRS units)."""
-        return float(self.transform.a)
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(west, south, east, north) in CRS units."""
-        t = self.transform
-        return (t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f)
 
     def load(self) -> np.ndarray:
         """Read every observation: float32 array of shape (T, B, H, W), NaN where invalid."""
@@ -106,13 +100,37 @@ def read_stack(path: str | os.PathLike) -> Stack:
         with square pixels, an observation file is missing, or a file is not on the declared
         grid.
     """
-    root = Path(path)
+    root = _stack_root(Path(path))
+    spec = _read_spec(root)
+    crs, transform, width, height = _parse_grid(root, spec)
+    bands = spec["bands"]
+    if (not isinstance(bands, list) or not bands or not all(isinstance(b, str) for b in bands)
+            or len(set(bands)) != len(bands)):
+        raise _fail(root, "'bands' must be a non-empty list of distinct band names")
+    observations = _parse_observations(root, spec["observations"])
+    meta = {k: v for k, v in spec.items() if k not in _SPEC_KEYS}
+    stack = Stack(root, crs, transform, width, height, tuple(bands), observations, meta)
+    for obs in observations:
+        _check_grid(stack, obs)
+    return stack
+
+
+_SPEC_KEYS = ("format", "crs", "transform", "width", "height", "bands", "observations")
+
+
+def _stack_root(root: Path) -> Path:
+    """The stack directory of ``root`` (a directory or its ``stack.json``), which must exist."""
     if root.name == "stack.json" and root.is_file():
         root = root.parent
     if not root.exists():
         raise StackError(f"{root}: no such stack directory")
     if not root.is_dir():
         raise StackError(f"{root}: not a directory; pass the folder that holds stack.json")
+    return root
+
+
+def _read_spec(root: Path) -> dict[str, Any]:
+    """``stack.json`` as a dict with the right format and every required key."""
     spec_path = root / "stack.json"
     if not spec_path.is_file():
         raise StackError(f"{root}: no stack.json in this folder; is it a splatsr stack?")
@@ -124,9 +142,14 @@ def read_stack(path: str | os.PathLike) -> Stack:
         raise _fail(root, "must hold a JSON object")
     if spec.get("format") != FORMAT:
         raise _fail(root, f"'format' must be {FORMAT!r}, got {spec.get('format')!r}")
-    for key in ("crs", "transform", "width", "height", "bands", "observations"):
+    for key in _SPEC_KEYS[1:]:
         if key not in spec:
             raise _fail(root, f"missing key {key!r}")
+    return spec
+
+
+def _parse_grid(root: Path, spec: dict[str, Any]) -> tuple[str, Affine, int, int]:
+    """The validated (crs, transform, width, height) of ``stack.json``."""
     try:
         crs = CRS.from_user_input(spec["crs"])
     except Exception:
@@ -147,11 +170,11 @@ def read_stack(path: str | os.PathLike) -> Stack:
     for name, v in (("width", width), ("height", height)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise _fail(root, f"{name!r} must be a positive integer, got {v!r}")
-    bands = spec["bands"]
-    if (not isinstance(bands, list) or not bands or not all(isinstance(b, str) for b in bands)
-            or len(set(bands)) != len(bands)):
-        raise _fail(root, "'bands' must be a non-empty list of distinct band names")
-    obs_specs = spec["observations"]
+    return crs.to_string(), transform, width, height
+
+
+def _parse_observations(root: Path, obs_specs: Any) -> tuple[Observation, ...]:
+    """The observations of ``stack.json``: required keys, files present, unique ids."""
     if not isinstance(obs_specs, list):
         raise _fail(root, "'observations' must be a list")
     observations = []
@@ -166,14 +189,7 @@ def read_stack(path: str | os.PathLike) -> Stack:
     ids = [o.id for o in observations]
     if len(set(ids)) != len(ids):
         raise _fail(root, "observation ids must be unique")
-    meta = {k: v for k, v in spec.items()
-            if k not in ("format", "crs", "transform", "width", "height", "bands",
-                         "observations")}
-    stack = Stack(root, crs.to_string(), transform, width, height, tuple(bands),
-                  tuple(observations), meta)
-    for obs in observations:
-        _check_grid(stack, obs)
-    return stack
+    return tuple(observations)
 
 
 def _check_grid(stack: Stack, obs: Observation) -> None:
@@ -255,13 +271,10 @@ def write_stack(root: str | os.PathLike, data: np.ndarray, *, crs: str, transfor
                          f"got {data.shape}, {len(ids)} ids, {len(datetimes)} datetimes")
     obs = []
     for i, (oid, dt) in enumerate(zip(ids, datetimes)):
-        rel = f"obs/{i:03d}_{_safe(oid)}.tif"
+        rel = f"obs/{i:03d}_{safe_name(oid, max_len=80)}.tif"
         write_observation(root / rel, data[i], crs=crs, transform=transform, bands=bands)
         obs.append({"id": oid, "datetime": dt, "path": rel})
     write_stack_json(root, crs=crs, transform=transform, width=data.shape[3],
                      height=data.shape[2], bands=bands, observations=obs, **extra)
     return read_stack(root)
 
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]

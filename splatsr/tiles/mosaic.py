@@ -52,13 +52,7 @@ def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[s
     transform = Affine(res_m, 0, grid.transform.c, 0, -res_m, grid.transform.f)
     order = band_order(list(grid.bands))
     names = [grid.bands[i] for i in order]
-    tags = dict(software=f"splatsr {__version__}", psf_sigma_m=config.psf_sigma_m,
-                splat_spacing_m=config.splat_spacing_m, resolution_m=res_m,
-                observations=grid.ids, config=asdict(config),
-                units="reflectance (0-1)",
-                tiling=dict(tiles=len(tiles), tile_size=max(t.rows for t in tiles),
-                            overlap=overlap))
-    tags = {k: v if isinstance(v, str) else json.dumps(v) for k, v in tags.items()}
+    tags = _mosaic_tags(grid.ids, tiles, config=config, overlap=overlap, res_m=res_m)
     live = [t for t in tiles if metas[t.id]["status"] == "fitted"]
     cog_block = next(b for b in (256, 128, 64, 16) if min(H, W) >= b or b == 16)
     weights = {t.id: (blend_weights(t.rows, factor=f, ramp_px=overlap, start_open=not t.top,
@@ -82,13 +76,8 @@ def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[s
             for r0 in range(0, H, MOSAIC_BLOCK_PX):
                 for c0 in range(0, W, MOSAIC_BLOCK_PX):
                     h, w = min(MOSAIC_BLOCK_PX, H - r0), min(MOSAIC_BLOCK_PX, W - c0)
-                    acc = np.zeros((B, h, w))
-                    wsum = np.zeros((h, w))
-                    for t in live:
-                        _accumulate(acc, wsum, t, weights[t.id], store, keys[t.id], f, r0,
-                                    c0, order)
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        block = np.where(wsum > 0, acc / wsum, np.nan).astype(np.float32)
+                    block = _blend_window(live, weights, keys, store=store, f=f, order=order,
+                                          window=Window(c0, r0, w, h))
                     dst.write(block, window=Window(c0, r0, w, h))
         with atomic_path(out) as tmp:
             rasterio.shutil.copy(gtiff, tmp, driver="COG", COMPRESS="DEFLATE",
@@ -98,6 +87,31 @@ def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[s
     finally:
         gtiff.unlink(missing_ok=True)
     return out
+
+
+def _mosaic_tags(ids: Sequence[str], tiles: Sequence[Tile], *, config: FitConfig,
+                 overlap: int, res_m: float) -> dict[str, str]:
+    """The mosaic's dataset tags (non-strings as JSON)."""
+    tags = dict(software=f"splatsr {__version__}", psf_sigma_m=config.psf_sigma_m,
+                splat_spacing_m=config.splat_spacing_m, resolution_m=res_m,
+                observations=list(ids), config=asdict(config),
+                units="reflectance (0-1)",
+                tiling=dict(tiles=len(tiles), tile_size=max(t.rows for t in tiles),
+                            overlap=overlap))
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in tags.items()}
+
+
+def _blend_window(live: Sequence[Tile], weights: dict[str, tuple[np.ndarray, np.ndarray]],
+                  keys: dict[str, str], *, store: Path, f: int, order: list[int],
+                  window: Window) -> np.ndarray:
+    """The blended float32 (B, h, w) output ``window``, NaN where no tile covers it."""
+    r0, c0, h, w = window.row_off, window.col_off, window.height, window.width
+    acc = np.zeros((len(order), h, w))
+    wsum = np.zeros((h, w))
+    for t in live:
+        _accumulate(acc, wsum, t, weights[t.id], store, keys[t.id], f, r0, c0, order)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(wsum > 0, acc / wsum, np.nan).astype(np.float32)
 
 
 def _accumulate(acc: np.ndarray, wsum: np.ndarray, t: Tile, w: tuple[np.ndarray, np.ndarray],

@@ -81,40 +81,52 @@ def fit_tile(source: TileSource, tile: Tile, *, config: dict[str, Any], resoluti
         pixel in the tile: it is left out of the tile's fit), ``residual_rms``, ``seconds``,
         ... Empty tiles (fewer than two observations with valid pixels) store no image.
     """
-    key = entry_key
-    done = load_entry(store, tile, key)
+    done = load_entry(store, tile, entry_key)
     if done is not None:
         return dict(done, reused=True)
+    _prepare_torch(config, torch_threads)
+    with read_slots if read_slots is not None else _LOCAL_READS:
+        data = source.read(tile.window)  # (T, B, rows, cols)
+    meta: dict[str, Any] = dict(format=STORE_FORMAT, tile=asdict(tile), key=entry_key,
+                                ids=source.ids)
+    seen = np.isfinite(data).reshape(len(data), -1).any(axis=1)  # (T,) dates with valid pixels
+    n_obs = int(seen.sum())
+    meta_path, img_path = entry_paths(Path(store), tile, entry_key)
+    if n_obs < MIN_OBSERVATIONS:
+        meta.update(status="empty", reason=f"{n_obs} observation(s) with valid pixels",
+                    seconds=0.0)
+    else:
+        meta.update(_fit_and_store(source, data, seen, config=config,
+                                   resolution_m=resolution_m, img_path=img_path))
+    write_text_atomic(meta_path, json.dumps(meta) + "\n")
+    return dict(meta, reused=False)
+
+
+def _prepare_torch(config: dict[str, Any], torch_threads: int | None) -> None:
+    """Set this worker's torch threads and, unless the device is "cpu", its GPU."""
     import torch
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
     if config.get("device") != "cpu" and torch.cuda.is_available():
         _pick_gpu(torch)
-    with read_slots if read_slots is not None else _LOCAL_READS:
-        data = source.read(tile.window)  # (T, B, rows, cols)
-    T = len(data)
-    meta: dict[str, Any] = dict(format=STORE_FORMAT, tile=asdict(tile), key=key, ids=source.ids)
-    seen = np.isfinite(data).reshape(T, -1).any(axis=1)  # (T,) dates with a valid pixel
-    n_obs = int(seen.sum())
-    meta_path, img_path = entry_paths(Path(store), tile, key)
-    if n_obs < MIN_OBSERVATIONS:
-        meta.update(status="empty", reason=f"{n_obs} observation(s) with valid pixels",
-                    seconds=0.0)
-    else:
-        result = fit_arrays(data if seen.all() else data[seen], pixel_m=source.pixel_m,
-                            config=FitConfig(**config), band_names=source.bands)
-        image = result.render(resolution_m)  # (B, rows * f, cols * f)
-        with atomic_path(img_path) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, image.astype(np.float32))
-        shifts = np.full((T, 2), np.nan)
-        rms = np.full(T, np.nan)
-        shifts[seen], rms[seen] = result.shifts_m, result.residual_rms
-        meta.update(status="fitted", shifts_m=_nulls(shifts), residual_rms=_nulls(rms),
-                    seconds=result.seconds)
-    write_text_atomic(meta_path, json.dumps(meta) + "\n")
-    return dict(meta, reused=False)
+
+
+def _fit_and_store(source: TileSource, data: np.ndarray, seen: np.ndarray, *,
+                   config: dict[str, Any], resolution_m: float, img_path: Path
+                   ) -> dict[str, Any]:
+    """Fit the dates ``seen`` of a tile's ``data``, save the rendering; the tile's metadata."""
+    result = fit_arrays(data if seen.all() else data[seen], pixel_m=source.pixel_m,
+                        config=FitConfig(**config), band_names=source.bands)
+    image = result.render(resolution_m)  # (B, rows * f, cols * f)
+    with atomic_path(img_path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, image.astype(np.float32))
+    shifts = np.full((len(data), 2), np.nan)
+    rms = np.full(len(data), np.nan)
+    shifts[seen], rms[seen] = result.shifts_m, result.residual_rms
+    return dict(status="fitted", shifts_m=_nulls(shifts), residual_rms=_nulls(rms),
+                seconds=result.seconds)
 
 
 def _nulls(a: np.ndarray) -> list[Any]:
@@ -161,35 +173,25 @@ def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.P
     Parameters
     ----------
     source
-        A stack directory, a :class:`Stack`, or a :mod:`splatsr.tiles.sources` source (a
-        :class:`RemoteSource` reads each tile's window from the COGs inside its task; see
-        :func:`fit_aoi_tiled`).
+        A stack directory, a :class:`Stack`, or a :mod:`splatsr.tiles.sources` source.
     out
         The mosaic COG. Beside it: ``<stem>.shifts.csv`` (per date, mean over tiles),
         ``<stem>.tile_shifts.csv`` (per tile and date) and ``<stem>.shifts.tif``.
     tile_size, overlap
         Tile side and least overlap in 10 m pixels (see :func:`plan_tiles`).
-    config
-        Solver settings used for every tile.
-    resolution_m
-        Output pixel size; must divide the source's pixel size.
-    client
-        A ``distributed.Client`` to use (not closed).
-    address
-        Scheduler address of an existing cluster (when no ``client``); default: a
-        LocalCluster on this machine, closed at the end.
+    config, resolution_m
+        Solver settings of every tile; output pixel size (must divide the source's).
+    client, address
+        A ``distributed.Client`` to use (not closed), or else the scheduler address of a
+        cluster; default: a LocalCluster on this machine, closed at the end.
     store
         Tile store folder (default ``<stem>.tiles`` beside ``out``); finished tiles found
         there are reused. Workers and client must both see it (and a stack directory).
     n_workers
-        Workers of the default LocalCluster (default: one per GPU when torch sees CUDA and
-        the device is not "cpu", else one per CPU core; at most the tiles to fit).
-    retries
-        Extra attempts of a failing tile.
-    max_reads
-        Tiles reading their window at the same time, across the cluster.
-    progress
-        Progress bar over tiles on stderr.
+        Workers of the default LocalCluster (default: one per GPU, else one per CPU core).
+    retries, max_reads, progress
+        Extra attempts of a failing tile; tiles reading their window at once (across the
+        cluster); a progress bar over tiles on stderr.
 
     Returns
     -------
@@ -198,52 +200,77 @@ def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.P
     Raises
     ------
     TileError
-        If a tile still fails after its retries (listed with its error); the other tiles stay
-        stored, so rerunning the same call fits only the missing ones.
+        A tile still fails after its retries; finished tiles stay stored for a rerun.
     StackError
-        If no tile has valid pixels in at least two observations.
+        No tile has valid pixels in at least two observations.
     """
     t0 = time.perf_counter()
-    if isinstance(source, (str, os.PathLike)):
-        source = read_stack(source)
-    if isinstance(source, Stack):  # workers open the files by absolute path
-        source = LocalSource(replace(source, root=source.root.resolve()))
-    source = as_source(source)
+    source = _tile_source(source)
     cfg = config or FitConfig()
     cfg.validate()
     factor = _factor(source.pixel_m, resolution_m)
     tiles = plan_tiles(height=source.height, width=source.width, tile_size=tile_size,
                        overlap=overlap)
+    store, keys, metas = _open_store(store, out, source, tiles, cfg, resolution_m)
+    res = TiledResult(path=Path(out), tiles=tiles, store=store, observations=source.ids,
+                      reused=[t.id for t in tiles if metas[t.id] is not None])
+    if todo := [t for t in tiles if metas[t.id] is None]:
+        _raise_failures(_run_tiles(source, todo, keys, metas, res, cfg=cfg,
+                                   resolution_m=resolution_m, store=store, client=client,
+                                   address=address, n_workers=n_workers, retries=retries,
+                                   max_reads=max_reads, progress=progress),
+                        n_tiles=len(tiles), retries=retries, store=store)
+    _write_outputs(res, source, keys, metas, factor=factor, overlap=overlap, config=cfg)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _open_store(store: str | os.PathLike | None, out: str | os.PathLike, source: TileSource,
+                tiles: list[Tile], cfg: FitConfig, resolution_m: float
+                ) -> tuple[Path, dict[str, str], dict[str, dict | None]]:
+    """The store folder (made), each tile's key and its finished entry (None if not yet)."""
     store = Path(store) if store is not None else default_store(out)
     store.mkdir(parents=True, exist_ok=True)
     fp = source.fingerprint()
     keys = {t.id: tile_key(fingerprint=fp, tile=t, config=cfg, resolution_m=resolution_m)
             for t in tiles}
-    metas = {t.id: load_entry(store, t, keys[t.id]) for t in tiles}
-    todo = [t for t in tiles if metas[t.id] is None]
-    res = TiledResult(path=Path(out), tiles=tiles, store=store, observations=source.ids,
-                      reused=[t.id for t in tiles if metas[t.id] is not None])
-    if todo:
-        failures = _run_tiles(source, todo, keys, metas, res, cfg=cfg,
-                              resolution_m=resolution_m, store=store, client=client,
-                              address=address, n_workers=n_workers, retries=retries,
-                              max_reads=max_reads, progress=progress)
-        if failures:
-            listed = "; ".join(f"{tid}: {msg}" for tid, msg in failures[:5])
-            more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
-            raise TileError(f"{len(failures)} of {len(tiles)} tiles failed after {retries} "
-                            f"retries: {listed}{more}; the {len(tiles) - len(failures)} "
-                            f"finished tiles are kept in {store}, rerun to fit only the rest")
+    return store, keys, {t.id: load_entry(store, t, keys[t.id]) for t in tiles}
+
+
+def _write_outputs(res: TiledResult, source: TileSource, keys: dict[str, str],
+                   metas: dict[str, dict], *, factor: int, overlap: int,
+                   config: FitConfig) -> None:
+    """Write the mosaic and the shift outputs of a finished run; record them in ``res``."""
+    tiles = res.tiles
     res.empty = [t.id for t in tiles if metas[t.id]["status"] == "empty"]
     if len(res.empty) == len(tiles):
         raise StackError(f"{source.name}: no tile has valid pixels in at least "
                          f"{MIN_OBSERVATIONS} observations; nothing to mosaic")
-    write_mosaic(source, tiles, keys, metas, out=out, store=store, factor=factor,
-                 overlap=overlap, config=cfg)
+    write_mosaic(source, tiles, keys, metas, out=res.path, store=res.store, factor=factor,
+                 overlap=overlap, config=config)
     res.shifts_m, res.tile_shifts_csv, res.shifts_tif = write_shifts(source, tiles, metas,
-                                                                     out=out)
-    res.seconds = time.perf_counter() - t0
-    return res
+                                                                     out=res.path)
+
+
+def _tile_source(source: Stack | TileSource | str | os.PathLike) -> TileSource:
+    """A tile source for a stack directory, a :class:`Stack` or a source (as is)."""
+    if isinstance(source, (str, os.PathLike)):
+        source = read_stack(source)
+    if isinstance(source, Stack):  # workers open the files by absolute path
+        source = LocalSource(replace(source, root=source.root.resolve()))
+    return as_source(source)
+
+
+def _raise_failures(failures: list[tuple[str, str]], *, n_tiles: int, retries: int,
+                    store: Path) -> None:
+    """Raise a :class:`TileError` listing the first failed tiles, if any failed."""
+    if not failures:
+        return
+    listed = "; ".join(f"{tid}: {msg}" for tid, msg in failures[:5])
+    more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+    raise TileError(f"{len(failures)} of {n_tiles} tiles failed after {retries} "
+                    f"retries: {listed}{more}; the {n_tiles - len(failures)} "
+                    f"finished tiles are kept in {store}, rerun to fit only the rest")
 
 
 def fit_aoi_tiled(*, aoi: Any, start: str | _dt.date, end: str | _dt.date,
