@@ -29,36 +29,57 @@ from splatsr.io.stac import Grid, Scene
 from splatsr.io.stack import Stack, read_observation
 
 
+class GridSource:
+    """What every source shares: the 10 m grid's CRS, transform, size and pixel size.
+
+    A source names its grid (a :class:`~splatsr.io.grid.RasterGrid`-like object with ``crs``,
+    ``transform``, ``width`` and ``height``) in :meth:`raster`.
+    """
+
+    def raster(self) -> Stack | Grid:
+        """The grid the source reads on."""
+        raise NotImplementedError
+
+    @property
+    def crs(self) -> str:
+        """CRS of the 10 m grid, e.g. "EPSG:32633"."""
+        return self.raster().crs
+
+    @property
+    def transform(self) -> Affine:
+        """North-up transform of the 10 m grid."""
+        return self.raster().transform
+
+    @property
+    def width(self) -> int:
+        """Grid columns (pixels)."""
+        return self.raster().width
+
+    @property
+    def height(self) -> int:
+        """Grid rows (pixels)."""
+        return self.raster().height
+
+    @property
+    def pixel_m(self) -> float:
+        """Pixel size in metres."""
+        return float(self.raster().transform.a)
+
+
 @dataclass(frozen=True)
-class LocalSource:
+class LocalSource(GridSource):
     """The observation files of a stack directory."""
 
     stack: Stack
+
+    def raster(self) -> Stack:
+        """The stack's grid."""
+        return self.stack
 
     @property
     def name(self) -> str:
         """How errors name the source."""
         return str(self.stack.root)
-
-    @property
-    def crs(self) -> str:
-        """CRS of the 10 m grid, e.g. "EPSG:32633"."""
-        return self.stack.crs
-
-    @property
-    def transform(self) -> Affine:
-        """North-up transform of the 10 m grid."""
-        return self.stack.transform
-
-    @property
-    def width(self) -> int:
-        """Grid columns (pixels)."""
-        return self.stack.width
-
-    @property
-    def height(self) -> int:
-        """Grid rows (pixels)."""
-        return self.stack.height
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -74,11 +95,6 @@ class LocalSource:
     def datetimes(self) -> list[str]:
         """ISO-8601 acquisition times, in order (T)."""
         return [o.datetime for o in self.stack.observations]
-
-    @property
-    def pixel_m(self) -> float:
-        """Pixel size in metres."""
-        return self.stack.pixel_m
 
     def fingerprint(self) -> str:
         """Hash of ``stack.json`` and the size and sha256 of every observation file.
@@ -107,7 +123,7 @@ class LocalSource:
 
 
 @dataclass(frozen=True)
-class RemoteSource:
+class RemoteSource(GridSource):
     """Scenes of one MGRS tile read window by window from their COGs (no local copy)."""
 
     grid: Grid  # the whole AOI grid (10 m, on the 60 m lattice of the tile)
@@ -115,30 +131,14 @@ class RemoteSource:
     band_names: tuple[str, ...]  # 10 m bands, in output order
     gdal_env: tuple[tuple[str, str], ...]  # GDAL settings for the reads
 
+    def raster(self) -> Grid:
+        """The AOI grid."""
+        return self.grid
+
     @property
     def name(self) -> str:
         """How errors name the source."""
         return f"tile {self.grid.tile} ({self.grid.crs})"
-
-    @property
-    def crs(self) -> str:
-        """CRS of the 10 m grid, e.g. "EPSG:32633"."""
-        return self.grid.crs
-
-    @property
-    def transform(self) -> Affine:
-        """North-up transform of the 10 m grid."""
-        return self.grid.transform
-
-    @property
-    def width(self) -> int:
-        """Grid columns (pixels)."""
-        return self.grid.width
-
-    @property
-    def height(self) -> int:
-        """Grid rows (pixels)."""
-        return self.grid.height
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -154,11 +154,6 @@ class RemoteSource:
     def datetimes(self) -> list[str]:
         """ISO-8601 acquisition times, in order (T)."""
         return [s.datetime for s in self.scenes]
-
-    @property
-    def pixel_m(self) -> float:
-        """Pixel size in metres."""
-        return float(self.grid.transform.a)
 
     def fingerprint(self) -> str:
         """Hash of the plan: grid, bands and every scene (hrefs without their query string,
