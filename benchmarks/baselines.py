@@ -12,7 +12,7 @@ on a grid ``factor`` times finer, (B, H * factor, W * factor), covering the same
 * ``map_tv``: a pixel-grid MAP estimate (least squares + smoothed TV, L-BFGS) with the same
   forward model as splatsr, at fixed phase-correlation shifts.
 
-The forward model on a pixel grid reuses :func:`splatsr.evaluate.simulate._axis_operator` (the exact
+The forward model on a pixel grid is :func:`box_operator`, the simulator's (the exact
 integral of a piecewise-constant scene through a Gaussian PSF over each coarse pixel).
 """
 
@@ -23,10 +23,10 @@ import math
 import numpy as np
 import torch
 from scipy.ndimage import zoom
+from scipy.special import ndtr
 
 from splatsr.core.solver import noise_sigma
 from splatsr.evaluate.registration import phasecorr_seed
-from splatsr.evaluate.simulate import _axis_operator
 
 
 def _fill(data: np.ndarray) -> np.ndarray:
@@ -90,14 +90,32 @@ def shift_and_add(data: np.ndarray, *, factor: int, pixel_m: float,
     return (acc / np.maximum(wsum, 1e-9)[None]).astype(np.float32)
 
 
+def box_operator(n_out: int, pixel_m: float, n_in: int, cell_m: float, origin_m: float,
+                 sigma_m: float, delta_m: np.ndarray) -> np.ndarray:
+    """(T, n_out, n_in): mean over output pixel j of input cell i, blurred and displaced.
+
+    The simulator's forward model along one axis: output pixels ``[j p, (j+1) p]``, input
+    cells ``[origin + i r, origin + (i+1) r]``, a Gaussian PSF of ``sigma_m`` and a shift
+    ``delta_m`` (T,) per date. The double integral of the Gaussian over two boxes is a sum
+    of ``G(z) = z Phi(z) + phi(z)`` at the four edge differences.
+    """
+    sigma_m = max(sigma_m, 1e-3 * cell_m)  # a zero PSF is the limit of a tiny one
+    out_edges = pixel_m * np.arange(n_out + 1)
+    in_edges = origin_m + cell_m * np.arange(n_in + 1)
+    z = (out_edges[None, :, None] - in_edges[None, None, :]
+         - np.asarray(delta_m)[:, None, None]) / sigma_m  # (T, n_out + 1, n_in + 1)
+    g = z * ndtr(z) + np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return sigma_m / pixel_m * (g[:, 1:, :-1] - g[:, :-1, :-1] - g[:, 1:, 1:] + g[:, :-1, 1:])
+
+
 def _operators(T: int, H: int, W: int, *, factor: int, pixel_m: float, psf_sigma_m: float,
                shifts_m: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Row and column operators (T, H, Hf + 2m), (T, W, Wf + 2m) and the margin m."""
     fine = pixel_m / factor
     m = math.ceil((4 * psf_sigma_m + np.abs(shifts_m).max() + pixel_m) / fine)
-    ay = _axis_operator(H, pixel_m, H * factor + 2 * m, fine, -m * fine, psf_sigma_m,
+    ay = box_operator(H, pixel_m, H * factor + 2 * m, fine, -m * fine, psf_sigma_m,
                         -shifts_m[:, 1])
-    ax = _axis_operator(W, pixel_m, W * factor + 2 * m, fine, -m * fine, psf_sigma_m,
+    ax = box_operator(W, pixel_m, W * factor + 2 * m, fine, -m * fine, psf_sigma_m,
                         shifts_m[:, 0])
     return ay, ax, m
 

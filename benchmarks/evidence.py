@@ -31,11 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as _dt
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from _common import RESULTS, TEXTURE_CROPS, machine
 
 import splatsr
 from splatsr.evaluate.registration import compare_shifts, phasecorr_shifts, shift_stats
@@ -57,24 +55,8 @@ from splatsr.evaluate.sweep import (
     truth_scores,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-TEXTURE = ROOT / "tests" / "data" / "s2_green_crops.npy"
+TEXTURE = TEXTURE_CROPS
 PSF_TRUE_M, SHIFT_STD_M, NOISE = 4.0, 1.5, 0.003
-
-
-def machine() -> dict[str, str]:
-    def sh(cmd: list[str]) -> str:
-        try:
-            return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return "unknown"
-
-    return dict(date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                uname=" ".join(platform.uname()), nproc=str(os.cpu_count()),
-                commit=sh(["git", "rev-parse", "HEAD"]),
-                dirty="yes" if sh(["git", "status", "--porcelain"]) else "no",
-                torch=torch.__version__, threads=str(torch.get_num_threads()))
 
 
 def simulate_crop(root: Path, texture: np.ndarray, k: int, n_obs: int) -> splatsr.Stack:
@@ -225,7 +207,7 @@ def write_md(out: Path, info: dict, a: dict, b: list[dict], c: list[dict], args)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "evidence"))
+    ap.add_argument("--out", default=str(RESULTS / "evidence"))
     ap.add_argument("--quick", action="store_true",
                     help="16 observations and short fits (a smoke run, minutes less)")
     ap.add_argument("--threads", type=int, default=1)

@@ -33,10 +33,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as _dt
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,16 +42,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_proxy  # noqa: E402
+from _common import AROSICS, EOLEARN, RESULTS, machine  # noqa: E402
 from baselines import BASELINES, block_mean, phasecorr  # noqa: E402
 
 import splatsr  # noqa: E402
 from splatsr.core.psf import heldout_error, select_psf_sigma  # noqa: E402
 from splatsr.core.solver import FitConfig, fit_arrays  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SPLATSR_SHARED_DATA", ROOT.parent / "shared" / "data"))
-AROSICS = SHARED / "arosics_s2_coreg" / "ref_S2A_20160608T153121_T33UUU_sub.jp2"
-EOLEARN = SHARED / "eolearn_testeopatch"
 FACTOR = 4  # 10 m -> 2.5 m
 CROP_M = 20.0  # border left out of the scores
 # the solver before the robust defaults: least squares, no radiometry, hand-set TV
@@ -292,20 +285,6 @@ def psf_curve(size: int) -> list[dict]:
     return [dict(r, true_psf_sigma_m=4.0, chosen=sel.psf_sigma_m) for r in sel.curve]
 
 
-def machine() -> dict[str, str]:
-    def sh(cmd: list[str]) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                                  check=False).stdout.strip()
-        except OSError:
-            return "?"
-    return dict(date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                uname=" ".join(platform.uname()), nproc=str(os.cpu_count()),
-                commit=sh(["git", "rev-parse", "HEAD"]),
-                dirty="yes" if sh(["git", "status", "--porcelain"]) else "no",
-                torch=torch.__version__, threads=str(torch.get_num_threads()))
-
-
 def write_outputs(rows: list[dict], psf: list[dict], out: Path, info: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("case", "method"), k))
@@ -390,7 +369,7 @@ def _figure(gains: list[tuple[str, float]], psf: list[dict], path: Path) -> None
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality"))
+    ap.add_argument("--out", default=str(RESULTS / "quality"))
     ap.add_argument("--quick", action="store_true", help="one crop, N=8 only (minutes)")
     ap.add_argument("--size", type=int, default=256, help="truth side in 2.5 m pixels")
     ap.add_argument("--threads", type=int, default=1)

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import EOLEARN  # noqa: E402
 from baselines import BASELINES, block_mean, phasecorr  # noqa: E402
 
 import splatsr  # noqa: E402
@@ -146,7 +147,5 @@ def markdown(rows: list[dict]) -> list[str]:
 
 
 if __name__ == "__main__":
-    import quality
-
-    for line in markdown(run(quality.EOLEARN)):
+    for line in markdown(run(EOLEARN)):
         print(line)

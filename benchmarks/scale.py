@@ -20,19 +20,16 @@ The GPU price per hour is an assumption (``--gpu-price``), not a quote.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from _common import RESULTS, TEXTURE_CROPS, machine
 
-ROOT = Path(__file__).resolve().parents[1]
 MGRS_PX = 10980
 SOURCE_GPU_RATE = 11.1e6 * 32 * 4 / 300.0  # splat*obs*band per second, one whole fit
 
@@ -64,7 +61,7 @@ print(json.dumps(dict(tile_px=n, obs=T, bands=B, wall_s=time.perf_counter() - t0
 
 def measure(n: int, T: int, B: int) -> dict:
     r = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(T), str(B), "fit",
-                        str(ROOT / "tests" / "data" / "s2_green_crops.npy")],
+                        str(TEXTURE_CROPS)],
                        capture_output=True, text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -94,7 +91,7 @@ def mosaic_rate(work: Path) -> dict:
     store.mkdir()
     keys, metas = {}, {}
     fp = LocalSource(st).fingerprint()
-    tex = np.load(ROOT / "tests" / "data" / "s2_green_crops.npy").astype(np.float32) / 1e4
+    tex = np.load(TEXTURE_CROPS).astype(np.float32) / 1e4
     for t in tiles:
         k = keys[t.id] = tile_key(fingerprint=fp, tile=t, config=cfg, resolution_m=2.5)
         meta_p, img_p = entry_paths(store, t, k)
@@ -133,7 +130,7 @@ def main() -> None:
     ap.add_argument("--proj-bands", type=int, default=4, help="bands in the projection")
     ap.add_argument("--gpu-price", type=float, default=2.5,
                     help="ASSUMED USD per GPU-hour (cloud on-demand order of magnitude)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale"))
+    ap.add_argument("--out", default=str(RESULTS / "scale"))
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,15 +168,14 @@ def main() -> None:
                          total_hours=fit_h + mosaic_s / 3600,
                          gpu_hours=g * fit_h, cost_usd=g * fit_h * a.gpu_price))
 
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                          text=True).stdout.strip()
+    info = machine()
     md = [
-        "# Scale study: tiled fits (issue 7)", "",
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
-        f"- machine: `{' '.join(platform.uname())}`, nproc {os.cpu_count()}; CPU only, "
+        "# Scale study: tiled fits", "",
+        f"- date: {info['date']}",
+        f"- machine: `{info['uname']}`, nproc {info['nproc']}; CPU only, "
         "shared with other jobs (CPU seconds are reported because wall time is inflated by "
         "contention)",
-        f"- git HEAD: {head} (plus uncommitted work)", "",
+        f"- commit: {info['commit']} (uncommitted changes: {info['dirty']})", "",
         "## Measured on CPU (one torch thread, default solver settings)", "",
         "| tile px | obs | bands | splats | CPU s | wall s | peak RSS MB | above idle MB | "
         "work/CPU s |", "|---|---|---|---|---|---|---|---|---|",

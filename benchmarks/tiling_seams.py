@@ -1,6 +1,6 @@
-"""Issue 7 must-show: tiled vs untiled fit of a simulated stack, seams, reuse of finished tiles.
+"""Tiled vs untiled fit of a simulated stack: quality, seams, reuse of finished tiles.
 
-    python benchmarks/tiling_must_show.py [--out benchmarks/results/tiling]
+    python benchmarks/tiling_seams.py [--out benchmarks/results/tiling]
 
 Simulates a 64 x 64 px (10 m), 16-observation, 2-band stack from the real S2 texture in
 tests/data (one global shift per date, PSF 4 m, noise 0.003), then runs the real command line
@@ -10,7 +10,7 @@ three times with the default solver settings:
 2. ``splatsr fit STACK --out tiled.tif --tile-size 32 --overlap 8`` (default LocalCluster)
 3. the same tiled command again (must reuse every finished tile)
 
-and writes ``must_show.md``, ``must_show.csv`` and ``error_maps.png`` into the output folder:
+and writes ``seams.md``, ``seams.csv`` and ``error_maps.png`` into the output folder:
 PSNR of each against the truth (2.5 m), the seam statistic (:func:`splatsr.tiles.plan.seam_step`
 of the tiled error, relative to the untiled fit's on the same lines) and the rerun's output.
 """
@@ -18,8 +18,6 @@ of the tiled error, relative to the untiled fit's on the same lines) and the rer
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from _common import RESULTS, ROOT, TEXTURE_CROPS, machine
+
 import splatsr
 from splatsr.tiles.plan import plan_tiles, seam_step
 
-ROOT = Path(__file__).resolve().parents[1]
 TILE, OVERLAP = 32, 8
 
 
@@ -60,13 +59,13 @@ def read(path: Path) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tiling"))
+    ap.add_argument("--out", default=str(RESULTS / "tiling"))
     ap.add_argument("--work", default=None,
                     help="Folder for the stack and the fits [default: a temporary folder]")
     args = ap.parse_args()
     out = Path(args.out)
     work = Path(args.work or tempfile.mkdtemp(prefix="splatsr-tiling-"))
-    tex = np.load(ROOT / "tests" / "data" / "s2_green_crops.npy").astype(np.float32) / 1e4
+    tex = np.load(TEXTURE_CROPS).astype(np.float32) / 1e4
     stack = splatsr.simulate_stack(work / "stack", tex[:2], truth_pixel_m=2.5,
                                    bands=["B03", "B04"], n_obs=16, shift_std_m=1.5,
                                    psf_sigma_m=4.0, noise_sigma=0.003, seed=7)
@@ -100,13 +99,12 @@ def main() -> None:
                                                   f"{s_t / s_u:.3f}"),
             ("untiled run (s)", f"{t_u:.1f}"), ("tiled run 1 (s)", f"{t_t1:.1f}"),
             ("tiled run 2 (s)", f"{t_t2:.1f}"), ("second run reused every tile", str(reused_ok))]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                          text=True).stdout.strip()
-    env = (f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
-           f"- machine: `{' '.join(platform.uname())}`, {__import__('os').cpu_count()} CPUs "
+    info = machine()
+    env = (f"- date: {info['date']}\n"
+           f"- machine: `{info['uname']}`, {info['nproc']} CPUs "
            f"(CPU only, shared with other jobs: times are indicative)\n"
-           f"- git HEAD: {head} (plus uncommitted work)\n")
-    md = ["# Tiled vs untiled fit (issue 7 must-show)", "", env,
+           f"- commit: {info['commit']} (uncommitted changes: {info['dirty']})\n")
+    md = ["# Tiled vs untiled fit", "", env,
           f"Stack: 64 x 64 px at 10 m, 16 observations, bands B03/B04, PSF 4 m, noise 0.003, "
           f"one global shift per date (std 1.5 m). Default solver settings. Tiles "
           f"{TILE} px, overlap >= {OVERLAP} px: {len(tiles)} tiles. PSNR over the 2.5 m "
@@ -114,9 +112,9 @@ def main() -> None:
           "| quantity | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], "",
           "Command output:", "", "```", msg_u, msg_t1, msg_t2, "```", ""]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "must_show.md").write_text("\n".join(md))
-    (out / "must_show.csv").write_text("quantity,value\n" +
-                                       "".join(f"{k},{v}\n" for k, v in rows))
+    (out / "seams.md").write_text("\n".join(md))
+    (out / "seams.csv").write_text("quantity,value\n" +
+                                   "".join(f"{k},{v}\n" for k, v in rows))
     _figure(out / "error_maps.png", truth, untiled, tiled, tiles)
     print("\n".join(md))
     print(f"(stack and fits in {work})")
