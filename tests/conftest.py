@@ -1,4 +1,4 @@
-"""Shared fixtures: real Sentinel-2 texture (see tests/data/README.md) and simulated stacks."""
+"""Shared fixtures: real Sentinel-2 texture, simulated stacks, a loopback STAC API."""
 
 from __future__ import annotations
 
@@ -46,3 +46,48 @@ def one_thread():
     yield
     torch.set_num_threads(before)
 
+
+
+# --- a loopback STAC API with planted scenes (tests/stac_scenes.py, tests/stac_server.py) ---
+
+@pytest.fixture(scope="module")
+def planted():
+    """The planted scenes of :data:`stac_scenes.SCENES` by name (items, COG bytes, truth)."""
+    from stac_scenes import SCENES, plant_scene
+
+    return {s[0]: plant_scene(i, *s) for i, s in enumerate(SCENES)}
+
+
+@pytest.fixture
+def pc_env(monkeypatch):
+    """Point planetary-computer and GDAL at whatever server the test starts."""
+    import planetary_computer
+
+    def use(srv):
+        monkeypatch.setenv("PC_SDK_SAS_URL", srv.sas_url)
+        monkeypatch.setenv("GDAL_HTTP_PROXY", srv.proxy)
+        planetary_computer.settings.Settings.get.cache_clear()
+        return srv
+    yield use
+    planetary_computer.settings.Settings.get.cache_clear()
+    planetary_computer.sas.TOKEN_CACHE.clear()
+
+
+@pytest.fixture
+def server(planted, pc_env):
+    """A loopback STAC server with the planted scenes behind Azure-blob-style, signed hrefs."""
+    from stac_scenes import serve
+
+    srv = pc_env(serve(planted, blob=True))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def plain_server(planted, pc_env):
+    """The same scenes behind plain loopback hrefs (what signing leaves alone)."""
+    from stac_scenes import serve
+
+    srv = pc_env(serve(planted, blob=False))
+    yield srv
+    srv.stop()

@@ -12,14 +12,11 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from helpers import run_cli as run
 
 from splatsr.cli import main
 
 FAST = ["--adam-steps", "30", "--lbfgs-iters", "15", "--coarse-levels", "0"]
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_fit_writes_cog_and_shifts(small_stack, tmp_path):
@@ -125,3 +122,23 @@ def test_console_script_is_installed():
     # the CLI module is packaged under a private name, never as a bare top-level `cli`
     from importlib.util import find_spec
     assert find_spec("splatsr_cli.cli") is not None
+
+
+def test_cli_psf_auto_and_bad_value(small_stack, tmp_path):
+    out = tmp_path / "sr.tif"
+    fast = ["--adam-steps", "8", "--lbfgs-iters", "4", "--coarse-levels", "0"]
+    r = CliRunner().invoke(main, ["fit", str(small_stack.root), "--out", str(out),
+                                  "--psf-sigma", "auto", *fast],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "psf sigma auto" in r.output
+    with open(tmp_path / "sr.psf.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(x["psf_sigma_m"]) for x in rows] == [2.0, 3.0, 4.0, 5.0, 6.0]
+    assert sum(int(x["chosen"]) for x in rows) == 1
+    with open(tmp_path / "sr.shifts.csv") as f:
+        cols = next(csv.reader(f))
+    assert {"weight", "outlier_fraction", "gain_B03", "offset_B04"} <= set(cols)
+    bad = CliRunner().invoke(main, ["fit", str(small_stack.root), "--out",
+                                    str(tmp_path / "x.tif"), "--psf-sigma", "wide"])
+    assert bad.exit_code == 2 and "number >= 0 or 'auto'" in bad.output

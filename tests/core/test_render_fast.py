@@ -1,6 +1,6 @@
-"""The tiled fast path (:func:`splatsr.core.render.render`) against the dense oracle, with many tiles.
+"""The tiled fast path (:func:`splatsr.core.render.render`) against the dense oracle, many tiles.
 
-``tests/test_render.py`` checks small rasters (one tile per axis at the default tile sizes);
+``tests/core/test_render.py`` checks small rasters (one tile per axis at the default tile sizes);
 here the tiles are made small so that every axis has several, the windows overlap and the
 backward pass's overlap bookkeeping (accumulate on the overlap, overwrite the rest) is
 exercised. Tolerances: float64 3e-7 relative (the band stops at 5 sigma, whose neglected

@@ -1,21 +1,18 @@
-"""Robust defaults: losses, radiometry gauge, outlier weights, PSF selection, CLI ``auto``."""
+"""Robust defaults: losses, the radiometry gauge, outlier weights, robust vs plain fits."""
 
 from __future__ import annotations
 
-import csv
 import math
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import splatsr
 from splatsr.core.model import SplatGrid, render_observations
-from splatsr.core.psf import heldout_error, pick_psf_sigma, select_psf_sigma
 from splatsr.core.robust import observation_weights, regauge, rho
 from splatsr.core.solver import PLAIN, FitConfig, fit_arrays
-from splatsr.errors import ConfigError, StackError
+from splatsr.errors import ConfigError
 from splatsr.evaluate.simulate import read_truth
 
 FAST = dict(adam_steps=60, lbfgs_iters=30, coarse_levels=0)
@@ -132,72 +129,3 @@ def test_flat_stack_gives_flat_output():
     # no denoising beyond averaging either
     plain = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, **PLAIN))
     assert plain.render(5.0)[0, 4:-4, 4:-4].std() < 1.5 * 0.0008
-
-
-def test_heldout_error_recovers_shift_and_noise(texture):
-    truth = texture[1:2, :96, :96]
-    data, shifts = splatsr.simulate(truth, truth_pixel_m=2.5, n_obs=7, noise_sigma=0.002,
-                                    seed=4)
-    res = fit_arrays(data[1:], pixel_m=10.0, config=FitConfig(**FAST))
-    err, shift = heldout_error(res, data[0])
-    assert err < 0.004  # noise 0.002 plus the scene's own error
-    # fitted shifts are mean zero over dates 1..6; the truth's over all 7
-    expect = shifts[0] - shifts[1:].mean(0)
-    assert np.abs(shift - expect).max() <= 0.5
-
-
-def test_select_psf_sigma_finds_the_simulated_width(texture):
-    truth = texture[2:3, :64, :64]
-    data, _ = splatsr.simulate(truth, truth_pixel_m=2.5, n_obs=8, noise_sigma=0.002,
-                               psf_sigma_m=4.0, seed=5)
-    sel = select_psf_sigma(data, pixel_m=10.0, candidates_m=(1.0, 4.0, 8.0),
-                           config=FitConfig(adam_steps=40, lbfgs_iters=20, coarse_levels=0))
-    assert sel.psf_sigma_m == 4.0, sel.curve
-    err = {row["psf_sigma_m"]: row["heldout_rmse"] for row in sel.curve}
-    # too wide is clearly worse (measured +38 %); too narrow only slightly better (-8 %)
-    assert err[8.0] > 1.2 * err[4.0] and err[1.0] > 0.8 * err[4.0]
-    assert len(sel.curve) == 3 and len(sel.holdout) == 2
-    with pytest.raises(StackError, match="at least 3 dates"):
-        select_psf_sigma(data[:3], pixel_m=10.0, n_holdout=2)
-
-
-@pytest.mark.parametrize("sigmas, errors, expect", [
-    # measured curves (true PSF 4 m): flat below the truth, rising above it
-    ((2, 3, 4, 5, 6), (0.002106, 0.002094, 0.002091, 0.002078, 0.002126), 5.0),
-    ((2, 3, 4, 5, 6), (0.002114, 0.002094, 0.002092, 0.002099, 0.002154), 5.0),
-    ((8, 1, 4), (1.38, 0.92, 1.0), 4.0),  # small stack: 1 m scores lowest; any order
-    # no rise above 1 %: the truth is at least the widest candidate
-    ((2, 3, 4, 5, 6), (1.00, 0.99, 0.995, 0.98, 0.97), 6.0),
-    # rising everywhere: the narrowest (the others are beyond the 10 % tolerance)
-    ((2, 3, 4, 5, 6), (1.0, 1.2, 1.5, 1.9, 2.5), 2.0),
-    ((4,), (0.3,), 4.0),
-])
-def test_pick_psf_sigma_reads_the_knee(sigmas, errors, expect):
-    assert pick_psf_sigma(sigmas, errors) == expect
-
-
-def test_pick_psf_sigma_bad_curve():
-    with pytest.raises(ConfigError, match="as many errors"):
-        pick_psf_sigma([2, 3], [1.0])
-
-
-def test_cli_psf_auto_and_bad_value(small_stack, tmp_path):
-    from splatsr.cli import main
-
-    out = tmp_path / "sr.tif"
-    fast = ["--adam-steps", "8", "--lbfgs-iters", "4", "--coarse-levels", "0"]
-    r = CliRunner().invoke(main, ["fit", str(small_stack.root), "--out", str(out),
-                                  "--psf-sigma", "auto", *fast],
-                           catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    assert "psf sigma auto" in r.output
-    with open(tmp_path / "sr.psf.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [float(x["psf_sigma_m"]) for x in rows] == [2.0, 3.0, 4.0, 5.0, 6.0]
-    assert sum(int(x["chosen"]) for x in rows) == 1
-    with open(tmp_path / "sr.shifts.csv") as f:
-        cols = next(csv.reader(f))
-    assert {"weight", "outlier_fraction", "gain_B03", "offset_B04"} <= set(cols)
-    bad = CliRunner().invoke(main, ["fit", str(small_stack.root), "--out",
-                                    str(tmp_path / "x.tif"), "--psf-sigma", "wide"])
-    assert bad.exit_code == 2 and "number >= 0 or 'auto'" in bad.output

@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+
+from helpers import run_cli as run
 
 import splatsr
-from splatsr.cli import main
 from splatsr.errors import StackError
 from splatsr.evaluate.registration import (
     compare_shifts,
@@ -29,10 +29,6 @@ FAST = ["--adam-steps", "60", "--lbfgs-iters", "40", "--coarse-levels", "0"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,17 @@
-"""Sweeps (table, figures) and the figures of ``fit --report``."""
+"""Sweeps of the settings: the table, the figures, the command and impossible settings."""
 
 from __future__ import annotations
 
 import csv
 import math
 
-import matplotlib.image as mpimg
-import numpy as np
 import pytest
-from click.testing import CliRunner
+
+from helpers import png_ok
+from helpers import run_cli as run
 
 import splatsr
-from splatsr.cli import main
 from splatsr.errors import ConfigError
-from splatsr.evaluate.report import plot_convergence, write_report
 from splatsr.evaluate.sweep import COLUMNS, run_sweep, subset_indices
 
 FAST_CFG = splatsr.FitConfig(adam_steps=30, lbfgs_iters=15, coarse_levels=0)
@@ -21,15 +19,6 @@ FAST = ["--adam-steps", "30", "--lbfgs-iters", "15", "--coarse-levels", "0"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def _png_ok(path) -> None:
-    img = mpimg.imread(path)
-    assert img.ndim == 3 and min(img.shape[:2]) > 100 and np.ptp(img) > 0  # not blank
 
 
 def test_subset_indices():
@@ -57,7 +46,7 @@ def test_run_sweep_table_and_figures(small_stack, tmp_path):
     md = (tmp_path / "sweep.md").read_text()
     assert md.count("\n| ") == 5 and "Skipped n_obs 50" in md and "sim004" in md
     for name in ("sweep_recon.png", "sweep_psf_sigma_m.png", "sweep_n_obs.png"):
-        _png_ok(tmp_path / name)
+        png_ok(tmp_path / name)
 
 
 def test_run_sweep_rejects_impossible_settings(small_stack, tmp_path):
@@ -79,26 +68,3 @@ def test_sweep_command(small_stack, tmp_path):
     assert list(out.glob("*.png"))
     r = run("sweep", small_stack.root, "--psf-sigma", "3,x", "--out", out)
     assert r.exit_code == 2 and "--psf-sigma" in r.output
-
-
-def test_fit_report_writes_three_figures(small_stack, tmp_path):
-    rep = tmp_path / "report"
-    r = run("fit", small_stack.root, "--out", tmp_path / "sr.tif", "--report", rep, *FAST)
-    assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in rep.iterdir()) == ["convergence.png", "panels.png",
-                                                     "shifts.png"]
-    for p in rep.iterdir():
-        _png_ok(p)
-
-
-def test_report_from_arrays_and_odd_histories(small_stack, tmp_path):
-    data = small_stack.load()
-    res = splatsr.fit_arrays(data, pixel_m=small_stack.pixel_m, config=FAST_CFG,
-                             band_names=small_stack.bands)
-    with pytest.raises(ConfigError, match="stack_data"):
-        write_report(res, tmp_path)
-    paths = write_report(res, tmp_path / "r", stack_data=data)
-    assert set(paths) == {"panels", "convergence", "shifts"}
-    lbfgs_only = [h for h in res.history if h["stage"] == "lbfgs"]
-    for hist in ([], lbfgs_only):
-        _png_ok(plot_convergence(hist, tmp_path / "c.png"))

@@ -1,4 +1,4 @@
-"""Tiled fits on Dask (in-process cluster, CPU): plan, blend, tiled vs untiled, reruns, failures."""
+"""Tiled fits on Dask (in-process cluster, CPU): tiled vs untiled, seams, reruns, failures."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import rasterio
+from stac_scenes import AOI_TEXT
 
 import splatsr
 import splatsr.io.stac
@@ -16,14 +17,10 @@ import splatsr.tiles.run as tiled_mod
 from splatsr.errors import TileError
 from splatsr.io.fetch import plan_scenes
 from splatsr.tiles.mosaic import write_mosaic
-from splatsr.tiles.plan import blend_weights, plan_tiles
+from splatsr.tiles.plan import plan_tiles
 from splatsr.tiles.run import fit_aoi_tiled, fit_tiled
 from splatsr.tiles.store import load_entry
 
-try:  # the loopback STAC server fixtures, for fit --aoi --tile-size
-    from test_fetch import AOI_TEXT, pc_env, planted, server  # noqa: F401
-except ImportError:  # pragma: no cover
-    AOI_TEXT = None
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # a shared, busy 2-core machine
 
@@ -67,39 +64,6 @@ def read(path):
     with rasterio.open(path) as src:
         return src.read(), dict(descriptions=src.descriptions, bounds=tuple(src.bounds),
                                 res=src.res, layout=src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT"))
-
-
-def test_plan_covers_with_overlap():
-    tiles = plan_tiles(height=100, width=61, tile_size=32, overlap=8)
-    cover = np.zeros((100, 61), int)
-    for t in tiles:
-        cover[t.row0:t.row0 + t.rows, t.col0:t.col0 + t.cols] += 1
-        assert (t.rows, t.cols) == (32, 32)
-    assert cover.min() >= 1
-    for axis, n in (("row0", 100), ("col0", 61)):
-        starts = sorted({getattr(t, axis) for t in tiles})
-        assert starts[0] == 0 and starts[-1] + 32 == n
-        assert all(32 - (b - a) >= 8 for a, b in zip(starts, starts[1:]))  # overlap >= 8
-    assert [t.id for t in tiles][:2] == ["r000c000", "r000c001"]
-    assert plan_tiles(height=20, width=20, tile_size=32, overlap=8)[0].rows == 20
-
-
-@pytest.mark.parametrize("size,overlap,msg", [(4, 0, "at least 8"), (32, 17, "half"),
-                                              (32, -1, "between 0")])
-def test_plan_rejects_bad_options(size, overlap, msg):
-    with pytest.raises(splatsr.ConfigError, match=msg):
-        plan_tiles(height=64, width=64, tile_size=size, overlap=overlap)
-
-
-def test_blend_weights_sum_to_one_where_tiles_meet():
-    # two 32 px tiles overlapping by exactly the ramp (8 px), 4 samples per pixel
-    a = blend_weights(32, factor=4, ramp_px=8, start_open=False, end_open=True)
-    b = blend_weights(32, factor=4, ramp_px=8, start_open=True, end_open=False)
-    total = np.zeros(56 * 4)
-    total[:128] += a
-    total[24 * 4:] += b
-    np.testing.assert_allclose(total, 1.0, atol=1e-12)
-    assert a[0] == 1.0 and a[-1] < 0.01 and b[0] < 0.01  # ~0 at the inner edges
 
 
 def seam_step(img, truth, tiles):
@@ -282,8 +246,7 @@ def window_reads(monkeypatch):
 AOI_FIT = dict(adam_steps=8, lbfgs_iters=4, coarse_levels=0)
 
 
-@pytest.mark.skipif(AOI_TEXT is None, reason="needs tests/test_fetch.py's loopback STAC")
-def test_aoi_tiled_reads_and_signs_inside_the_tasks(client, tmp_path, server, planted,  # noqa: F811
+def test_aoi_tiled_reads_and_signs_inside_the_tasks(client, tmp_path, server, planted,
                                                      window_reads):
     """``fit_aoi_tiled``: the driver only searches; every tile task reads (and signs) its own
     window of every scene; a rerun reads nothing."""
@@ -330,8 +293,7 @@ def test_aoi_tiled_reads_and_signs_inside_the_tasks(client, tmp_path, server, pl
     assert server.requests("file") == [] and server.requests("token") == []
 
 
-@pytest.mark.skipif(AOI_TEXT is None, reason="needs tests/test_fetch.py's loopback STAC")
-def test_cli_fit_aoi_tiled(client, tmp_path, server):  # noqa: F811
+def test_cli_fit_aoi_tiled(client, tmp_path, server):
     """``fit --aoi ... --tile-size``: no stack is fetched; tiles read from the COGs."""
     from click.testing import CliRunner
 
