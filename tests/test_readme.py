@@ -35,7 +35,7 @@ def test_quickstart_and_api_run_as_written(tmp_path):
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     for name in ("sample_sr.tif", "sample_sr.shifts.csv", "sim_stack/stack.json", "sim_sr.tif"):
-        assert (tmp_path / name).is_file(), name
+        assert (tmp_path / "out" / name).is_file(), name
     # the printed mean |fitted - planted| per axis is well below a metre
     line = next(s for s in run.stdout.splitlines() if s.startswith("mean |fitted - planted|"))
     errors = [float(v) for v in re.findall(r"[-\d.]+", line.split(":")[1])]
@@ -44,7 +44,8 @@ def test_quickstart_and_api_run_as_written(tmp_path):
     api = subprocess.run([sys.executable, "-c", _api_block()], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=900)
     assert api.returncode == 0, api.stderr[-2000:]
-    assert (tmp_path / "sr.tif").is_file() and (tmp_path / "sr.shifts.csv").is_file()
+    assert (tmp_path / "out" / "sr.tif").is_file()
+    assert (tmp_path / "out" / "sr.shifts.csv").is_file()
 
 
 def test_ci_blocks_are_present():

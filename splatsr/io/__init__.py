@@ -5,7 +5,9 @@ writes the COG and the shifts CSV; :mod:`~splatsr.io.fetch` builds a stack from 
 (:mod:`~splatsr.io.stac` for the search and the windowed COG reads,
 :mod:`~splatsr.io.sentinel2` for the product's facts: baselines, SCL, grids);
 :mod:`~splatsr.io.sample` is the small real stack shipped with the package;
-:mod:`~splatsr.io.atomic` writes every file through a temporary name and a rename.
+:mod:`~splatsr.io.atomic` writes every file through a temporary name and a rename;
+:mod:`~splatsr.io.grid` is the geometry of a north-up raster grid (:class:`RasterGrid`) and
+:mod:`~splatsr.io.text` the file-name-safe ids and CSV cells every writer uses.
 """
 
 from splatsr.io.export import read_shifts_csv, shifts_path, write_cog, write_shifts_csv

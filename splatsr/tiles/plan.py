@@ -1,4 +1,4 @@
-"""Tiled fits over large areas: the tile plan, blend weights, seam statistic and tile store.
+"""The tile plan of a tiled fit: overlapping windows, their blend weights, the seam statistic.
 
 One global shift per date holds only over a few km of flat ground, and a full Sentinel-2 tile
 does not fit one GPU. So a large area is cut into overlapping tiles, each fitted on its own
@@ -7,12 +7,14 @@ blended with smooth weights into one mosaic:
 
 * :func:`plan_tiles` -- overlapping windows of ``tile_size`` 10 m pixels, spread evenly so that
   neighbours overlap by at least ``overlap`` pixels.
-* :mod:`splatsr.tiles.store` -- the store of finished tiles, keyed by source, window,
-  solver settings and output resolution.
-* :mod:`splatsr.tiles.run` -- the Dask task (:func:`fit_tile`) and drivers (:func:`fit_tiled` for a
-  stack or any :mod:`splatsr.tiles.sources` source, :func:`fit_aoi_tiled` for an AOI read
-  straight from STAC inside the tasks); :mod:`splatsr.tiles.mosaic` -- the blended COG and shift
-  outputs.
+* :func:`blend_weights` -- a tile's weight along one axis (below).
+* :func:`seam_step` -- how much larger the error steps across inner tile edges are than
+  elsewhere (a check that the mosaic has no seams).
+
+The rest of a tiled fit lives beside this module: :mod:`splatsr.tiles.store` (finished tiles),
+:mod:`splatsr.tiles.sources` (where the pixels come from), :mod:`splatsr.tiles.run` (the Dask
+task and drivers) and :mod:`splatsr.tiles.mosaic` (the blended COG and shift outputs); a tile
+that keeps failing raises :class:`splatsr.errors.TileError`.
 
 Blending: along each axis a tile's weight rises as ``sin^2`` from 0 at an inner tile edge to 1
 at ``overlap`` pixels from it (edges on the stack border keep weight 1). Where two neighbours

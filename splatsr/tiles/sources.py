@@ -23,7 +23,7 @@ import numpy as np
 from affine import Affine
 from rasterio.windows import Window
 
-import splatsr.io.stac as _stac
+import splatsr.io.stac as stac  # read_scene looked up at call time (tests patch it)
 from splatsr.io.sentinel2 import LATTICE_M
 from splatsr.io.stac import Grid, Scene
 from splatsr.io.stack import Stack, read_observation
@@ -181,7 +181,7 @@ class RemoteSource(GridSource):
         env = dict(self.gdal_env)
         out = np.empty((len(self.scenes), len(self.band_names), rows, cols), np.float32)
         for i, scene in enumerate(self.scenes):
-            refl, _, _ = _stac.read_scene(scene, sub, self.band_names, env)  # (B, r1-r0, c1-c0)
+            refl, _, _ = stac.read_scene(scene, sub, self.band_names, env)  # (B, r1-r0, c1-c0)
             out[i] = refl[:, row0 - r0:row0 - r0 + rows, col0 - c0:col0 - c0 + cols]
         return out
 
