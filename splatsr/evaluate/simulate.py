@@ -86,6 +86,18 @@ def simulate(truth: np.ndarray, *, truth_pixel_m: float, pixel_m: float = 10.0,
     shifts_m : np.ndarray
         (T, 2) the shifts used.
     """
+    truth, f = _check_truth(truth, truth_pixel_m, pixel_m)
+    rng = np.random.default_rng(seed)
+    shifts_m = _draw_shifts(rng, shifts_m, n_obs, shift_std_m)
+    data = _observe(truth, f, truth_pixel_m, pixel_m, psf_sigma_m, shifts_m)
+    if noise_sigma > 0:
+        data += rng.normal(0.0, noise_sigma, data.shape)
+    return data.astype(np.float32), shifts_m
+
+
+def _check_truth(truth: np.ndarray, truth_pixel_m: float, pixel_m: float
+                 ) -> tuple[np.ndarray, int]:
+    """The truth as a finite float64 (B, Hh, Wh) array and the integer factor pixel/truth."""
     truth = np.asarray(truth, np.float64)
     if truth.ndim == 2:
         truth = truth[None]
@@ -96,11 +108,16 @@ def simulate(truth: np.ndarray, *, truth_pixel_m: float, pixel_m: float = 10.0,
         raise ConfigError(f"observation pixel {pixel_m} m must be an integer multiple of the "
                           f"truth pixel {truth_pixel_m} m")
     f = round(factor)
-    B, Hh, Wh = truth.shape
+    _, Hh, Wh = truth.shape
     if Hh % f or Wh % f:
         raise ConfigError(f"truth size {Wh}x{Hh} must be a multiple of {f} "
                           f"(= {pixel_m} m / {truth_pixel_m} m)")
-    rng = np.random.default_rng(seed)
+    return truth, f
+
+
+def _draw_shifts(rng: np.random.Generator, shifts_m: np.ndarray | None, n_obs: int,
+                 shift_std_m: float) -> np.ndarray:
+    """The given (T, 2) shifts, or ``n_obs`` drawn from N(0, shift_std_m) and centred."""
     if shifts_m is None:
         if n_obs < 1:
             raise ConfigError(f"n_obs must be >= 1, got {n_obs}")
@@ -109,6 +126,13 @@ def simulate(truth: np.ndarray, *, truth_pixel_m: float, pixel_m: float = 10.0,
     shifts_m = np.asarray(shifts_m, np.float64)
     if shifts_m.ndim != 2 or shifts_m.shape[1] != 2:
         raise ConfigError(f"shifts_m must be (T, 2), got {shifts_m.shape}")
+    return shifts_m
+
+
+def _observe(truth: np.ndarray, f: int, truth_pixel_m: float, pixel_m: float,
+             psf_sigma_m: float, shifts_m: np.ndarray) -> np.ndarray:
+    """(T, B, H, W) noise-free observations: the separable operators applied per axis."""
+    _, Hh, Wh = truth.shape
     # Extend the truth by reflection so content displaced in from outside is plausible.
     reach = 5 * psf_sigma_m + np.abs(shifts_m).max() + pixel_m
     m = math.ceil(reach / truth_pixel_m)
@@ -121,9 +145,10 @@ def simulate(truth: np.ndarray, *, truth_pixel_m: float, pixel_m: float = 10.0,
                         -shifts_m[:, 1])  # rows grow southwards
     ax = _axis_operator(Wh // f, pixel_m, Wh + 2 * m, truth_pixel_m, origin, psf_sigma_m,
                         shifts_m[:, 0])
-    data = np.einsum("tik,bkl,tjl->tbij", ay, padded, ax, optimize=True)  # ordered contraction
-    data += rng.normal(0.0, noise_sigma, data.shape) if noise_sigma > 0 else 0.0
-    return data.astype(np.float32), shifts_m
+    # data[t, b] = ay[t] @ padded[b] @ ax[t].T, as two matrix products (BLAS); one einsum over
+    # all four indices falls back to a naive contraction ~1000x slower.
+    rows = np.matmul(ay[:, None], padded[None])  # (T, B, H, Wh + 2m)
+    return np.matmul(rows, ax[:, None].transpose(0, 1, 3, 2))  # (T, B, H, W)
 
 
 def simulate_stack(out_dir: str | os.PathLike, truth: np.ndarray, *, truth_pixel_m: float,
