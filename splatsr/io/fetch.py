@@ -79,25 +79,17 @@ def fetch_stack(query: SceneQuery | None = None, *, out_dir: str | os.PathLike,
     progress
         Print a status line before the search and show a progress bar, on stderr.
     http_retries, http_backoff_s
-        Retries of searches and COG reads on HTTP 429/5xx and timeouts, and their backoff in
-        seconds (delays grow exponentially; a ``Retry-After`` header sets the delay of search
-        retries). Refused connections and failed DNS lookups are not retried: they fail at
-        once. SAS token requests use planetary-computer's own retries (10, honouring
-        ``Retry-After``).
+        Retries of searches and COG reads on HTTP 429/5xx and timeouts, and their backoff (s,
+        growing exponentially; search retries honour ``Retry-After``). Refused connections
+        and failed DNS lookups fail at once. SAS token requests retry on their own.
     **query_fields
-        The fields of :class:`SceneQuery`, when ``query`` is not given. About ``max_cloud``:
-        the largest fraction of the AOI's observed pixels that may be cloud, cloud shadow,
-        cirrus, snow or defective (SCL 1, 3, 8, 9, 10, 11) for a scene to be kept. About
-        ``min_coverage``: the smallest fraction of the AOI a scene must observe (DN > 0 and
-        SCL > 0); no-data is not counted as cloud, so a scene that sees half the AOI
-        cloud-free is kept (NaN over the other half) unless ``min_coverage`` > 0.5.
+        The fields of :class:`SceneQuery`, when ``query`` is not given.
 
     Returns
     -------
     Stack
         The written stack, observations sorted by time, per-observation metadata in
-        :attr:`Observation.extra` (``item_id``, ``baseline``, ``tile``, ``relative_orbit``,
-        ``valid_fraction``, ...).
+        :attr:`Observation.extra` (``item_id``, ``baseline``, ``tile``, ``valid_fraction``, ...).
 
     Raises
     ------

@@ -49,9 +49,12 @@ class SceneQuery:
     bands
         10 m bands in file order (``"B04,B08"`` or a sequence).
     max_cloud
-        Largest cloudy fraction of the AOI's observed pixels for a scene to be kept.
+        Largest fraction of the AOI's observed pixels that may be cloud, cloud shadow, cirrus,
+        snow or defective (SCL 1, 3, 8, 9, 10, 11) for a scene to be kept.
     min_coverage
-        Smallest fraction of the AOI a scene must observe.
+        Smallest fraction of the AOI a scene must observe (DN > 0 and SCL > 0). No-data is
+        not counted as cloud: a scene that sees half the AOI cloud-free is kept (NaN over the
+        other half) unless ``min_coverage`` > 0.5.
     max_tile_cloud_pct
         Pre-filter on the tile-wide ``eo:cloud_cover`` (percent).
     stac_url, collection
