@@ -32,3 +32,12 @@ def test_api_notebook_executes(tmp_path, monkeypatch):
     assert "mean shift from the seed" in text and "Pearson r" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 3  # panels, convergence, shifts
+
+
+def test_xarray_notebook_executes(tmp_path, monkeypatch):
+    pytest.importorskip("rioxarray")
+    outputs = _execute("xarray_sample.ipynb", tmp_path, monkeypatch)
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert text.count("refused:") == 2 and "not on the 10 m pixel lattice" in text
+    assert "sample_sr_2.5m.tif" in text and "EPSG:32633" in text
+    assert [o for o in outputs if "image/png" in o.get("data", {})]
