@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: its import warns in notebooks without ipywidgets
 
 from splatsr.core.checks import MIN_OBSERVATIONS, integer_ratio
 from splatsr.core.solver import FitConfig, fit_arrays
