@@ -445,6 +445,26 @@ def test_unreachable_stac_fails_fast_in_one_line(kind, tmp_path, capsys):
     assert not (tmp_path / "s").exists()
 
 
+def test_retry_policy_gives_up_only_on_connection_failures():
+    """Timeouts are retried (the server may answer next time); refused / unresolvable not."""
+    from urllib3.exceptions import (
+        ConnectTimeoutError,
+        MaxRetryError,
+        NameResolutionError,
+        NewConnectionError,
+        ReadTimeoutError,
+    )
+
+    retry = splatsr.io.stac.FailFastRetry(total=5, status_forcelist=(503,),
+                                          allowed_methods=None)
+    for err in (ReadTimeoutError(None, "/", "read timed out"), ConnectTimeoutError("slow")):
+        assert retry.increment("POST", "/search", error=err).total == 4
+    for err in (NewConnectionError(None, "refused"),
+                NameResolutionError("nonexistent.invalid", None, OSError("no name"))):
+        with pytest.raises(MaxRetryError):
+            retry.increment("POST", "/search", error=err)
+
+
 def test_cli_offline_exits_nonzero_with_the_host(tmp_path):
     res = CliRunner().invoke(main, ["fetch", "--aoi", AOI_TEXT, "--start", "2021-06-01",
                                     "--end", "2021-07-01", "--out", str(tmp_path / "s"),
