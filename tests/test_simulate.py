@@ -28,8 +28,9 @@ def test_simulate_matches_a_direct_sum():
 
 
 def test_sixteen_dates_of_100_px_take_well_under_a_second():
-    """16 dates, 4 bands, 100 x 100 px from a 2.5 m truth: ~0.12 s (2-core VM, 7 users);
-    the single einsum it replaced took ~85 s. CPU time of the best of three, bound 1 s."""
+    """16 dates, 4 bands, 100 x 100 px from a 2.5 m truth: ~0.06 s of CPU, 0.15-0.2 s wall
+    on a 2-core VM at load average 7; the single einsum it replaced took ~85 s. The bound is
+    on the CPU time of the best of three (wall time under load is not the code's)."""
     truth = np.random.default_rng(1).random((4, 400, 400))
     simulate(truth[:, :80, :80], truth_pixel_m=2.5, n_obs=2)  # imports, BLAS warm-up
     best = np.inf
