@@ -65,8 +65,12 @@ def test_non_square_dims_and_dn_are_refused(small_stack):
         splatsr.fit(object())
 
 
-def test_fit_dataarray_and_back_to_xarray(small_stack):
+def test_fit_dataarray_and_back_to_xarray(small_stack, tmp_path):
     res = splatsr.fit(_dataarray(small_stack), **FAST)
+    import rasterio
+
+    with rasterio.open(res.save(tmp_path / "sr.tif", resolution_m=5.0)) as src:
+        assert src.crs.to_string() == small_stack.crs and src.transform.c == small_stack.transform.c
     ref = splatsr.fit(small_stack, **FAST)
     np.testing.assert_allclose(res.shifts_m, ref.shifts_m, atol=1e-4)
     out = res.to_xarray(2.5)
