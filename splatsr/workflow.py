@@ -34,6 +34,7 @@ from splatsr.errors import ConfigError
 from splatsr.io.atomic import write_text_atomic
 from splatsr.io.export import shifts_path, write_cog, write_shifts_csv
 from splatsr.io.stack import Stack, read_stack
+from splatsr.io.xarray import scene_to_xarray, stack_from_xarray
 
 
 @dataclass
@@ -62,6 +63,23 @@ class StackFit(FitResult):
         return write_cog(out, image, crs=st.crs, transform=transform,
                          band_names=list(self.band_names),
                          tags=self.tags(resolution_m=resolution_m, ids=ids))
+
+    def to_xarray(self, resolution_m: float = 2.5) -> Any:
+        """The scene at ``resolution_m`` as a georeferenced ``xarray.DataArray`` (band, y, x).
+
+        Coordinates ``x``/``y`` are pixel centres in the stack's CRS; the CRS and transform
+        are in a ``spatial_ref`` coordinate (``.rio.crs`` / ``.rio.transform()`` with
+        rioxarray). Needs the ``xarray`` extra.
+        """
+        if self.stack is None:
+            raise ConfigError("this result has no stack (its CRS and grid); use splatsr.fit")
+        st = self.stack
+        transform = Affine(resolution_m, 0, st.transform.c, 0, -resolution_m, st.transform.f)
+        return scene_to_xarray(self.render(resolution_m), crs=st.crs, transform=transform,
+                               band_names=list(self.band_names),
+                               attrs={"units": "reflectance (0-1)",
+                                      "software": f"splatsr {__version__}",
+                                      "psf_sigma_m": self.config.psf_sigma_m})
 
     def tags(self, *, resolution_m: float, ids: list[str]) -> dict[str, Any]:
         """The COG's metadata: software, sensor model, settings, observations."""
@@ -93,7 +111,9 @@ def fit(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
     Parameters
     ----------
     stack
-        A stack directory path or a :class:`Stack` from :func:`read_stack`.
+        A stack directory path, a :class:`Stack` from :func:`read_stack`, or an
+        ``xarray.DataArray`` (time, band, y, x) of reflectance on the native 10 m grid with its
+        CRS (see :func:`splatsr.io.xarray.stack_from_xarray`).
     config
         Solver settings (default :class:`FitConfig()`).
     psf_sigma_m
@@ -113,6 +133,8 @@ def fit(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
     StackFit
         ``.render(resolution_m)``, ``.shifts_m``, ``.history``, ``.save(path)``.
     """
+    if not isinstance(stack, (Stack, str, os.PathLike)):
+        stack = stack_from_xarray(stack)  # an xarray.DataArray, or a clear ConfigError
     if not isinstance(stack, Stack):
         stack = read_stack(stack)
     if psf_sigma_m is not None and psf_sigma_m != "auto":

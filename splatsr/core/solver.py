@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: its import warns in notebooks without ipywidgets
 
 from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array
 from splatsr.core.model import (

@@ -1,4 +1,9 @@
-"""Figures of a fit and of a sweep (matplotlib, Agg backend: files only, no display needed)."""
+"""Figures of a fit and of a sweep, written as files.
+
+Built with matplotlib's object-oriented API (:class:`matplotlib.figure.Figure`, saved through
+the Agg canvas): no pyplot, no global backend switch at import, so importing this module in a
+notebook or a GUI application leaves its backend alone.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # before pyplot: never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from splatsr.core.solver import FitResult  # noqa: E402
+from splatsr.core.solver import FitResult
 
 ZOOM_PX = 32  # side of the zoomed window, in 10 m pixels
 
@@ -63,7 +66,8 @@ def plot_panels(result: FitResult, path: str | os.PathLike, *, stack_data: np.nd
     lims = _limits(obs[:, ry, rx])
     ext = [rx.start * grid.pixel_m, rx.stop * grid.pixel_m, ry.stop * grid.pixel_m,
            ry.start * grid.pixel_m]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), constrained_layout=True)
+    fig = _figure((12, 4.4))
+    axes = fig.subplots(1, 3)
     panels = [(obs[:, ry, rx], f"observation {obs_index} ({grid.pixel_m:g} m)"),
               (bicubic[:, hy, hx], f"bicubic ({resolution_m:g} m)"),
               (sr[:, hy, hx], f"splatsr ({resolution_m:g} m, PSF σ "
@@ -78,40 +82,62 @@ def plot_panels(result: FitResult, path: str | os.PathLike, *, stack_data: np.nd
 
 
 def plot_convergence(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Loss against time, per level and stage, with each Adam→L-BFGS hand-off marked."""
-    fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
+    """Convergence, one panel per level: loss minus the level's best against loss evaluations.
+
+    The x axis counts loss evaluations (each Adam step is one; an L-BFGS iteration takes one
+    or more, its line search included), so L-BFGS gets the room its work takes rather than
+    the sliver of wall time it needs. The y axis is ``loss - min(loss)`` of the level on a
+    log scale: the approach to the optimum stays visible after the first orders of magnitude
+    (points at the minimum itself are not drawn). Levels differ in model, so each has its
+    own panel; a dashed line marks the Adam to L-BFGS hand-off (where the robust loss scale
+    and date weights are re-estimated, so the curve may step there).
+    """
+    levels = sorted({h["level"] for h in history})
+    fig = _figure((max(4.2, 3.6 * len(levels)), 3.8))
     if not history:
+        ax = fig.subplots()
         ax.text(0.5, 0.5, "no history", ha="center", va="center", transform=ax.transAxes)
         return _save(fig, path)
-    t = np.array([h["time_s"] for h in history])
-    loss = np.array([h["loss"] for h in history])
-    stage = np.array([h["stage"] for h in history])
-    level = np.array([h["level"] for h in history])
-    colours = {"adam": "tab:blue", "lbfgs": "tab:orange"}
-    labelled: set[str] = set()
-    for lev in np.unique(level):
-        for st in ("adam", "lbfgs"):
-            sel = (level == lev) & (stage == st)
-            if sel.any():
-                ax.plot(t[sel], loss[sel], color=colours[st], lw=1.5,
-                        label=None if st in labelled else {"adam": "Adam",
-                                                           "lbfgs": "L-BFGS"}[st])
-                labelled.add(st)
-        sel = np.flatnonzero(level == lev)
-        handoff = [i for i in sel if stage[i] == "lbfgs"]
-        if handoff and stage[sel[0]] == "adam":
-            ax.axvline(t[handoff[0]], color="grey", ls="--", lw=1)
-            ax.annotate(f"Adam→L-BFGS\n(level {lev}, {history[handoff[0]]['spacing_m']:g} m)",
-                        (t[handoff[0]], loss[sel].max()),
-                        fontsize=8, ha="left", va="top", xytext=(3, 0),
-                        textcoords="offset points")
-    if (loss > 0).all():
-        ax.set_yscale("log")
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("loss (normalised units)")
-    ax.set_title("convergence")
-    ax.legend()
+    axes = np.atleast_1d(fig.subplots(1, len(levels), squeeze=False)[0])
+    for ax, lev in zip(axes, levels):
+        _convergence_panel(ax, [h for h in history if h["level"] == lev])
+    axes[0].set_ylabel("loss − best loss of the level")
+    fig.suptitle("convergence (x: loss evaluations)", fontsize=10)
     return _save(fig, path)
+
+
+def _convergence_panel(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """One level: loss - best against evaluation index, Adam and L-BFGS in two colours."""
+    loss = np.array([h["loss"] for h in rows], np.float64)
+    stage = np.array([h["stage"] for h in rows])
+    gap = loss - loss.min()
+    floor = max(abs(loss.min()), 1e-30) * 1e-9  # below float32 resolution of the loss
+    x = np.arange(len(rows))
+    for st, colour, name in (("adam", "tab:blue", "Adam"), ("lbfgs", "tab:orange", "L-BFGS")):
+        sel = (stage == st) & (gap > floor)
+        if sel.any():
+            n = int((stage == st).sum())
+            secs = _stage_seconds(rows, st)
+            ax.plot(x[sel], gap[sel], ".-", color=colour, lw=1, ms=3,
+                    label=f"{name}: {n} evals, {secs:.1f} s")
+    handoff = np.flatnonzero(stage == "lbfgs")
+    if handoff.size and handoff[0] > 0:
+        ax.axvline(handoff[0] - 0.5, color="grey", ls="--", lw=1)
+    if (gap > floor).any():
+        ax.set_yscale("log")
+    ax.set_xlabel("loss evaluation")
+    ax.set_title(f"level {rows[0]['level']} (splats every {rows[0]['spacing_m']:g} m)",
+                 fontsize=9)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper right")
+
+
+def _stage_seconds(rows: Sequence[dict[str, Any]], stage: str) -> float:
+    """Wall time spent in one stage of a level (from the evaluations' time stamps)."""
+    t = [h["time_s"] for h in rows]
+    idx = [i for i, h in enumerate(rows) if h["stage"] == stage]
+    start = t[idx[0] - 1] if idx[0] > 0 else (t[0] - (t[1] - t[0] if len(t) > 1 else 0.0))
+    return max(t[idx[-1]] - start, 0.0)
 
 
 def plot_shifts(shifts_m: np.ndarray, pc_shifts_m: np.ndarray, path: str | os.PathLike,
@@ -120,7 +146,8 @@ def plot_shifts(shifts_m: np.ndarray, pc_shifts_m: np.ndarray, path: str | os.Pa
     from splatsr.evaluate.registration import compare_shifts
 
     agree = compare_shifts(shifts_m, pc_shifts_m)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), constrained_layout=True)
+    fig = _figure((9, 4.4))
+    axes = fig.subplots(1, 2)
     for i, (ax, name) in enumerate(zip(axes, ("dx", "dy"))):
         a, b = shifts_m[:, i], pc_shifts_m[:, i]
         ok = np.isfinite(a) & np.isfinite(b)
@@ -202,8 +229,8 @@ def plot_sweep(rows: Sequence[dict[str, Any]],
     lo, hi = np.nanpercentile(ref, [2, 98])
     ncol = min(len(tiles), 5)
     nrow = -(-len(tiles) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol, 2.8 * nrow), squeeze=False,
-                             constrained_layout=True)
+    axes = _figure((2.6 * ncol, 2.8 * nrow)).subplots(nrow, ncol, squeeze=False)
+    fig = axes.flat[0].figure
     for ax in axes.flat:
         ax.axis("off")
     for ax, (img, title) in zip(axes.flat, tiles):
@@ -231,8 +258,8 @@ def plot_sweep_curves(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike
             groups.setdefault(tuple(r[k] for k in others), []).append(r)
         ncol = min(4, len(metrics))
         nrow = -(-len(metrics) // ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 3.0 * nrow), squeeze=False,
-                                 constrained_layout=True)
+        fig = _figure((3.3 * ncol, 3.0 * nrow))
+        axes = fig.subplots(nrow, ncol, squeeze=False)
         for ax in axes.flat[len(metrics):]:
             ax.axis("off")
         for ax, m in zip(axes.flat, metrics):
@@ -247,10 +274,16 @@ def plot_sweep_curves(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike
     return paths
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
+def _figure(size_in: tuple[float, float]) -> Figure:
+    """A figure on its own Agg canvas (no pyplot, no global state)."""
+    fig = Figure(figsize=size_in, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
     from splatsr.io.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
-    plt.close(fig)
     return Path(path)

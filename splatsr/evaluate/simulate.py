@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -33,21 +34,25 @@ def _G(z: np.ndarray) -> np.ndarray:
     return z * ndtr(z) + np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
 
 
-def _axis_operator(n_out: int, pixel_m: float, n_in: int, cell_m: float, origin_m: float,
+def _axis_operator(n_out: int, f: int, n_in: int, cell_m: float, pad_cells: int,
                    sigma_m: float, delta_m: np.ndarray) -> np.ndarray:
     """(T, n_out, n_in): mean over output pixel j of the blurred, displaced cell i.
 
-    Output pixel ``j`` covers ``[j p, (j+1) p]``; input cell ``i`` covers
-    ``[origin + i r, origin + (i+1) r]``.
+    Output pixel ``j`` covers ``[j p, (j+1) p]`` with ``p = f r``; input cell ``i`` covers
+    ``[(i - pad_cells) r, (i - pad_cells + 1) r]``. Every distance between an output and an
+    input edge is a whole number of cells, so the Gaussian terms are evaluated once per
+    distance and gathered (~100x fewer evaluations than one per matrix entry).
     """
     sigma_m = max(sigma_m, 1e-3 * cell_m)  # a zero PSF is the limit of a tiny one
-    a = pixel_m * np.arange(n_out)[None, :, None]
-    b = a + pixel_m
-    c = origin_m + cell_m * np.arange(n_in)[None, None, :]
-    d = c + cell_m
-    s = delta_m[:, None, None]
-    g = lambda x: _G((x - s) / sigma_m)  # noqa: E731
-    return sigma_m / pixel_m * (g(b - c) - g(a - c) - g(b - d) + g(a - d))
+    s = np.asarray(delta_m, np.float64)[:, None]
+    k_a = f * np.arange(n_out)[:, None] - np.arange(n_in)[None, :] + pad_cells  # (a - c) / r
+    k_min = int(k_a.min()) - 1
+    k = np.arange(k_min, int(k_a.max()) + f + 1)  # every (edge - edge) / r that occurs
+    table = _G((k[None, :] * cell_m - s) / sigma_m)  # (T, n_k)
+    i_a = k_a - k_min
+    # b - c = a - c + p, a - d = a - c - r, b - d = a - c + p - r
+    return sigma_m / (f * cell_m) * (table[:, i_a + f] - table[:, i_a]
+                                     - table[:, i_a + f - 1] + table[:, i_a - 1])
 
 
 def simulate(truth: np.ndarray, *, truth_pixel_m: float, pixel_m: float = 10.0,
@@ -86,6 +91,18 @@ def simulate(truth: np.ndarray, *, truth_pixel_m: float, pixel_m: float = 10.0,
     shifts_m : np.ndarray
         (T, 2) the shifts used.
     """
+    truth, f = _check_truth(truth, truth_pixel_m, pixel_m)
+    rng = np.random.default_rng(seed)
+    shifts_m = _draw_shifts(rng, shifts_m, n_obs, shift_std_m)
+    data = _observe(truth, f, truth_pixel_m, pixel_m, psf_sigma_m, shifts_m)
+    if noise_sigma > 0:
+        data += rng.normal(0.0, noise_sigma, data.shape)
+    return data.astype(np.float32), shifts_m
+
+
+def _check_truth(truth: np.ndarray, truth_pixel_m: float, pixel_m: float
+                 ) -> tuple[np.ndarray, int]:
+    """The truth as a finite float64 (B, Hh, Wh) array and the integer factor pixel/truth."""
     truth = np.asarray(truth, np.float64)
     if truth.ndim == 2:
         truth = truth[None]
@@ -96,11 +113,16 @@ def simulate(truth: np.ndarray, *, truth_pixel_m: float, pixel_m: float = 10.0,
         raise ConfigError(f"observation pixel {pixel_m} m must be an integer multiple of the "
                           f"truth pixel {truth_pixel_m} m")
     f = round(factor)
-    B, Hh, Wh = truth.shape
+    _, Hh, Wh = truth.shape
     if Hh % f or Wh % f:
         raise ConfigError(f"truth size {Wh}x{Hh} must be a multiple of {f} "
                           f"(= {pixel_m} m / {truth_pixel_m} m)")
-    rng = np.random.default_rng(seed)
+    return truth, f
+
+
+def _draw_shifts(rng: np.random.Generator, shifts_m: np.ndarray | None, n_obs: int,
+                 shift_std_m: float) -> np.ndarray:
+    """The given (T, 2) shifts, or ``n_obs`` drawn from N(0, shift_std_m) and centred."""
     if shifts_m is None:
         if n_obs < 1:
             raise ConfigError(f"n_obs must be >= 1, got {n_obs}")
@@ -109,6 +131,13 @@ def simulate(truth: np.ndarray, *, truth_pixel_m: float, pixel_m: float = 10.0,
     shifts_m = np.asarray(shifts_m, np.float64)
     if shifts_m.ndim != 2 or shifts_m.shape[1] != 2:
         raise ConfigError(f"shifts_m must be (T, 2), got {shifts_m.shape}")
+    return shifts_m
+
+
+def _observe(truth: np.ndarray, f: int, truth_pixel_m: float, pixel_m: float,
+             psf_sigma_m: float, shifts_m: np.ndarray) -> np.ndarray:
+    """(T, B, H, W) noise-free observations: the separable operators applied per axis."""
+    _, Hh, Wh = truth.shape
     # Extend the truth by reflection so content displaced in from outside is plausible.
     reach = 5 * psf_sigma_m + np.abs(shifts_m).max() + pixel_m
     m = math.ceil(reach / truth_pixel_m)
@@ -116,14 +145,38 @@ def simulate(truth: np.ndarray, *, truth_pixel_m: float, pixel_m: float = 10.0,
         raise ConfigError(f"truth of {Wh}x{Hh} px is too small for PSF {psf_sigma_m} m and "
                           f"shifts up to {np.abs(shifts_m).max():.1f} m")
     padded = np.pad(truth, ((0, 0), (m, m), (m, m)), mode="reflect")
-    origin = -m * truth_pixel_m
-    ay = _axis_operator(Hh // f, pixel_m, Hh + 2 * m, truth_pixel_m, origin, psf_sigma_m,
+    ay = _axis_operator(Hh // f, f, Hh + 2 * m, truth_pixel_m, m, psf_sigma_m,
                         -shifts_m[:, 1])  # rows grow southwards
-    ax = _axis_operator(Wh // f, pixel_m, Wh + 2 * m, truth_pixel_m, origin, psf_sigma_m,
+    ax = _axis_operator(Wh // f, f, Wh + 2 * m, truth_pixel_m, m, psf_sigma_m,
                         shifts_m[:, 0])
-    data = np.einsum("tik,bkl,tjl->tbij", ay, padded, ax, optimize=True)  # ordered contraction
-    data += rng.normal(0.0, noise_sigma, data.shape) if noise_sigma > 0 else 0.0
-    return data.astype(np.float32), shifts_m
+    return _apply_separable(ay, padded, ax)
+
+
+def _apply_separable(ay: np.ndarray, padded: np.ndarray, ax: np.ndarray) -> np.ndarray:
+    """``data[t, b] = ay[t] @ padded[b] @ ax[t].T`` as two sparse-by-dense products.
+
+    Each operator row is a Gaussian-blurred box: beyond ~9 PSF widths its weights are below
+    1e-16 of the largest and are dropped (changes the result by < 1e-13), leaving a band a
+    few dozen cells wide. That is ~20x fewer operations than dense products, and ~1000x fewer
+    than one ``einsum`` over all four indices (which falls back to a naive contraction).
+    """
+    from scipy import sparse  # imported here, like scipy.special (CLI start-up time)
+
+    T, H, K = ay.shape
+    B, _, L = padded.shape
+    W = ax.shape[1]
+    cols = padded.transpose(1, 0, 2).reshape(K, B * L)  # (K, B * L): bands side by side
+    out = np.empty((T, B, H, W))
+    for t in range(T):
+        rows = _banded(ay[t], sparse) @ cols  # (H, B * L)
+        rows = rows.reshape(H, B, L).transpose(1, 0, 2).reshape(B * H, L)
+        out[t] = (_banded(ax[t], sparse) @ rows.T).T.reshape(B, H, W)
+    return out
+
+
+def _banded(op: np.ndarray, sparse: Any) -> Any:
+    """The operator as a CSR matrix without its negligible (< 1e-16 of the largest) weights."""
+    return sparse.csr_matrix(np.where(np.abs(op) >= 1e-16 * np.abs(op).max(), op, 0.0))
 
 
 def simulate_stack(out_dir: str | os.PathLike, truth: np.ndarray, *, truth_pixel_m: float,

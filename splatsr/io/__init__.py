@@ -2,9 +2,11 @@
 
 :mod:`~splatsr.io.stack` is the stack directory (the input contract); :mod:`~splatsr.io.export`
 writes the COG and the shifts CSV; :mod:`~splatsr.io.fetch` builds a stack from a STAC API
-(:mod:`~splatsr.io.stac` for the search and the windowed COG reads,
+for a :class:`~splatsr.io.query.SceneQuery` (:mod:`~splatsr.io.stac` for the search and the
+windowed COG reads,
 :mod:`~splatsr.io.sentinel2` for the product's facts: baselines, SCL, grids);
-:mod:`~splatsr.io.sample` is the small real stack shipped with the package;
+:mod:`~splatsr.io.xarray` turns a (time, band, y, x) DataArray into a stack and a scene
+into a DataArray; :mod:`~splatsr.io.sample` is the small real stack shipped with the package;
 :mod:`~splatsr.io.atomic` writes every file through a temporary name and a rename;
 :mod:`~splatsr.io.grid` is the geometry of a north-up raster grid (:class:`RasterGrid`) and
 :mod:`~splatsr.io.text` the file-name-safe ids and CSV cells every writer uses.

@@ -5,10 +5,14 @@ snapped outward to the 60 m tile lattice and read with plain rasterio windows (n
 resampling). Scenes are harmonised (:mod:`splatsr.io.sentinel2`), screened with the scene
 classification layer and written as a :mod:`splatsr.io.stack` directory.
 
-Networking: the search retries 429 (honouring ``Retry-After``) and 5xx through pystac-client's
-``StacApiIO`` with a urllib3 ``Retry``; planetary-computer's token requests retry the same
-way (its own ``Retry``); COG reads retry 429/5xx inside GDAL (``GDAL_HTTP_MAX_RETRY``,
-``GDAL_HTTP_RETRY_DELAY``, exponential backoff; GDAL 3.10 does not read ``Retry-After``).
+What to fetch is a :class:`~splatsr.io.query.SceneQuery` (or its fields as keywords).
+
+Networking: the search retries 429 (honouring ``Retry-After``), 5xx and timeouts through
+pystac-client's ``StacApiIO`` with a urllib3 ``Retry``; a refused connection or a failed DNS
+lookup is not retried (offline, the search fails at once, naming the host);
+planetary-computer's token requests retry 429/5xx (its own ``Retry``); COG reads retry
+429/5xx inside GDAL (``GDAL_HTTP_MAX_RETRY``, ``GDAL_HTTP_RETRY_DELAY``, exponential backoff;
+GDAL 3.10 does not read ``Retry-After``).
 Asset hrefs are signed with :func:`planetary_computer.sign` just before each scene is read
 (only ``*.blob.core.windows.net`` hrefs are signed; others pass unchanged) and re-signed with a
 fresh token when a read answers HTTP 403.
@@ -20,253 +24,131 @@ again. ``stack.json`` is written last.
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
 import json
 import logging
-import math
 import os
 import shutil
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: no widget (and no warning) in notebooks
 
 import splatsr.io.stac as _stac
 from splatsr.errors import ConfigError, FetchError
 from splatsr.io.atomic import write_text_atomic
-from splatsr.io.sentinel2 import TEN_M_BANDS
-from splatsr.io.stac import AOI, Grid, Scene
+from splatsr.io.query import (
+    AOI,
+    COLLECTION,
+    PC_URL,
+    SceneQuery,
+    as_query,
+    parse_aoi,
+    split_query,
+)
+from splatsr.io.stac import Grid, Scene
 from splatsr.io.stack import Stack, read_stack, write_observation, write_stack_json
 
-PC_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
-COLLECTION = "sentinel-2-l2a"
 CACHE_ENV = "SPLATSR_CACHE"
 _RECORD_VERSION = 1
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PC_URL", "fetch_cached", "fetch_stack", "parse_aoi"]
+__all__ = ["COLLECTION", "PC_URL", "SceneQuery", "ScenePlan", "cache_key", "cache_root",
+           "fetch_cached", "fetch_stack", "parse_aoi", "plan_scenes", "remote_gdal_env"]
 
 
-def parse_aoi(text: str | os.PathLike) -> AOI:
-    """Parse an area of interest into lon/lat bounds.
-
-    Parameters
-    ----------
-    text
-        ``"W,S,E,N"`` in degrees (longitude, latitude; WGS 84), or the path of a GeoJSON file
-        holding a Feature, a FeatureCollection or a bare geometry (its bounds are used).
-
-    Returns
-    -------
-    tuple of float
-        ``(west, south, east, north)`` in degrees.
-
-    Raises
-    ------
-    ConfigError
-        If the text is neither, the file is not GeoJSON, or the bounds are empty, out of range
-        or cross the antimeridian.
-    """
-    s = os.fspath(text).strip()
-    path = Path(s)
-    if s.lower().endswith((".json", ".geojson")) or path.is_file():
-        if not path.is_file():
-            raise ConfigError(f"AOI file {s!r} does not exist")
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            xs, ys = _geojson_coords(doc)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
-                ValueError, IndexError) as exc:
-            raise ConfigError(f"AOI file {s!r} is not a GeoJSON Feature, FeatureCollection "
-                              f"or geometry ({exc})") from None
-        if not xs:
-            raise ConfigError(f"AOI file {s!r} holds no coordinates")
-        return _check_aoi((min(xs), min(ys), max(xs), max(ys)), s)
-    parts = [p for p in s.replace(" ", ",").split(",") if p]
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) != 4:
-        raise ConfigError(f"AOI {s!r} must be 'W,S,E,N' (lon/lat degrees) or a GeoJSON file")
-    return _check_aoi(tuple(values), s)  # type: ignore[arg-type]
-
-
-def _geojson_coords(doc: dict[str, Any]) -> tuple[list[float], list[float]]:
-    geoms: list[dict[str, Any]] = []
-    if doc.get("type") == "FeatureCollection":
-        geoms = [f["geometry"] for f in doc["features"] if f.get("geometry")]
-    elif doc.get("type") == "Feature":
-        geoms = [doc["geometry"]] if doc.get("geometry") else []
-    elif doc.get("type") == "GeometryCollection":
-        geoms = list(doc["geometries"])
-    elif "coordinates" in doc:
-        geoms = [doc]
-    else:
-        raise ValueError(f"unexpected type {doc.get('type')!r}")
-    xs: list[float] = []
-    ys: list[float] = []
-
-    def walk(c: Any) -> None:
-        if c and isinstance(c[0], (int, float)):
-            xs.append(float(c[0]))
-            ys.append(float(c[1]))
-        else:
-            for v in c:
-                walk(v)
-
-    for g in geoms:
-        if g.get("type") == "GeometryCollection":
-            gx, gy = _geojson_coords(g)
-            xs += gx
-            ys += gy
-        else:
-            walk(g["coordinates"])
-    return xs, ys
-
-
-def _check_aoi(b: Sequence[float], shown: str) -> AOI:
-    w, s, e, n = (float(v) for v in b)
-    if not all(math.isfinite(v) for v in (w, s, e, n)):
-        raise ConfigError(f"AOI {shown!r}: bounds must be finite numbers")
-    if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
-        raise ConfigError(f"AOI {shown!r}: longitudes must lie in [-180, 180] and latitudes "
-                          "in [-90, 90] (order W,S,E,N)")
-    if not (w < e and s < n):
-        raise ConfigError(f"AOI {shown!r} is empty or inverted: need W < E and S < N "
-                          "(order W,S,E,N; areas across the antimeridian are not supported)")
-    return (w, s, e, n)
-
-
-def _check_date(value: str | _dt.date, name: str) -> str:
-    if isinstance(value, _dt.datetime):
-        value = value.date()
-    if isinstance(value, _dt.date):
-        return value.isoformat()
-    try:
-        return _dt.date.fromisoformat(str(value).strip()).isoformat()
-    except ValueError:
-        raise ConfigError(f"{name} {value!r} is not a date (YYYY-MM-DD)") from None
-
-
-def _check_bands(bands: str | Sequence[str]) -> tuple[str, ...]:
-    items = bands.split(",") if isinstance(bands, str) else list(bands)
-    out = tuple(str(b).strip().upper() for b in items if str(b).strip())
-    if not out:
-        raise ConfigError("no bands given; choose from " + ", ".join(TEN_M_BANDS))
-    for b in out:
-        if b not in TEN_M_BANDS:
-            raise ConfigError(f"unknown band {b!r}: splatsr fetches the 10 m bands "
-                              f"{', '.join(TEN_M_BANDS)}")
-    if len(set(out)) != len(out):
-        raise ConfigError(f"bands {','.join(out)} list a band twice")
-    return out
-
-
-def fetch_stack(*, aoi: AOI | str, start: str | _dt.date, end: str | _dt.date,
-                out_dir: str | os.PathLike, bands: str | Sequence[str] = TEN_M_BANDS,
-                max_cloud: float = 0.2, min_coverage: float = 0.25,
-                stac_url: str = PC_URL, collection: str = COLLECTION, max_workers: int = 4,
-                progress: bool = True, max_tile_cloud_pct: float = 95.0,
-                http_retries: int = 5, http_backoff_s: float = 1.0) -> Stack:
+def fetch_stack(query: SceneQuery | None = None, *, out_dir: str | os.PathLike,
+                max_workers: int = 4, progress: bool = True, http_retries: int = 5,
+                http_backoff_s: float = 1.0, **query_fields: Any) -> Stack:
     """Search, read and screen Sentinel-2 L2A scenes over an AOI into a stack directory.
 
     Parameters
     ----------
-    aoi
-        ``(west, south, east, north)`` in lon/lat degrees, or text for :func:`parse_aoi`.
-    start, end
-        First and last acquisition day (inclusive), ``YYYY-MM-DD``.
+    query
+        What to fetch (:class:`SceneQuery`: AOI, dates, bands, ``max_cloud``,
+        ``min_coverage``, ``max_tile_cloud_pct``, ``stac_url``, ``collection``). Instead of
+        one, its fields may be given as keywords (``aoi=..., start=..., end=...``).
     out_dir
         The stack directory to write (created; an earlier run's files there are reused).
-    bands
-        10 m bands, in file order.
-    max_cloud
-        Largest fraction of the AOI's observed pixels that may be cloud, cloud shadow, cirrus,
-        snow or defective (SCL 1, 3, 8, 9, 10, 11) for a scene to be kept.
-    min_coverage
-        Smallest fraction of the AOI a scene must observe (DN > 0 and SCL > 0). No-data is
-        not counted as cloud: a scene that sees half the AOI cloud-free is kept (NaN over the
-        other half) unless ``min_coverage`` > 0.5.
-    stac_url, collection
-        STAC API root and collection id.
     max_workers
         Scenes read in parallel.
     progress
-        Show a progress bar on stderr.
-    max_tile_cloud_pct
-        Coarse pre-filter: scenes whose tile-wide ``eo:cloud_cover`` exceeds this (percent)
-        are not read.
+        Print a status line before the search and show a progress bar, on stderr.
     http_retries, http_backoff_s
-        Retries of searches and COG reads on HTTP 429/5xx and connection errors, and their
-        backoff in seconds (delays grow exponentially; a ``Retry-After`` header sets the
-        delay of search retries). SAS token requests use planetary-computer's own retries
-        (10, honouring ``Retry-After``).
+        Retries of searches and COG reads on HTTP 429/5xx and timeouts, and their backoff (s,
+        growing exponentially; search retries honour ``Retry-After``). Refused connections
+        and failed DNS lookups fail at once. SAS token requests retry on their own.
+    **query_fields
+        The fields of :class:`SceneQuery`, when ``query`` is not given.
 
     Returns
     -------
     Stack
         The written stack, observations sorted by time, per-observation metadata in
-        :attr:`Observation.extra` (``item_id``, ``baseline``, ``tile``, ``relative_orbit``,
-        ``valid_fraction``, ...).
+        :attr:`Observation.extra` (``item_id``, ``baseline``, ``tile``, ``valid_fraction``, ...).
 
     Raises
     ------
     ConfigError
         Invalid AOI, dates, bands or thresholds; AOI not inside a single tile.
     FetchError
-        No scenes match the query, none passes the cloud and coverage screens, or the STAC API
-        or a raster read fails after retries.
+        No scenes match the query, none passes the cloud and coverage screens, the STAC API
+        cannot be reached, or a raster read fails after retries.
     """
-    for name, v in (("max_cloud", max_cloud), ("min_coverage", min_coverage)):
-        if not 0.0 <= float(v) <= 1.0:
-            raise ConfigError(f"{name} must be a fraction in [0, 1], got {v}")
+    q = as_query(query, **query_fields)
     if int(max_workers) < 1:
         raise ConfigError(f"max_workers must be >= 1, got {max_workers}")
-    plan = plan_scenes(aoi=aoi, start=start, end=end, bands=bands, stac_url=stac_url,
-                       collection=collection, max_tile_cloud_pct=max_tile_cloud_pct,
-                       http_retries=http_retries, http_backoff_s=http_backoff_s)
-    aoi_ll, start_s, end_s, band_t = plan.aoi, plan.start, plan.end, plan.bands
-    grid, scenes, dropped = plan.grid, list(plan.scenes), list(plan.dropped)
-    too_cloudy_tile = list(plan.prefiltered)
-
+    plan = plan_scenes(q, http_retries=http_retries, http_backoff_s=http_backoff_s,
+                       progress=progress)
     out = Path(out_dir)
     created = not out.exists()
-    env = remote_gdal_env(http_retries, http_backoff_s)
-    records = _fetch_all(scenes, grid, band_t, out, max_cloud=max_cloud,
-                         min_coverage=min_coverage, max_workers=int(max_workers),
-                         progress=progress, gdal_env=env)
-    kept, screened = [], []
-    for scene in scenes:
-        rec = records[scene.item_id]
-        reason = _screen(rec, max_cloud, min_coverage)
-        (screened if reason else kept).append((scene, rec, reason))
-    dropped += [{"id": s.item_id, "reason": r, "cloud_fraction": rec["cloud_fraction"],
-                 "nodata_fraction": rec["nodata_fraction"]} for s, rec, r in screened]
+    records = _fetch_all(plan.scenes, plan.grid, q.bands, out, max_cloud=q.max_cloud,
+                         min_coverage=q.min_coverage, max_workers=int(max_workers),
+                         progress=progress,
+                         gdal_env=remote_gdal_env(http_retries, http_backoff_s))
+    kept, screened = _screen_all(plan.scenes, records, q)
     if not kept:
         if created:  # leave nothing behind for a query that produced no stack
             shutil.rmtree(out, ignore_errors=True)
-        raise FetchError(_nothing_kept_message(screened, too_cloudy_tile, max_cloud,
-                                               min_coverage, max_tile_cloud_pct, grid.tile))
+        raise FetchError(_nothing_kept_message(screened, list(plan.prefiltered), q,
+                                               plan.grid.tile))
+    dropped = list(plan.dropped) + [
+        {"id": s.item_id, "reason": r, "cloud_fraction": rec["cloud_fraction"],
+         "nodata_fraction": rec["nodata_fraction"]} for s, rec, r in screened]
+    _write_json(out, plan, q, [_observation(s, rec) for s, rec, _ in kept], dropped)
+    return read_stack(out)
+
+
+_Screened = list[tuple[Scene, dict[str, Any], str | None]]
+
+
+def _screen_all(scenes: Sequence[Scene], records: dict[str, dict[str, Any]], q: SceneQuery
+                ) -> tuple[_Screened, _Screened]:
+    """The scenes kept (sorted by time) and those screened out, with their records."""
+    kept: _Screened = []
+    screened: _Screened = []
+    for scene in scenes:
+        rec = records[scene.item_id]
+        reason = _screen(rec, q.max_cloud, q.min_coverage)
+        (screened if reason else kept).append((scene, rec, reason))
     kept.sort(key=lambda t: (t[0].datetime, t[0].item_id))
-    observations = [_observation(s, rec) for s, rec, _ in kept]
+    return kept, screened
+
+
+def _write_json(out: Path, plan: ScenePlan, q: SceneQuery,
+                observations: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> None:
+    grid = plan.grid
     write_stack_json(out, crs=grid.crs, transform=grid.transform, width=grid.width,
-                     height=grid.height, bands=band_t, observations=observations,
-                     tile=grid.tile, source={
-                         "stac_url": stac_url, "collection": collection,
-                         "aoi_lonlat": list(aoi_ll), "start": start_s, "end": end_s,
-                         "max_cloud": max_cloud, "min_coverage": min_coverage,
-                         "max_tile_cloud_pct": max_tile_cloud_pct},
+                     height=grid.height, bands=q.bands, observations=observations,
+                     tile=grid.tile, source=q.source(),
                      harmonisation="reflectance = (DN + offset_dn) / 10000 with offset_dn = "
                      "-1000 for processing baseline >= 04.00; NaN where DN = 0 or SCL in "
                      "{0, 1, 3, 8, 9, 10, 11}; not clipped",
                      dropped=sorted(dropped, key=lambda d: d["id"]))
-    return read_stack(out)
 
 
 @dataclass(frozen=True)
@@ -281,15 +163,16 @@ class ScenePlan:
     scenes: tuple[Scene, ...]  # the tile's scenes within the eo:cloud_cover pre-filter, by time
     prefiltered: tuple[Scene, ...]  # the tile's scenes above the pre-filter
     dropped: tuple[dict[str, Any], ...]  # {"id", "reason"} of every scene not used
+    query: SceneQuery | None = None  # the query planned
 
 
-def plan_scenes(*, aoi: AOI | str, start: str | _dt.date, end: str | _dt.date,
-                bands: str | Sequence[str] = TEN_M_BANDS, stac_url: str = PC_URL,
-                collection: str = COLLECTION, max_tile_cloud_pct: float = 95.0,
-                http_retries: int = 5, http_backoff_s: float = 1.0) -> ScenePlan:
+def plan_scenes(query: SceneQuery | None = None, *, http_retries: int = 5,
+                http_backoff_s: float = 1.0, progress: bool = False,
+                **query_fields: Any) -> ScenePlan:
     """Search STAC, pick the tile and grid for the AOI and pre-filter by ``eo:cloud_cover``.
 
-    No pixel is read. Parameters as for :func:`fetch_stack`.
+    No pixel is read. Parameters as for :func:`fetch_stack` (``progress``: print a status
+    line on stderr before the search).
 
     Returns
     -------
@@ -302,35 +185,30 @@ def plan_scenes(*, aoi: AOI | str, start: str | _dt.date, end: str | _dt.date,
     FetchError
         The search fails or finds no usable item.
     """
-    aoi_ll = parse_aoi(aoi) if isinstance(aoi, (str, os.PathLike)) else _check_aoi(aoi, str(aoi))
-    start_s, end_s = _check_date(start, "start"), _check_date(end, "end")
-    if start_s > end_s:
-        raise ConfigError(f"start {start_s} is after end {end_s}")
-    band_t = _check_bands(bands)
+    q = as_query(query, **query_fields)
     if int(http_retries) < 0 or float(http_backoff_s) < 0:
         raise ConfigError("http_retries and http_backoff_s must be >= 0")
-    query = (f"{collection} at {stac_url}, bbox {','.join(f'{v:g}' for v in aoi_ll)}, "
-             f"{start_s}/{end_s}")
-    items = _stac.search(stac_url=stac_url, collection=collection, aoi=aoi_ll,
-                         datetime=f"{start_s}T00:00:00Z/{end_s}T23:59:59Z",
-                         retries=http_retries, backoff_s=http_backoff_s, query=query)
+    if progress:
+        print(f"searching {q.host} for {q.collection} over "
+              f"{','.join(f'{v:g}' for v in q.aoi)}, {q.start} to {q.end} ...",
+              file=sys.stderr, flush=True)
+    items = _stac.search(q, retries=http_retries, backoff_s=http_backoff_s)
     if not items:
-        raise FetchError(f"no scenes found for {query}")
-    scenes, dropped = _stac.parse_items(items, band_t)
+        raise FetchError(f"no scenes found for {q.describe()}")
+    scenes, dropped = _stac.parse_items(items, q.bands)
     if not scenes:
         reasons = "; ".join(sorted({d["reason"] for d in dropped}))
-        raise FetchError(f"none of the {len(items)} scenes found for {query} is usable: "
-                         f"{reasons}")
-    grid, scenes, more = _stac.select_tile(scenes, aoi_ll, max_tile_cloud_pct)
+        raise FetchError(f"none of the {len(items)} scenes found for {q.describe()} is "
+                         f"usable: {reasons}")
+    limit = q.max_tile_cloud_pct
+    grid, scenes, more = _stac.select_tile(scenes, q.aoi, limit)
     dropped += more
-    too_cloudy_tile = [s for s in scenes if s.cloud_pct is not None
-                       and s.cloud_pct > max_tile_cloud_pct]
+    too_cloudy = [s for s in scenes if s.cloud_pct is not None and s.cloud_pct > limit]
     dropped += [{"id": s.item_id, "reason": f"tile cloud cover {s.cloud_pct:.1f} % > "
-                 f"{max_tile_cloud_pct:g} % (eo:cloud_cover pre-filter)"}
-                for s in too_cloudy_tile]
-    return ScenePlan(aoi=aoi_ll, start=start_s, end=end_s, bands=band_t, grid=grid,
-                     scenes=tuple(s for s in scenes if s not in too_cloudy_tile),
-                     prefiltered=tuple(too_cloudy_tile), dropped=tuple(dropped))
+                 f"{limit:g} % (eo:cloud_cover pre-filter)"} for s in too_cloudy]
+    return ScenePlan(aoi=q.aoi, start=q.start, end=q.end, bands=q.bands, grid=grid,
+                     scenes=tuple(s for s in scenes if s not in too_cloudy),
+                     prefiltered=tuple(too_cloudy), dropped=tuple(dropped), query=q)
 
 
 def remote_gdal_env(retries: int, backoff_s: float) -> dict[str, str]:
@@ -351,23 +229,24 @@ def _screen(rec: dict[str, Any], max_cloud: float, min_coverage: float) -> str |
     return None
 
 
-def _nothing_kept_message(screened: list[tuple[Scene, dict[str, Any], str]],
-                          prefiltered: list[Scene], max_cloud: float, min_coverage: float,
-                          max_tile_pct: float, tile: str) -> str:
-    cloudy = [rec["cloud_fraction"] for _, rec, r in screened if r.startswith("cloud")]
-    sparse = [1.0 - rec["nodata_fraction"] for _, rec, r in screened if r.startswith("obs")]
+def _nothing_kept_message(screened: _Screened, prefiltered: list[Scene], q: SceneQuery,
+                          tile: str) -> str:
+    cloudy = [rec["cloud_fraction"] for _, rec, r in screened if r and r.startswith("cloud")]
+    sparse = [1.0 - rec["nodata_fraction"] for _, rec, r in screened
+              if r and r.startswith("obs")]
     n = len(screened) + len(prefiltered)
     parts = []
     if cloudy:
         parts.append(f"{len(cloudy)} too cloudy over the AOI (cloud fractions "
-                     f"{', '.join(f'{c:.2f}' for c in cloudy)} > max_cloud {max_cloud:g})")
+                     f"{', '.join(f'{c:.2f}' for c in cloudy)} > max_cloud {q.max_cloud:g})")
     if prefiltered:
         parts.append(f"{len(prefiltered)} with tile cloud cover "
                      f"{', '.join(f'{s.cloud_pct:.0f}' for s in prefiltered)} % > "
-                     f"{max_tile_pct:g} %")
+                     f"{q.max_tile_cloud_pct:g} %")
     if sparse:
         parts.append(f"{len(sparse)} observing too little of the AOI (coverage "
-                     f"{', '.join(f'{c:.2f}' for c in sparse)} < min_coverage {min_coverage:g})")
+                     f"{', '.join(f'{c:.2f}' for c in sparse)} < min_coverage "
+                     f"{q.min_coverage:g})")
     return f"no usable scene among the {n} of tile {tile}: " + "; ".join(parts)
 
 
@@ -464,50 +343,52 @@ def _retire_stale_stack(out: Path, grid: Grid, bands: tuple[str, ...]) -> None:
         spec_path.unlink(missing_ok=True)
 
 
-def cache_key(*, aoi: AOI | str, start: str | _dt.date, end: str | _dt.date,
-              bands: str | Sequence[str] = TEN_M_BANDS, max_cloud: float = 0.2,
-              min_coverage: float = 0.25, stac_url: str = PC_URL,
-              collection: str = COLLECTION) -> str:
-    """A short hash of a fetch query (the folder name :func:`fetch_cached` uses)."""
-    aoi_ll = parse_aoi(aoi) if isinstance(aoi, (str, os.PathLike)) else _check_aoi(aoi, str(aoi))
-    query = {"v": 1, "aoi": [round(v, 7) for v in aoi_ll], "start": _check_date(start, "start"),
-             "end": _check_date(end, "end"), "bands": list(_check_bands(bands)),
-             "max_cloud": float(max_cloud), "min_coverage": float(min_coverage),
-             "stac_url": stac_url.rstrip("/"), "collection": collection}
-    return hashlib.sha256(json.dumps(query, sort_keys=True).encode()).hexdigest()[:16]
+def cache_key(query: SceneQuery | None = None, **query_fields: Any) -> str:
+    """A short hash of a fetch query (the folder name :func:`fetch_cached` uses).
+
+    Same as ``SceneQuery(...).cache_key()``; takes a query or its fields as keywords.
+    """
+    return as_query(query, **query_fields).cache_key()
 
 
-def fetch_cached(*, aoi: AOI | str, start: str | _dt.date, end: str | _dt.date,
-                 bands: str | Sequence[str] = TEN_M_BANDS, max_cloud: float = 0.2,
-                 min_coverage: float = 0.25, stac_url: str = PC_URL,
-                 collection: str = COLLECTION, cache_dir: str | os.PathLike | None = None,
-                 progress: bool = True, **kwargs: Any) -> Stack:
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The parent folder of cached stacks: ``cache_dir``, ``$SPLATSR_CACHE`` or
+    ``~/.cache/splatsr/stacks``."""
+    root = (cache_dir if cache_dir is not None
+            else os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "splatsr" / "stacks")
+    return Path(root).expanduser()
+
+
+def fetch_cached(query: SceneQuery | None = None, *,
+                 cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                 **kwargs: Any) -> Stack:
     """Like :func:`fetch_stack`, into a cache folder keyed by the query, reused when complete.
 
     Parameters
     ----------
-    aoi, start, end, bands, max_cloud, min_coverage, stac_url, collection, progress
-        As for :func:`fetch_stack`.
+    query
+        What to fetch; or give the :class:`SceneQuery` fields as keywords.
     cache_dir
         Parent folder of the cached stacks; default ``$SPLATSR_CACHE`` or
         ``~/.cache/splatsr/stacks``.
+    progress
+        As for :func:`fetch_stack`.
     **kwargs
-        Further keywords for :func:`fetch_stack` (``max_workers``, ``http_retries``, ...);
-        they do not enter the cache key.
+        :class:`SceneQuery` fields (when ``query`` is not given) and further keywords for
+        :func:`fetch_stack` (``max_workers``, ``http_retries``, ...); the latter do not enter
+        the cache key.
 
     Returns
     -------
     Stack
         The cached stack (no network access when ``stack.json`` is already there).
     """
-    root = Path(cache_dir if cache_dir is not None
-                else os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "splatsr" / "stacks")
-    query = dict(aoi=aoi, start=start, end=end, bands=bands, max_cloud=max_cloud,
-                 min_coverage=min_coverage, stac_url=stac_url, collection=collection)
-    folder = root.expanduser() / cache_key(**query)
+    fields_, rest = split_query(kwargs)
+    q = as_query(query, **fields_)
+    folder = cache_root(cache_dir) / q.cache_key()
     if (folder / "stack.json").is_file():
         try:
             return read_stack(folder)
         except Exception as exc:  # a damaged cache entry is refetched, never trusted
             log.warning("cached stack %s unreadable (%s); fetching again", folder, exc)
-    return fetch_stack(out_dir=folder, progress=progress, **query, **kwargs)
+    return fetch_stack(q, out_dir=folder, progress=progress, **rest)

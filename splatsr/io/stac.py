@@ -22,11 +22,18 @@ from rasterio.errors import RasterioIOError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from urllib3 import Retry
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
 
 import splatsr.io.sentinel2 as s2
 from splatsr.errors import ConfigError, FetchError
+from splatsr.io.query import AOI, SceneQuery
 
-AOI = tuple[float, float, float, float]  # (west, south, east, north), lon/lat degrees
 RETRY_STATUS = (429, 500, 502, 503, 504)
 
 
@@ -90,32 +97,86 @@ def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:120]
 
 
-def search(*, stac_url: str, collection: str, aoi: AOI, datetime: str, retries: int,
-           backoff_s: float, query: str) -> list[dict[str, Any]]:
-    """All items (as dicts, unsigned) of one collection intersecting ``aoi`` in ``datetime``."""
-    retry = Retry(total=retries, backoff_factor=backoff_s, status_forcelist=RETRY_STATUS,
-                  allowed_methods=None, respect_retry_after_header=True)
-    io = StacApiIO(max_retries=retry, timeout=120)
+class FailFastRetry(Retry):
+    """A urllib3 ``Retry`` that gives up at once when no connection can be made.
+
+    A refused connection or a failed DNS lookup (urllib3's ``NewConnectionError`` and its
+    subclass ``NameResolutionError``) does not recover within a backoff, so it is raised on
+    the first try; connect and read timeouts, 429 and 5xx are retried as usual.
+    """
+
+    def increment(self, method: str | None = None, url: str | None = None,
+                  response: Any = None, error: Exception | None = None, _pool: Any = None,
+                  _stacktrace: Any = None) -> Retry:
+        if isinstance(error, NewConnectionError):
+            raise MaxRetryError(_pool, url, error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def search(query: SceneQuery, *, retries: int, backoff_s: float,
+           timeout_s: tuple[float, float] = (10.0, 120.0)) -> list[dict[str, Any]]:
+    """All items (as dicts, unsigned) of the query's collection, AOI and dates.
+
+    ``timeout_s`` is (connect, read). Raises :class:`FetchError` with one line naming the host
+    when the API cannot be reached.
+    """
+    retry = FailFastRetry(total=retries, backoff_factor=backoff_s,
+                          status_forcelist=RETRY_STATUS, allowed_methods=None,
+                          respect_retry_after_header=True)
+    io = StacApiIO(max_retries=retry, timeout=timeout_s)
+    url = query.stac_url
     try:
-        client = Client.open(stac_url, stac_io=io)
+        client = Client.open(url, stac_io=io)
     except Exception as exc:  # network, HTTP or "not a STAC catalog": all one message
-        raise FetchError(f"cannot open the STAC API at {stac_url}: {_one_line(exc)}") from None
+        raise FetchError(network_message(exc, query.host)
+                         or f"cannot open the STAC API at {url}: {_one_line(exc)}") from None
     methods = {link.extra_fields.get("method", "GET") or "GET"
                for link in client.get_links("search")}
     method = "POST" if "POST" in methods or not methods else "GET"
     try:
-        found = client.search(collections=[collection], bbox=list(aoi), datetime=datetime,
-                              limit=100, method=method)
+        found = client.search(collections=[query.collection], bbox=list(query.aoi),
+                              datetime=query.datetime, limit=100, method=method)
         return list(found.items_as_dicts())
     except (NotImplementedError, DoesNotConformTo) as exc:
-        raise FetchError(f"{stac_url} offers no item search: {_one_line(exc)}") from None
+        raise FetchError(f"{url} offers no item search: {_one_line(exc)}") from None
     except (APIError, requests.RequestException, OSError, ValueError) as exc:
-        raise FetchError(f"search failed for {query}: {_one_line(exc)}") from None
+        raise FetchError(network_message(exc, query.host) or
+                         f"search failed for {query.describe()}: {_one_line(exc)}") from None
+
+
+def network_message(exc: BaseException, host: str) -> str | None:
+    """One line for an error that means the host could not be reached, else None."""
+    causes = _causes(exc)
+    if any(isinstance(c, NameResolutionError) for c in causes):
+        why = f"cannot resolve the host name {host}"
+    elif any(isinstance(c, NewConnectionError) for c in causes):
+        why = f"cannot connect to {host} (connection refused or unreachable)"
+    elif any(isinstance(c, (ConnectTimeoutError, ReadTimeoutError, requests.Timeout))
+             for c in causes):
+        why = f"{host} did not answer in time"
+    elif any(isinstance(c, requests.ConnectionError) for c in causes):
+        why = f"cannot connect to {host}"
+    else:
+        return None
+    return f"STAC search failed: {why} (no network?); check the connection or the STAC URL"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception, what it wraps (cause, context, urllib3 ``reason``, args), recursively."""
+    seen: list[BaseException] = []
+    todo: list[Any] = [exc]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or any(e is s for s in seen) or len(seen) > 50:
+            continue
+        seen.append(e)
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
+    return seen
 
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
-    return text[:300] + ("..." if len(text) > 300 else "") if text else type(exc).__name__
+    return text[:1000] + ("..." if len(text) > 1000 else "") if text else type(exc).__name__
 
 
 def parse_items(items: list[dict[str, Any]], bands: tuple[str, ...]

@@ -14,26 +14,24 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import threading
 import time
-from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: its import warns in notebooks without ipywidgets
 
 from splatsr.core.checks import MIN_OBSERVATIONS, integer_ratio
 from splatsr.core.solver import FitConfig, fit_arrays
 from splatsr.errors import ConfigError, FetchError, StackError, TileError
 from splatsr.io.atomic import atomic_path, write_text_atomic
-from splatsr.io.fetch import COLLECTION, PC_URL, plan_scenes, remote_gdal_env
-from splatsr.io.sentinel2 import TEN_M_BANDS
+from splatsr.io.fetch import plan_scenes, remote_gdal_env
+from splatsr.io.query import SceneQuery, as_query, split_query
 from splatsr.io.stack import Stack, read_stack
 from splatsr.tiles.mosaic import write_mosaic, write_shifts
 from splatsr.tiles.plan import Tile, plan_tiles
@@ -273,12 +271,9 @@ def _raise_failures(failures: list[tuple[str, str]], *, n_tiles: int, retries: i
                     f"finished tiles are kept in {store}, rerun to fit only the rest")
 
 
-def fit_aoi_tiled(*, aoi: Any, start: str | _dt.date, end: str | _dt.date,
-                  out: str | os.PathLike, tile_size: int, overlap: int,
-                  bands: str | Sequence[str] = TEN_M_BANDS, stac_url: str = PC_URL,
-                  collection: str = COLLECTION, max_tile_cloud_pct: float = 95.0,
-                  http_retries: int = 5, http_backoff_s: float = 1.0,
-                  **kwargs: Any) -> TiledResult:
+def fit_aoi_tiled(query: SceneQuery | None = None, *, out: str | os.PathLike,
+                  tile_size: int, overlap: int, http_retries: int = 5,
+                  http_backoff_s: float = 1.0, **kwargs: Any) -> TiledResult:
     """Tiled fit of an AOI read straight from STAC: no stack on disk, reads inside the tasks.
 
     The driver searches and plans exactly as :func:`splatsr.io.fetch.fetch_stack` does (tile and
@@ -291,8 +286,11 @@ def fit_aoi_tiled(*, aoi: Any, start: str | _dt.date, end: str | _dt.date,
 
     Parameters
     ----------
-    aoi, start, end, bands, stac_url, collection, max_tile_cloud_pct, http_retries, \
-    http_backoff_s
+    query
+        What to read (:class:`splatsr.io.query.SceneQuery`); or give its fields (``aoi``,
+        ``start``, ``end``, ``bands``, ``stac_url``, ``collection``, ``max_tile_cloud_pct``)
+        as keywords. Its ``max_cloud`` and ``min_coverage`` are not used (see above).
+    http_retries, http_backoff_s
         As for :func:`splatsr.io.fetch.fetch_stack`.
     out, tile_size, overlap
         As for :func:`fit_tiled`.
@@ -312,13 +310,14 @@ def fit_aoi_tiled(*, aoi: Any, start: str | _dt.date, end: str | _dt.date,
     FetchError
         The search fails, or fewer than two scenes pass the pre-filter.
     """
-    plan = plan_scenes(aoi=aoi, start=start, end=end, bands=bands, stac_url=stac_url,
-                       collection=collection, max_tile_cloud_pct=max_tile_cloud_pct,
-                       http_retries=http_retries, http_backoff_s=http_backoff_s)
+    query_kw, kwargs = split_query(kwargs)
+    q = as_query(query, **query_kw)
+    plan = plan_scenes(q, http_retries=http_retries,
+                       http_backoff_s=http_backoff_s, progress=kwargs.get("progress", False))
     if len(plan.scenes) < MIN_OBSERVATIONS:
         raise FetchError(f"{len(plan.scenes)} scene(s) of tile {plan.grid.tile} between "
                          f"{plan.start} and {plan.end} pass the tile cloud cover pre-filter "
-                         f"({max_tile_cloud_pct:g} %); a fit needs at least {MIN_OBSERVATIONS}")
+                         f"({q.max_tile_cloud_pct:g} %); a fit needs at least {MIN_OBSERVATIONS}")
     env = remote_gdal_env(http_retries, http_backoff_s)
     source = RemoteSource(grid=plan.grid, scenes=plan.scenes, band_names=plan.bands,
                           gdal_env=tuple(sorted(env.items())))

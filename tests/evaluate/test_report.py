@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from helpers import png_ok
 from helpers import run_cli as run
@@ -37,3 +40,21 @@ def test_report_from_arrays_and_odd_histories(small_stack, tmp_path):
     lbfgs_only = [h for h in res.history if h["stage"] == "lbfgs"]
     for hist in ([], lbfgs_only):
         png_ok(plot_convergence(hist, tmp_path / "c.png"))
+
+def test_import_leaves_the_backend_alone():
+    code = ("import sys, matplotlib; matplotlib.use('svg'); import splatsr.evaluate.report; "
+            "assert 'matplotlib.pyplot' not in sys.modules; "
+            "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_convergence_has_one_panel_per_level_with_both_stages(tmp_path):
+    history = [dict(level=lev, spacing_m=4.0 / (lev + 1), stage=st, step=i,
+                    loss=1.0 / (1 + k) ** 2 + 0.01 * lev, data_loss=0.0, time_s=0.01 * k)
+               for lev in (0, 1)
+               for k, (st, i) in enumerate([("adam", i) for i in range(20)] +
+                                           [("lbfgs", i) for i in range(10)])]
+    path = plot_convergence(history, tmp_path / "c.png")
+    assert path.stat().st_size > 1000
+    svg = plot_convergence(history, tmp_path / "c.svg").read_text()
+    assert svg.count("L-BFGS: 10 evals") == 2 and "loss evaluation" in svg

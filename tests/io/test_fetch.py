@@ -227,6 +227,62 @@ def test_persistent_errors_fail_cleanly(server, tmp_path):
     assert not (tmp_path / "t").exists()
 
 
+# --------------------------------------------------------------------------- offline
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:  # bound, then closed: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", ["refused", "dns"])
+def test_unreachable_stac_fails_fast_in_one_line(kind, tmp_path, capsys):
+    """Offline: no retries of a refused connection or a failed DNS lookup (with the default
+    5 retries and 1 s backoff they took ~31 s), a status line first, one line naming the host."""
+    host = f"127.0.0.1:{_closed_port()}" if kind == "refused" else "nonexistent.invalid"
+    t0 = time.perf_counter()
+    with pytest.raises(FetchError) as info:
+        fetch_stack(aoi=AOI, start="2021-06-01", end="2021-07-01", out_dir=tmp_path / "s",
+                    stac_url=f"http://{host}/api/stac/v1", progress=True)
+    seconds = time.perf_counter() - t0
+    msg = str(info.value)
+    assert seconds < 5, f"took {seconds:.1f} s"
+    assert host in msg and "no network?" in msg and "\n" not in msg and "..." not in msg
+    assert ("resolve" in msg) == (kind == "dns")
+    assert f"searching {host} for sentinel-2-l2a" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_retry_policy_gives_up_only_on_connection_failures():
+    """Timeouts are retried (the server may answer next time); refused / unresolvable not."""
+    from urllib3.exceptions import (
+        ConnectTimeoutError,
+        MaxRetryError,
+        NameResolutionError,
+        NewConnectionError,
+        ReadTimeoutError,
+    )
+
+    retry = splatsr.io.stac.FailFastRetry(total=5, status_forcelist=(503,),
+                                          allowed_methods=None)
+    for err in (ReadTimeoutError(None, "/", "read timed out"), ConnectTimeoutError("slow")):
+        assert retry.increment("POST", "/search", error=err).total == 4
+    for err in (NewConnectionError(None, "refused"),
+                NameResolutionError("nonexistent.invalid", None, OSError("no name"))):
+        with pytest.raises(MaxRetryError):
+            retry.increment("POST", "/search", error=err)
+
+
+def test_cli_offline_exits_nonzero_with_the_host(tmp_path):
+    res = CliRunner().invoke(main, ["fetch", "--aoi", AOI_TEXT, "--start", "2021-06-01",
+                                    "--end", "2021-07-01", "--out", str(tmp_path / "s"),
+                                    "--stac-url", f"http://127.0.0.1:{_closed_port()}/"])
+    assert res.exit_code != 0 and "no network?" in res.output and "127.0.0.1" in res.output
+
+
 # --------------------------------------------------------------------------- bad input
 
 
