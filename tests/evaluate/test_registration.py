@@ -116,7 +116,7 @@ def test_must_show_fit_then_validate(texture, tmp_path):
                                    truth_pixel_m=2.5, n_obs=16, shift_std_m=1.5,
                                    psf_sigma_m=4.0, noise_sigma=0.003, seed=0)
     out = tmp_path / "fit" / "sr.tif"
-    r = run("fit", stack.root, "--out", out, "--init-shifts", "phasecorr", *FAST)
+    r = run("fit", stack.root, "--out", out, "--mkdir", "--init-shifts", "phasecorr", *FAST)
     assert r.exit_code == 0, r.output
     assert "mean shift of the fit from the phase-correlation seed:" in r.output
     r = run("validate", stack.root, tmp_path / "fit" / "sr.shifts.csv",

@@ -58,9 +58,11 @@ def test_run_sweep_rejects_impossible_settings(small_stack, tmp_path):
 
 def test_sweep_command(small_stack, tmp_path):
     out = tmp_path / "sw"
-    r = run("sweep", small_stack.root, "--psf-sigma", "3,5", "--n-obs", "4", "--out", out,
+    r = run("sweep", small_stack.root, "--psf-sigma", "3,5", "--n-obs", "4,8", "--out", out,
             *FAST)
     assert r.exit_code == 0, r.output
+    # 8 dates, one held out: n_obs 8 cannot be fitted, and the console says so
+    assert "skipped --n-obs 8" in r.output
     with open(out / "sweep.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(float(x["psf_sigma_m"]), int(x["n_obs"])) for x in rows] == [(3, 4), (5, 4)]

@@ -304,7 +304,7 @@ def test_cli_bad_inputs(server, tmp_path):
     out = tmp_path / "s"
     results = []
     res = _cli("--aoi", AOI_TEXT, *base, "--bands", "B02,B99", "--out", str(out))
-    assert res.exit_code == 1 and "unknown band 'B99'" in res.output
+    assert res.exit_code == 2 and "unknown band 'B99'" in res.output  # bad option value
     results.append(res)
     res = _cli("--aoi", AOI_TEXT, "--start", "2019-01-01", "--end", "2019-12-31",
                "--stac-url", server.url, "--out", str(out))
@@ -312,13 +312,13 @@ def test_cli_bad_inputs(server, tmp_path):
     results.append(res)
     big = "-144.1,61.45,-143.9,61.55"
     res = _cli("--aoi", big, *base, "--out", str(out))
-    assert res.exit_code == 1 and "not inside one tile" in res.output
+    assert res.exit_code == 2 and "not inside one tile" in res.output
     results.append(res)
     res = _cli("--aoi", AOI_TEXT, *base, "--max-cloud", "1.5", "--out", str(out))
     assert res.exit_code == 2 and "--max-cloud" in res.output
     res = _cli("--aoi", AOI_TEXT, "--start", "2025-01-01", "--end", "2021-01-01",
                "--stac-url", server.url, "--out", str(out))
-    assert res.exit_code == 1 and "after" in res.output
+    assert res.exit_code == 2 and "after" in res.output
     results.append(res)
     res = _cli("--aoi", AOI_TEXT, *base[:4], "--stac-url", server.url + "/nothing-here",
                "--out", str(out))

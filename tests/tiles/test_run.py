@@ -211,7 +211,7 @@ def test_cli_tiled_fit_on_existing_cluster(sim, client, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "t.shifts.csv", "t.shifts.tif", "t.tif", "t.tile_shifts.csv", "t.tiles"]
     bad = CliRunner().invoke(main, args[:6] + ["--overlap", "20"])
-    assert bad.exit_code == 1 and "overlap must be between 0 and half" in bad.output
+    assert bad.exit_code == 2 and "overlap must be between 0 and half" in bad.output
 
 
 @pytest.fixture

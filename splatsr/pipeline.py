@@ -1,0 +1,258 @@
+"""One ``splatsr fit`` run as a library call: input, checks, fit, outputs and summary lines.
+
+:func:`run_fit` is everything the ``splatsr fit`` command does, so a Python user gets the same
+run without the command line: it opens the input (a stack directory, a :class:`Stack`, or a
+STAC query that is fetched into the cache first), checks the options against each other and
+against the stack *before* the long fit (the output folder, the resolution), then runs one of
+the four paths -- a whole-stack fit (optionally with the PSF chosen from held-out dates and the
+shifts seeded by phase correlation), or a tiled fit on Dask of a stack or straight from STAC --
+and writes the COG, the shifts CSV, the PSF curve and the report figures. Summary lines go to
+``log`` (the command prints them; the default logs them to the ``splatsr`` logger).
+
+This layer sits on :mod:`splatsr.workflow` and :mod:`splatsr.tiles` and below
+:mod:`splatsr.cli`; every error is a :class:`~splatsr.errors.SplatsrError` (a bad option
+value a :class:`~splatsr.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from splatsr.core.model import output_shape
+from splatsr.core.solver import FitConfig
+from splatsr.errors import ConfigError
+from splatsr.io.stack import Stack, read_stack
+from splatsr.workflow import StackFit, fit, psf_curve_path, write_psf_curve
+
+if TYPE_CHECKING:
+    from splatsr.tiles.run import TiledResult
+
+__all__ = ["COG_SUFFIXES", "QUERY_KEYS", "FitRun", "TileOptions", "check_out", "run_fit",
+           "tiled_summary"]
+
+_LOG = logging.getLogger("splatsr")
+COG_SUFFIXES = (".tif", ".tiff")  # output names that say "GeoTIFF"
+QUERY_KEYS = ("aoi", "start", "end", "bands", "max_cloud", "min_coverage", "stac_url",
+              "collection", "max_workers")  # the keys of a STAC query mapping
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    """How to fit in tiles on Dask (see :func:`splatsr.tiles.run.fit_tiled`)."""
+
+    tile_size: int  # tile side in source pixels
+    overlap: int = 8  # least overlap of neighbouring tiles in pixels (also the blend ramp)
+    address: str | None = None  # scheduler of an existing cluster; None: a LocalCluster
+    store: str | os.PathLike | None = None  # finished-tile folder; None: beside ``out``
+
+
+@dataclass
+class FitRun:
+    """What :func:`run_fit` wrote: one of ``fit`` (whole stack) or ``tiled`` is set."""
+
+    path: Path  # the COG
+    stack: Stack | None = None  # the stack fitted (None for a tiled fit straight from STAC)
+    fit: StackFit | None = None  # the whole-stack fit
+    tiled: TiledResult | None = None  # the tiled fit
+    psf_curve: Path | None = None  # held-out error per PSF sigma, with psf_sigma_m="auto"
+    report: dict[str, Path] | None = None  # the report figures, with report_dir
+
+
+def check_out(out: str | os.PathLike, *, mkdir: bool = False) -> Path:
+    """Check an output file name before any work: its folder exists (or ``mkdir``).
+
+    A name not ending in ``.tif``/``.tiff`` is written as a GeoTIFF all the same, with a
+    :class:`UserWarning`.
+
+    Raises
+    ------
+    ConfigError
+        If the output's folder does not exist and ``mkdir`` is false, or ``out`` is a folder.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"output {out} is a folder; give a file name such as {out / 'sr.tif'}")
+    parent = out.parent
+    if not mkdir and not parent.is_dir():
+        raise ConfigError(f"output folder {parent} does not exist; create it or pass --mkdir "
+                          "(mkdir=True)")
+    if out.suffix.lower() not in COG_SUFFIXES:
+        warnings.warn(f"{out.name} does not end in .tif or .tiff; it is written as a GeoTIFF "
+                      "(COG) all the same", UserWarning, stacklevel=2)
+    return out
+
+
+def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os.PathLike, *,
+            config: FitConfig | None = None, resolution_m: float = 2.5,
+            psf_sigma_m: float | Literal["auto"] | None = None,
+            init_shifts: Literal["zeros", "phasecorr"] = "zeros",
+            report_dir: str | os.PathLike | None = None, tiles: TileOptions | None = None,
+            cache_dir: str | os.PathLike | None = None, mkdir: bool = False,
+            log: Callable[[str], None] | None = None) -> FitRun:
+    """Fit a stack (or an AOI fetched from STAC) and write the COG, shifts and extras.
+
+    Parameters
+    ----------
+    source
+        A stack directory, a :class:`Stack`, or a STAC query: a mapping of ``aoi``, ``start``,
+        ``end`` and other :data:`QUERY_KEYS` (see :func:`splatsr.io.fetch.fetch_cached`),
+        fetched first, or with ``tiles`` read by each tile from the COGs.
+    out
+        The output COG; the shifts go to ``<stem>.shifts.csv`` beside it.
+    config
+        Solver settings (default ``FitConfig()``); its ``progress`` also shows the fetch's.
+    resolution_m
+        Output pixel size; checked against the stack before the fit.
+    psf_sigma_m
+        Metres, ``"auto"`` (held-out choice, curve in ``<stem>.psf.csv``), None: the config's.
+    init_shifts
+        ``"zeros"`` or ``"phasecorr"`` (start at phase-correlation estimates).
+    report_dir
+        Also write the report figures (panels, convergence, shifts) into this folder.
+    tiles
+        Fit in tiles on Dask (no ``"auto"`` PSF, phase-correlation seed or report then).
+    cache_dir
+        Cache of fetched stacks (default ``$SPLATSR_CACHE`` or ``~/.cache/splatsr/stacks``).
+    mkdir
+        Create the output's folder if it is missing (else that is an error).
+    log
+        Receives the summary lines (default: the ``splatsr`` logger at INFO).
+
+    Returns
+    -------
+    FitRun
+
+    Raises
+    ------
+    ConfigError
+        For a bad or conflicting option value, also one found by reading the stack (a
+        resolution that does not divide it); other ``SplatsrError``s for bad input data.
+    """
+    log = log or _LOG.info
+    cfg = config or FitConfig()
+    out = check_out(out, mkdir=mkdir)
+    _check_options(source, tiles=tiles, psf_sigma_m=psf_sigma_m, init_shifts=init_shifts,
+                   report_dir=report_dir)
+    if tiles is not None and isinstance(source, Mapping):
+        return _fit_query_tiled(source, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles,
+                                log=log)
+    stack = _open(source, cfg=cfg, cache_dir=cache_dir, log=log)
+    output_shape(_extent(stack), resolution_m)  # fail before a long fit, not after
+    if tiles is not None:
+        return _fit_tiled(stack, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles, log=log)
+    return _fit_whole(stack, out, cfg=cfg, resolution_m=resolution_m, psf_sigma_m=psf_sigma_m,
+                      init_shifts=init_shifts, report_dir=report_dir, log=log)
+
+
+def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
+                   init_shifts: str, report_dir: Any) -> None:
+    """Raise :class:`ConfigError` for options that do not go together."""
+    if isinstance(source, Mapping):
+        missing = [k for k in ("aoi", "start", "end") if source.get(k) is None]
+        unknown = sorted(set(source) - set(QUERY_KEYS))
+        if missing:
+            raise ConfigError(f"a STAC query needs {', '.join(missing)} "
+                              f"(--aoi needs --start and --end)")
+        if unknown:
+            raise ConfigError(f"unknown STAC query key(s): {', '.join(unknown)}")
+    if init_shifts not in ("zeros", "phasecorr"):
+        raise ConfigError(f"init_shifts must be 'zeros' or 'phasecorr', got {init_shifts!r}")
+    if tiles is None:
+        return
+    if psf_sigma_m == "auto":
+        raise ConfigError("--psf-sigma auto is not available with --tile-size; run it on a "
+                          "part of the stack and pass the number")
+    if init_shifts != "zeros" or report_dir is not None:
+        raise ConfigError("--init-shifts phasecorr and --report are not available with "
+                          "--tile-size")
+
+
+def _extent(stack: Stack) -> tuple[float, float]:
+    return stack.height * stack.pixel_m, stack.width * stack.pixel_m
+
+
+def _open(source: Any, *, cfg: FitConfig, cache_dir: Any, log: Callable[[str], None]) -> Stack:
+    """The stack to fit: as given, read from its directory, or fetched into the cache."""
+    if isinstance(source, Stack):
+        return source
+    if not isinstance(source, Mapping):
+        return read_stack(source)
+    from splatsr.io.fetch import fetch_cached
+
+    stack = fetch_cached(**source, cache_dir=cache_dir, progress=cfg.progress)
+    log(f"stack of {len(stack.observations)} observations in {stack.root}")
+    return stack
+
+
+def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
+               psf_sigma_m: Any, init_shifts: Any, report_dir: Any,
+               log: Callable[[str], None]) -> FitRun:
+    """One fit of the whole stack, then the COG, shifts, PSF curve and report."""
+    result = fit(stack, config=cfg, psf_sigma_m=psf_sigma_m, init_shifts=init_shifts)
+    run = FitRun(path=out, stack=stack, fit=result)
+    sel, seed_m = result.psf_selection, result.seed_shifts_m
+    if sel is not None:
+        run.psf_curve = write_psf_curve(psf_curve_path(out), sel)
+        log(f"psf sigma auto: {sel.psf_sigma_m:g} m (held-out error per sigma in "
+            f"{run.psf_curve.name})")
+    run.path = result.save(out, resolution_m=resolution_m)
+    rows, cols = output_shape(_extent(stack), resolution_m)
+    log(f"wrote {run.path} ({cols} x {rows} px at {resolution_m:g} m, "
+        f"{len(stack.bands)} bands) and {run.path.stem}.shifts.csv; "
+        f"{len(stack.observations)} observations fitted in {result.seconds:.1f} s")
+    if seed_m is not None:
+        from splatsr.evaluate.registration import shift_from_seed_m
+
+        log(f"mean shift of the fit from the phase-correlation seed: "
+            f"{shift_from_seed_m(result.shifts_m, seed_m):.2f} m")
+    if report_dir is not None:
+        from splatsr.evaluate.report import write_report
+
+        run.report = write_report(result, report_dir, pc_shifts=seed_m)
+        log(f"wrote {', '.join(p.name for p in run.report.values())} to {report_dir}")
+    return run
+
+
+def _tile_kwargs(out: Path, cfg: FitConfig, resolution_m: float,
+                 tiles: TileOptions) -> dict[str, Any]:
+    return {"out": out, "tile_size": tiles.tile_size, "overlap": tiles.overlap, "config": cfg,
+            "resolution_m": resolution_m, "address": tiles.address, "store": tiles.store,
+            "progress": cfg.progress}
+
+
+def _fit_tiled(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
+               tiles: TileOptions, log: Callable[[str], None]) -> FitRun:
+    from splatsr.tiles.run import fit_tiled
+
+    res = fit_tiled(stack, **_tile_kwargs(out, cfg, resolution_m, tiles))
+    log(tiled_summary(res))
+    return FitRun(path=res.path, stack=stack, tiled=res)
+
+
+def _fit_query_tiled(query: Mapping[str, Any], out: Path, *, cfg: FitConfig,
+                     resolution_m: float, tiles: TileOptions,
+                     log: Callable[[str], None]) -> FitRun:
+    """Tiles read straight from STAC (no stack on disk; cloud screening is per pixel)."""
+    from splatsr.tiles.run import fit_aoi_tiled
+
+    q = {k: v for k, v in query.items() if k not in ("max_cloud", "min_coverage")}
+    if "max_workers" in q:
+        q["max_reads"] = q.pop("max_workers")
+    res = fit_aoi_tiled(**q, **_tile_kwargs(out, cfg, resolution_m, tiles))
+    log(tiled_summary(res))
+    return FitRun(path=res.path, tiled=res)
+
+
+def tiled_summary(res: TiledResult) -> str:
+    """The one-line summary of a tiled fit."""
+    return (f"wrote {res.path}, {res.path.stem}.shifts.csv, "
+            f"{res.tile_shifts_csv.name} and {res.shifts_tif.name}: "
+            f"{len(res.tiles)} tiles ({len(res.fitted)} fitted, {len(res.reused)} reused "
+            f"from {res.store}, {len(res.empty)} empty) of {len(res.observations)} "
+            f"observations in {res.seconds:.1f} s")

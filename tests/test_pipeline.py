@@ -1,0 +1,58 @@
+"""``splatsr.pipeline.run_fit``: what ``splatsr fit`` does, as a library call."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+import splatsr
+from splatsr.errors import ConfigError
+from splatsr.pipeline import FitRun, TileOptions, check_out, run_fit
+
+FAST = splatsr.FitConfig(adam_steps=30, lbfgs_iters=15, coarse_levels=0)
+
+
+def test_run_fit_writes_and_reports(small_stack, tmp_path):
+    lines: list[str] = []
+    run = run_fit(small_stack.root, tmp_path / "sr.tif", config=FAST,
+                  init_shifts="phasecorr", log=lines.append)
+    assert isinstance(run, FitRun) and run.path == tmp_path / "sr.tif" and run.tiled is None
+    assert run.fit.seed_shifts_m is not None and run.stack.root == small_stack.root
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sr.shifts.csv", "sr.tif"]
+    assert lines[0].startswith(f"wrote {tmp_path / 'sr.tif'} (128 x 128 px at 2.5 m, 2 bands)")
+    assert lines[1].startswith("mean shift of the fit from the phase-correlation seed")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"resolution_m": 3}, "does not divide"),
+    ({"tiles": TileOptions(16), "psf_sigma_m": "auto"}, "not available with --tile-size"),
+    ({"tiles": TileOptions(16), "report_dir": "r"}, "not available with --tile-size"),
+    ({"init_shifts": "random"}, "init_shifts must be"),
+])
+def test_run_fit_checks_options_before_fitting(small_stack, tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        run_fit(small_stack.root, tmp_path / "sr.tif", config=FAST, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_fit_query_needs_dates(tmp_path):
+    with pytest.raises(ConfigError, match="needs start, end"):
+        run_fit({"aoi": (5.10, 52.05, 5.14, 52.08)}, tmp_path / "sr.tif")
+    with pytest.raises(ConfigError, match="unknown STAC query key"):
+        run_fit({"aoi": (5.1, 52.0, 5.2, 52.1), "start": "2025-04-01", "end": "2025-05-01",
+                 "clouds": 0.1}, tmp_path / "sr.tif")
+
+
+def test_check_out(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist; create it or pass --mkdir"):
+        check_out(tmp_path / "new" / "sr.tif")
+    assert check_out(tmp_path / "new" / "sr.tif", mkdir=True) == tmp_path / "new" / "sr.tif"
+    assert not (tmp_path / "new").exists()  # created by the writers, after the fit
+    with pytest.raises(ConfigError, match="is a folder"):
+        check_out(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_out(tmp_path / "sr.TIFF")
+        check_out(tmp_path / "sr.png")
+    assert [str(w.message)[:33] for w in caught] == ["sr.png does not end in .tif or .t"]
