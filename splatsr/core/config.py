@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from splatsr.core.dates import parse_target_date
 from splatsr.core.robust import check_loss
 from splatsr.errors import ConfigError
 
@@ -41,6 +42,10 @@ class FitConfig:
     device: str = "auto"  # "auto", "cpu" or "cuda"
     seed: int = 0  # seeds torch for reproducible fits
     progress: bool = False  # show a progress bar on stderr
+    # the scene as of this day, "YYYY-MM-DD" (need not be a stack date): dates are weighted
+    # by a Gaussian of their distance in days to it; None = the season's consensus (all equal)
+    target_date: str | None = None
+    time_window_days: float = 30.0  # width (Gaussian sigma, days) of that weighting
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` if a value is out of range."""
@@ -56,6 +61,8 @@ class FitConfig:
              f"adam_lr_shifts_m must be > 0, got {self.adam_lr_shifts_m}"),
             (self.tv_weight >= 0, f"tv_weight must be >= 0, got {self.tv_weight}"),
             (self.robust_scale > 0, f"robust_scale must be > 0, got {self.robust_scale}"),
+            (self.time_window_days > 0,
+             f"time_window_days must be > 0, got {self.time_window_days}"),
             (self.device in ("auto", "cpu", "cuda"),
              f"device must be auto, cpu or cuda, got {self.device!r}"),
         ]
@@ -63,6 +70,8 @@ class FitConfig:
             if not ok:
                 raise ConfigError(msg)
         check_loss(self.loss)
+        if self.target_date is not None:
+            parse_target_date(self.target_date)
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' requested but torch sees no CUDA device; "
                               "use --device cpu or install a CUDA build of torch")

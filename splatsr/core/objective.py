@@ -46,10 +46,13 @@ class Objective:
         Where the tensors live.
     init_shifts_m
         (T, 2) starting shifts ``(dx_m, dy_m)``; default zeros.
+    time_weight
+        (T,) weight of each date's data term (target-date fits); None = all 1.
     """
 
     def __init__(self, y: np.ndarray, valid: np.ndarray, *, config: FitConfig,
-                 device: torch.device, init_shifts_m: np.ndarray | None = None) -> None:
+                 device: torch.device, init_shifts_m: np.ndarray | None = None,
+                 time_weight: np.ndarray | None = None) -> None:
         T, B = y.shape[:2]
         dt = torch.float32
         self.cfg = config
@@ -67,6 +70,8 @@ class Objective:
         self.sigma = 1.0
         self.c = float("inf")
         self.obs_w = torch.ones(T, dtype=dt, device=device)  # (T,)
+        self.time_w = None if time_weight is None else \
+            torch.as_tensor(time_weight, dtype=dt, device=device)  # (T,) fixed
         self.w: torch.Tensor | None = None  # (B, Ky, Kx) weights of the current level
         self.grid: SplatGrid | None = None
 
@@ -109,7 +114,8 @@ class Objective:
         r = self.residuals()
         s = self.sigma
         pen = rho(r / s, loss=self.cfg.loss, scale=self.c) * (s * s)
-        data_term = (pen * self.obs_w[:, None, None, None]).sum() / self.n_valid
+        date_w = self.obs_w if self.time_w is None else self.obs_w * self.time_w  # (T,)
+        data_term = (pen * date_w[:, None, None, None]).sum() / self.n_valid
         tv = self.cfg.tv_weight
         loss = data_term + tv * s * smoothed_tv(self.w) / self.n_valid if tv else data_term
         if not math.isfinite(float(loss.detach())):

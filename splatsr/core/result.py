@@ -29,6 +29,7 @@ class FitResult:
     obs_weights: np.ndarray | None = None  # (T,) weight of each observation in the fit (0-1]
     outlier_fraction: np.ndarray | None = None  # (T,) share of pixels the loss treats as outliers
     noise_level: np.ndarray | None = None  # (B,) noise sigma the fit worked in, reflectance
+    time_weight: np.ndarray | None = None  # (T,) target-date weight of each date (0-1]
 
     def render(self, resolution_m: float = 2.5) -> np.ndarray:
         """The latent scene over the stack's extent at ``resolution_m``: (B, H', W')."""
@@ -57,6 +58,8 @@ class FitResult:
             cols["weight"] = self.obs_weights
         if self.outlier_fraction is not None:
             cols["outlier_fraction"] = self.outlier_fraction
+        if self.time_weight is not None:
+            cols["time_weight"] = self.time_weight
         for name, arr in (("gain", self.gains), ("offset", self.offsets)):
             if arr is not None:
                 for b, band in enumerate(self.band_names):

@@ -13,12 +13,15 @@ The pieces: :mod:`~splatsr.core.config` (settings), :mod:`~splatsr.core.scaling`
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array
 from splatsr.core.config import PLAIN, FitConfig
+from splatsr.core.dates import target_time_weights
 from splatsr.core.levels import FitLog, fit_level, level_schedule, start_weights
 from splatsr.core.objective import Objective
 from splatsr.core.result import FitResult
@@ -50,7 +53,8 @@ def valid_mask(data: np.ndarray) -> np.ndarray:
 
 def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = None,
                band_names: tuple[str, ...] | None = None,
-               init_shifts_m: np.ndarray | None = None) -> FitResult:
+               init_shifts_m: np.ndarray | None = None,
+               dates: Sequence[Any] | np.ndarray | None = None) -> FitResult:
     """Fit the splat scene and the per-observation shifts to a stack held in memory.
 
     Parameters
@@ -65,6 +69,9 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
         Names of the B bands (default ``band1`` ...).
     init_shifts_m
         (T, 2) starting shifts ``(dx_m, dy_m)``; default zeros.
+    dates
+        (T,) observation dates (``numpy.datetime64`` or ISO-8601 strings); needed when
+        ``config.target_date`` is set (dates are then weighted by their distance to it).
 
     Returns
     -------
@@ -76,11 +83,13 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     T, B, H, W = data.shape
     valid = valid_mask(data)
     band_names = tuple(band_names or (f"band{i + 1}" for i in range(B)))
+    time_w = target_time_weights(dates, n_obs=T, target_date=cfg.target_date,
+                                 window_days=cfg.time_window_days)
     scaling = BandScaling.from_data(data, valid)
     y = scaling.normalise(data, valid)
     torch.manual_seed(cfg.seed)
     obj = Objective(y, valid, config=cfg, device=torch_device(cfg.device),
-                    init_shifts_m=init_shifts_m)
+                    init_shifts_m=init_shifts_m, time_weight=time_w)
     levels = level_schedule(cfg, height=H, width=W, pixel_m=pixel_m)
     log = FitLog(total=sum(lv.adam_steps + lv.lbfgs_iters for lv in levels),
                  progress=cfg.progress)
@@ -106,7 +115,8 @@ def collect_result(obj: Objective, scaling: BandScaling, *, band_names: tuple[st
         a_np = obj.log_gain.detach().double().cpu().numpy()
         o_np = obj.offset.detach().double().cpu().numpy()
     # back to reflectance: the offsets scale with the data, the gains are unit-free
-    w_n, gains, offs = regauge(w_n, a_np, o_np)
+    time_w = None if obj.time_w is None else obj.time_w.double().cpu().numpy()
+    w_n, gains, offs = regauge(w_n, a_np, o_np, time_w)
     mean, scale = scaling.mean, scaling.scale
     w_phys = w_n * scale[:, None, None] + mean[:, None, None]
     offs = offs * scale[None] + mean[None] * (1.0 - gains)
@@ -118,4 +128,4 @@ def collect_result(obj: Objective, scaling: BandScaling, *, band_names: tuple[st
                      offsets=offs if cfg.radiometry else None,
                      obs_weights=obj.obs_w.double().cpu().numpy(),
                      outlier_fraction=out_frac.double().cpu().numpy(),
-                     noise_level=obj.sigma * scale)
+                     noise_level=obj.sigma * scale, time_weight=time_w)
