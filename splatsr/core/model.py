@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -79,7 +80,8 @@ class SplatGrid:
 
 
 def render_observations(weights: torch.Tensor, shifts_m: torch.Tensor, *, grid: SplatGrid,
-                        psf_sigma_m: float, dense: bool = False) -> torch.Tensor:
+                        psf_sigma_m: float | Sequence[float] | torch.Tensor,
+                        dense: bool = False) -> torch.Tensor:
     """Predict the observations.
 
     Parameters
@@ -87,11 +89,14 @@ def render_observations(weights: torch.Tensor, shifts_m: torch.Tensor, *, grid: 
     weights
         (B, Ky, Kx) splat weights (reflectance units or normalised).
     shifts_m
-        (T, 2) displacement ``(dx_m, dy_m)`` per observation, east and north positive.
+        (T, 2) displacement ``(dx_m, dy_m)`` per observation, east and north positive, or
+        (T, B, 2) one displacement per observation and band (e.g. per-band offsets added to
+        the date shifts).
     grid
         The splat lattice; its raster is what is rendered.
     psf_sigma_m
-        Width of the Gaussian PSF.
+        Width of the Gaussian PSF (metres): one value for all bands, or a sequence / tensor
+        of B values, one per band.
     dense
         Use the dense reference instead of the banded fast path.
 
@@ -99,13 +104,50 @@ def render_observations(weights: torch.Tensor, shifts_m: torch.Tensor, *, grid: 
     -------
     torch.Tensor
         (T, B, H, W) pixel values.
+
+    Raises
+    ------
+    ConfigError
+        If ``shifts_m`` or ``psf_sigma_m`` do not have one of the shapes above.
     """
+    B = weights.shape[0]
+    if shifts_m.dim() not in (2, 3) or shifts_m.shape[-1] != 2 or \
+            (shifts_m.dim() == 3 and shifts_m.shape[1] != B):
+        raise ConfigError(f"shifts must have shape (T, 2) or (T, B={B}, 2), "
+                          f"got {tuple(shifts_m.shape)}")
+    psf = band_psf_sigma(psf_sigma_m, n_bands=B)
     ay, ax = grid.axes(pixel_m=grid.pixel_m, n_y=grid.height, n_x=grid.width)
-    sigma = math.hypot(grid.sigma_m, psf_sigma_m)
     fn = _r.render_dense if dense else _r.render
-    # rows grow southwards, so a northward displacement is a negative row displacement
-    return fn(weights, ax_y=ay, ax_x=ax, sigma_m=sigma, dy_m=-shifts_m[:, 1],
-              dx_m=shifts_m[:, 0])
+    if shifts_m.dim() == 2 and psf.dim() == 0:
+        sigma = torch.sqrt(grid.sigma_m ** 2 + psf * psf)
+        # rows grow southwards, so a northward displacement is a negative row displacement
+        return fn(weights, ax_y=ay, ax_x=ax, sigma_m=float(sigma), dy_m=-shifts_m[:, 1],
+                  dx_m=shifts_m[:, 0])
+    shifts = shifts_m if shifts_m.dim() == 3 else shifts_m[:, None].expand(-1, B, 2)
+    psf = psf.expand(B)
+    out = [fn(weights[b:b + 1], ax_y=ay, ax_x=ax,
+              sigma_m=float(torch.sqrt(grid.sigma_m ** 2 + psf[b] * psf[b])),
+              dy_m=-shifts[:, b, 1], dx_m=shifts[:, b, 0]) for b in range(B)]
+    return torch.cat(out, dim=1)
+
+
+def band_psf_sigma(psf_sigma_m: float | Sequence[float] | torch.Tensor, *,
+                   n_bands: int) -> torch.Tensor:
+    """The PSF width as a 0-d tensor (one for all bands) or a (B,) tensor (one per band).
+
+    Raises
+    ------
+    ConfigError
+        If a sequence does not have ``n_bands`` entries or a width is negative.
+    """
+    psf = torch.as_tensor(psf_sigma_m, dtype=torch.float64) if not \
+        isinstance(psf_sigma_m, torch.Tensor) else psf_sigma_m
+    if psf.dim() > 1 or (psf.dim() == 1 and psf.shape[0] not in (1, n_bands)):
+        raise ConfigError(f"the PSF sigma must be one value or one per band "
+                          f"({n_bands}), got shape {tuple(psf.shape)}")
+    if bool((psf.detach() < 0).any()):
+        raise ConfigError(f"the PSF sigma must be >= 0, got {psf.tolist()}")
+    return psf
 
 
 def render_latent(weights: torch.Tensor, *, grid: SplatGrid, resolution_m: float,

@@ -151,3 +151,59 @@ def test_bad_geometry_is_a_config_error():
     with pytest.raises(ConfigError, match="does not divide"):
         render_latent(torch.zeros(1, grid.ny, grid.nx), grid=grid, resolution_m=3.0)
     assert np.isclose(float(pixel_ratio(10.0, 3.0)), 10 / 3)
+
+
+def _per_band_loop(w, shifts, grid, psfs, dense=False):
+    """Reference: one call per band with that band's (T, 2) shifts and scalar PSF width."""
+    return torch.cat([render_observations(w[b:b + 1], shifts[:, b], grid=grid,
+                                          psf_sigma_m=float(psfs[b]), dense=dense)
+                      for b in range(w.shape[0])], dim=1)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_per_band_shifts_and_psf_match_a_loop_over_bands(dense):
+    """(T, B, 2) shifts and a (B,) PSF width equal a loop of single-band renders."""
+    grid = SplatGrid.for_raster(height=11, width=9, pixel_m=10.0, spacing_m=2.5,
+                                psf_sigma_m=5.0)
+    torch.manual_seed(11)
+    w = torch.randn(3, grid.ny, grid.nx, dtype=torch.float64)
+    date = torch.randn(4, 1, 2, dtype=torch.float64) * 3.0
+    band_off = torch.tensor([[0.0, 0.0], [1.3, -0.7], [-2.1, 0.4]], dtype=torch.float64)
+    shifts = date + band_off[None]  # (T, B, 2)
+    psfs = [3.0, 4.0, 5.0]
+    ref = _per_band_loop(w, shifts, grid, psfs, dense)
+    for psf in (psfs, torch.tensor(psfs, dtype=torch.float64)):
+        got = render_observations(w, shifts, grid=grid, psf_sigma_m=psf, dense=dense)
+        assert got.shape == (4, 3, 11, 9)
+        assert (got - ref).abs().max() <= 1e-12 * ref.abs().max()
+    # (T, 2) shifts with per-band PSF, and (T, B, 2) shifts with one PSF
+    got = render_observations(w, date[:, 0], grid=grid, psf_sigma_m=psfs, dense=dense)
+    ref = _per_band_loop(w, date.expand(4, 3, 2), grid, psfs, dense)
+    assert (got - ref).abs().max() <= 1e-12 * ref.abs().max()
+    got = render_observations(w, shifts, grid=grid, psf_sigma_m=4.0, dense=dense)
+    ref = _per_band_loop(w, shifts, grid, [4.0] * 3, dense)
+    assert (got - ref).abs().max() <= 1e-12 * ref.abs().max()
+
+
+def test_per_band_shift_gradients_match_a_loop_over_bands():
+    """Gradients with respect to the weights and the (T, B, 2) shifts equal the loop's."""
+    grid = SplatGrid.for_raster(height=8, width=10, pixel_m=10.0, spacing_m=2.0,
+                                psf_sigma_m=4.0)
+    torch.manual_seed(12)
+    w = torch.randn(2, grid.ny, grid.nx, dtype=torch.float64, requires_grad=True)
+    s = (torch.randn(3, 2, 2, dtype=torch.float64) * 2.0).requires_grad_()
+    g = torch.randn(3, 2, 8, 10, dtype=torch.float64)
+    got = torch.autograd.grad((render_observations(w, s, grid=grid, psf_sigma_m=[3.5, 4.5])
+                               * g).sum(), (w, s))
+    ref = torch.autograd.grad((_per_band_loop(w, s, grid, [3.5, 4.5]) * g).sum(), (w, s))
+    for a, b in zip(got, ref):
+        assert (a - b).abs().max() <= 1e-12 * b.abs().max()
+
+
+@pytest.mark.parametrize("shape, psf", [((4, 3, 2), 4.0), ((4, 2, 3), 4.0),
+                                        ((4, 2), [1.0, 2.0, 3.0]), ((4, 2), -1.0)])
+def test_bad_per_band_shapes_are_config_errors(shape, psf):
+    grid = SplatGrid.for_raster(height=4, width=4, pixel_m=10.0, spacing_m=2.0)
+    w = torch.zeros(2, grid.ny, grid.nx)
+    with pytest.raises(ConfigError):
+        render_observations(w, torch.zeros(shape), grid=grid, psf_sigma_m=psf)
