@@ -46,6 +46,11 @@ class FitConfig:
     # by a Gaussian of their distance in days to it; None = the season's consensus (all equal)
     target_date: str | None = None
     time_window_days: float = 30.0  # width (Gaussian sigma, days) of that weighting
+    # coarse change layer: each date and band may differ from the static scene by a smooth
+    # field on a node lattice of this spacing (metres, 40-80 m); None = off (scalar gain and
+    # offset per date only)
+    change_cell_m: float | None = None
+    change_weight: float = 1.0  # roughness penalty of the change layer (noise units)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` if a value is out of range."""
@@ -61,6 +66,9 @@ class FitConfig:
              f"adam_lr_shifts_m must be > 0, got {self.adam_lr_shifts_m}"),
             (self.tv_weight >= 0, f"tv_weight must be >= 0, got {self.tv_weight}"),
             (self.robust_scale > 0, f"robust_scale must be > 0, got {self.robust_scale}"),
+            (self.change_cell_m is None or self.change_cell_m > 0,
+             f"change_cell_m must be > 0 or None, got {self.change_cell_m}"),
+            (self.change_weight >= 0, f"change_weight must be >= 0, got {self.change_weight}"),
             (self.time_window_days > 0,
              f"time_window_days must be > 0, got {self.time_window_days}"),
             (self.device in ("auto", "cpu", "cuda"),

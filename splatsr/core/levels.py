@@ -144,10 +144,7 @@ def run_lbfgs(params: list[torch.Tensor],
 
 def run_adam(obj: Objective, level: Level, log: FitLog) -> None:
     """Adam warm-up of one level; on the first level the loss scale narrows half-way."""
-    cfg, params = obj.cfg, obj.params()
-    opt = torch.optim.Adam([dict(params=params[:1], lr=cfg.adam_lr)] +
-                           ([dict(params=params[1:], lr=cfg.adam_lr_shifts_m)]
-                            if len(params) > 1 else []))
+    opt = torch.optim.Adam(obj.adam_groups())
     for step in range(level.adam_steps):
         if level.index == 0 and step == level.adam_steps // 2:
             obj.update_robust(first=True, weights=False)  # narrow the loss early

@@ -15,10 +15,12 @@ import math
 import numpy as np
 import torch
 
+from splatsr.core.change import ChangeGrid, centred, roughness, upsample
 from splatsr.core.config import FitConfig
 from splatsr.core.model import SplatGrid, render_observations
 from splatsr.core.prior import smoothed_tv
 from splatsr.core.robust import (
+    MAX_SIGMA,
     MIN_SIGMA,
     apply_radiometry,
     observation_weights,
@@ -27,6 +29,7 @@ from splatsr.core.robust import (
 )
 from splatsr.errors import ConfigError
 
+CHANGE_RIDGE = 1e-3  # a small pull of the change layer to zero: its constant goes to the offset
 DIVERGED = ("the fit diverged (non-finite loss or shifts); try a smaller adam_lr or a "
             "positive tv_weight")
 
@@ -48,11 +51,13 @@ class Objective:
         (T, 2) starting shifts ``(dx_m, dy_m)``; default zeros.
     time_weight
         (T,) weight of each date's data term (target-date fits); None = all 1.
+    pixel_m
+        Pixel size of ``y`` (places the change layer's lattice).
     """
 
     def __init__(self, y: np.ndarray, valid: np.ndarray, *, config: FitConfig,
                  device: torch.device, init_shifts_m: np.ndarray | None = None,
-                 time_weight: np.ndarray | None = None) -> None:
+                 time_weight: np.ndarray | None = None, pixel_m: float = 10.0) -> None:
         T, B = y.shape[:2]
         dt = torch.float32
         self.cfg = config
@@ -73,6 +78,15 @@ class Objective:
         self.time_w = None if time_weight is None else \
             torch.as_tensor(time_weight, dtype=dt, device=device)  # (T,) fixed
         self.w: torch.Tensor | None = None  # (B, Ky, Kx) weights of the current level
+        self.change_grid, self.change = None, None  # (T, B, ny, nx) node values when on
+        if config.change_cell_m is not None:
+            H, W = y.shape[2:]
+            self.change_grid = ChangeGrid(H * pixel_m, W * pixel_m, config.change_cell_m)
+            self.uy, self.ux = self.change_grid.matrices(pixel_m, device=device)
+            self.change = torch.zeros(T, B, self.change_grid.ny, self.change_grid.nx,
+                                      dtype=dt, device=device, requires_grad=True)
+            # a rough change costs like a difference over the cell's pixels
+            self.change_scale = config.change_weight * (config.change_cell_m / pixel_m) ** 2
         self.grid: SplatGrid | None = None
 
     @staticmethod
@@ -93,7 +107,17 @@ class Objective:
     def params(self) -> list[torch.Tensor]:
         """The tensors the optimisers update: weights first, then shifts and radiometry."""
         return [self.w] + ([self.theta] if self.cfg.fit_shifts else []) + \
-            ([self.log_gain, self.offset] if self.cfg.radiometry else [])
+            ([self.log_gain, self.offset] if self.cfg.radiometry else []) + \
+            ([self.change] if self.change is not None else [])
+
+    def adam_groups(self) -> list[dict]:
+        """Adam parameter groups: scene and change (noise units), then shifts and radiometry."""
+        cfg = self.cfg
+        first = [self.w] + ([self.change] if self.change is not None else [])
+        rest = ([self.theta] if cfg.fit_shifts else []) + \
+            ([self.log_gain, self.offset] if cfg.radiometry else [])
+        return [dict(params=first, lr=cfg.adam_lr)] + \
+            ([dict(params=rest, lr=cfg.adam_lr_shifts_m)] if rest else [])
 
     def shifts(self) -> torch.Tensor:
         """(T, 2) shifts in the mean-zero gauge."""
@@ -107,6 +131,8 @@ class Objective:
                                    psf_sigma_m=self.cfg.psf_sigma_m)
         if self.cfg.radiometry:
             pred = apply_radiometry(pred, self.log_gain, self.offset)
+        if self.change is not None:
+            pred = pred + upsample(centred(self.change), self.uy, self.ux)
         return (pred - self.y) * self.mask
 
     def loss(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,6 +144,10 @@ class Objective:
         data_term = (pen * date_w[:, None, None, None]).sum() / self.n_valid
         tv = self.cfg.tv_weight
         loss = data_term + tv * s * smoothed_tv(self.w) / self.n_valid if tv else data_term
+        if self.change is not None:
+            c = centred(self.change)
+            pen = roughness(c) + CHANGE_RIDGE * (c * c).sum()
+            loss = loss + self.change_scale * s * s * pen / self.n_valid
         if not math.isfinite(float(loss.detach())):
             raise ConfigError(DIVERGED)
         return loss, data_term
@@ -135,7 +165,7 @@ class Objective:
         with torch.no_grad():
             r = self.residuals()
             if first and self.cfg.noise_from_residuals:
-                self.sigma = max(float(robust_sigma(r, self.mask)), MIN_SIGMA)
+                self.sigma = min(max(float(robust_sigma(r, self.mask)), MIN_SIGMA), MAX_SIGMA)
             if self.cfg.loss != "l2":
                 self.c = self.cfg.robust_scale
             if self.cfg.reweight and weights:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from splatsr.core.change import ChangeGrid, at_target, upsample
 from splatsr.core.config import FitConfig
 from splatsr.core.model import SplatGrid, render_latent, render_observations
 
@@ -30,13 +31,28 @@ class FitResult:
     outlier_fraction: np.ndarray | None = None  # (T,) share of pixels the loss treats as outliers
     noise_level: np.ndarray | None = None  # (B,) noise sigma the fit worked in, reflectance
     time_weight: np.ndarray | None = None  # (T,) target-date weight of each date (0-1]
+    change: np.ndarray | None = None  # (T, B, ny, nx) change layer nodes, mean zero over T
+    change_grid: ChangeGrid | None = None  # its node lattice
+
+    def change_at(self, resolution_m: float) -> np.ndarray | None:
+        """(B, H', W') change layer at the target date on a ``resolution_m`` grid (the
+        time-weighted mean of the dates' layers); None without a target or change layer."""
+        if self.change is None or self.time_weight is None:
+            return None
+        c = at_target(torch.from_numpy(self.change).double(),
+                      torch.from_numpy(np.asarray(self.time_weight, np.float64)))
+        uy, ux = self.change_grid.matrices(resolution_m, dtype=torch.float64)
+        return upsample(c, uy, ux).numpy()
 
     def render(self, resolution_m: float = 2.5) -> np.ndarray:
-        """The latent scene over the stack's extent at ``resolution_m``: (B, H', W')."""
+        """The latent scene over the stack's extent at ``resolution_m``: (B, H', W').
+
+        With a target date and a change layer, the layer at the target is added."""
         w = torch.from_numpy(self.weights.astype(np.float64))
         with torch.no_grad():
-            return render_latent(w, grid=self.grid, resolution_m=resolution_m).numpy() \
-                .astype(np.float32)
+            img = render_latent(w, grid=self.grid, resolution_m=resolution_m).numpy()
+        change = self.change_at(resolution_m)
+        return (img if change is None else img + change).astype(np.float32)
 
     def predict(self) -> np.ndarray:
         """The observations as the model predicts them: (T, B, H, W), reflectance."""
@@ -49,6 +65,9 @@ class FitResult:
             pred = pred * self.gains[:, :, None, None]
         if self.offsets is not None:
             pred = pred + self.offsets[:, :, None, None]
+        if self.change is not None:
+            uy, ux = self.change_grid.matrices(self.grid.pixel_m, dtype=torch.float64)
+            pred = pred + upsample(torch.from_numpy(self.change).double(), uy, ux).numpy()
         return pred.astype(np.float32)
 
     def per_observation(self) -> dict[str, Any]:

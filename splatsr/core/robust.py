@@ -30,6 +30,11 @@ LOSSES = ("l2", "charbonnier", "cauchy")
 # Scales giving 95 % asymptotic efficiency on Gaussian noise (in units of the noise sigma).
 EFFICIENT_SCALE = {"l2": float("inf"), "charbonnier": 1.345, "cauchy": 2.385}
 MIN_SIGMA = 0.05  # floor of a re-estimated noise level, in units of the initial estimate
+# Ceiling of the re-estimated noise level: the initial estimate (pixel-scale differences,
+# :func:`splatsr.core.scaling.noise_sigma`) is an upper bound of the noise, so residuals above
+# it are not noise but change between dates (crops, soil, haze). Without the ceiling, real
+# series raised the level 4.5-7.8-fold and with it the TV weight: posterized blobs.
+MAX_SIGMA = 1.0
 
 
 def check_loss(loss: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from splatsr.core.change import centred
 from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array
 from splatsr.core.config import PLAIN, FitConfig
 from splatsr.core.dates import target_time_weights
@@ -89,7 +90,7 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     y = scaling.normalise(data, valid)
     torch.manual_seed(cfg.seed)
     obj = Objective(y, valid, config=cfg, device=torch_device(cfg.device),
-                    init_shifts_m=init_shifts_m, time_weight=time_w)
+                    init_shifts_m=init_shifts_m, time_weight=time_w, pixel_m=pixel_m)
     levels = level_schedule(cfg, height=H, width=W, pixel_m=pixel_m)
     log = FitLog(total=sum(lv.adam_steps + lv.lbfgs_iters for lv in levels),
                  progress=cfg.progress)
@@ -120,6 +121,10 @@ def collect_result(obj: Objective, scaling: BandScaling, *, band_names: tuple[st
     mean, scale = scaling.mean, scaling.scale
     w_phys = w_n * scale[:, None, None] + mean[:, None, None]
     offs = offs * scale[None] + mean[None] * (1.0 - gains)
+    change = None
+    if obj.change is not None:  # additive: in reflectance it scales with the data
+        c = centred(obj.change.detach()).double().cpu().numpy()
+        change = (c * scale[None, :, None, None]).astype(np.float32)
     return FitResult(weights=w_phys.astype(np.float32), shifts_m=shifts, grid=obj.grid,
                      config=cfg, band_names=band_names,
                      residual_rms=np.zeros(len(shifts)), history=log.history,
@@ -128,4 +133,5 @@ def collect_result(obj: Objective, scaling: BandScaling, *, band_names: tuple[st
                      offsets=offs if cfg.radiometry else None,
                      obs_weights=obj.obs_w.double().cpu().numpy(),
                      outlier_fraction=out_frac.double().cpu().numpy(),
-                     noise_level=obj.sigma * scale, time_weight=time_w)
+                     noise_level=obj.sigma * scale, time_weight=time_w, change=change,
+                     change_grid=obj.change_grid)

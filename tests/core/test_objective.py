@@ -11,6 +11,7 @@ from splatsr.core.config import FitConfig
 from splatsr.core.levels import level_schedule, start_weights
 from splatsr.core.objective import Objective
 from splatsr.core.prior import smoothed_tv
+from splatsr.core.robust import MAX_SIGMA
 
 
 class _OpCounter(TorchDispatchMode):
@@ -69,3 +70,12 @@ def test_loss_is_the_weighted_data_term_plus_tv():
     want = want_data + 0.3 * float(smoothed_tv(obj.w.detach())) / obj.n_valid
     assert abs(float(data_term.detach()) - want_data) < 1e-5 * want_data
     assert abs(float(loss.detach()) - want) < 1e-5 * want
+
+
+def test_noise_level_is_capped_at_the_pixel_scale_estimate():
+    """Residuals far above the noise estimate (change between dates) do not raise the noise
+    level the TV weight and loss scale are expressed in."""
+    obj = _objective(3, 2)
+    obj.y = obj.y * 10.0  # residuals ~10 noise units
+    obj.update_robust(first=True)
+    assert obj.sigma == MAX_SIGMA
