@@ -51,6 +51,10 @@ class FitConfig:
     # offset per date only)
     change_cell_m: float | None = None
     change_weight: float = 1.0  # roughness penalty of the change layer (noise units)
+    # per-band sub-pixel offsets against the first band, shared by the dates, estimated from
+    # the bands' common edges before the fit (kept only where significant over the dates);
+    # every output band is then in the first band's frame
+    band_offsets: bool = True
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` if a value is out of range."""
