@@ -18,7 +18,7 @@ import torch
 from splatsr.core.change import ChangeGrid, centred, roughness, upsample
 from splatsr.core.config import FitConfig
 from splatsr.core.model import SplatGrid, render_observations
-from splatsr.core.prior import smoothed_tv
+from splatsr.core.prior import prior_penalty
 from splatsr.core.robust import (
     MAX_SIGMA,
     MIN_SIGMA,
@@ -152,7 +152,8 @@ class Objective:
         date_w = self.obs_w if self.time_w is None else self.obs_w * self.time_w  # (T,)
         data_term = (pen * date_w[:, None, None, None]).sum() / self.n_valid
         tv = self.cfg.tv_weight
-        loss = data_term + tv * s * smoothed_tv(self.w) / self.n_valid if tv else data_term
+        loss = data_term + tv * s * prior_penalty(self.w, self.cfg.prior) / self.n_valid \
+            if tv else data_term
         if self.change is not None:
             c = centred(self.change)
             pen = roughness(c) + CHANGE_RIDGE * (c * c).sum()
