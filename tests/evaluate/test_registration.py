@@ -110,7 +110,7 @@ def test_validate_rejects_mismatched_csv(small_stack, tmp_path):
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "Error:" in r.output
 
 
-def test_must_show_fit_then_validate(texture, tmp_path):
+def test_fit_then_validate_planted_shifts(texture, tmp_path):
     """Planted shifts (std 1.5 m): phase correlation r >= 0.95, fit vs phase corr. r >= 0.975."""
     stack = splatsr.simulate_stack(tmp_path / "stack", texture[0, :192, :192],
                                    truth_pixel_m=2.5, n_obs=16, shift_std_m=1.5,

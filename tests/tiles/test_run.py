@@ -85,7 +85,7 @@ def test_tiled_matches_untiled_without_seams(tiled, truth, untiled):
     assert src["descriptions"] == ("B04", "B03")
     img = img[::-1]
     assert len(tiled.tiles) == 4 and sorted(tiled.fitted) == [t.id for t in tiled.tiles]
-    # measured (seed 3): tiled 30.63 dB, untiled 30.60 dB; the must-show allows 0.3 dB
+    # measured (seed 3): tiled 30.63 dB, untiled 30.60 dB; the tolerance is 0.3 dB
     assert psnr(img, truth) > psnr(untiled, truth) - 0.3
     # no jump in error across inner tile edges beyond what the untiled fit has on the same
     # lines (measured 1.000; a 0.03 step at one tile's edges gives 1.95: next test)
