@@ -168,7 +168,9 @@ def select_psf_sigma(data: np.ndarray, *, pixel_m: float,
     cfg = config or FitConfig()
     curve = []
     for c in cands:
-        res = fit_arrays(data[keep], pixel_m=pixel_m, config=replace(cfg, psf_sigma_m=c),
+        # the PSF is the sensor's: chosen on consensus fits, whatever the target date
+        res = fit_arrays(data[keep], pixel_m=pixel_m,
+                         config=replace(cfg, psf_sigma_m=c, target_date=None),
                          band_names=band_names)
         errs = [heldout_error(res, data[t])[0] for t in hold]
         curve.append(dict(psf_sigma_m=c, heldout_rmse=float(np.mean(errs)),
