@@ -1,0 +1,181 @@
+"""Uncertainty (trust map) benchmark: is ``OUT.sigma.tif`` a calibrated 1-sigma?
+
+One command (from the repository root)::
+
+    python benchmarks/uncertainty.py --out benchmarks/results/uncertainty [--calibrate]
+
+Real 10 m Sentinel-2 green-band texture (``tests/data/s2_green_crops.npy``, crops 0 and 1)
+read as a 2.5 m truth, observed by the simulated sensor (PSF 4 m, shifts N(0, 1.5 m), noise
+0.003), two cases per scene: 16 clean dates; 10 dates of which 7 are clouded over 60 % of the
+scene (cloud mask as NaN). Each case is fitted with the command
+``splatsr fit STACK --out sr.tif --resolution 2.5 --uncertainty`` and scored against the truth
+(20 m border left out): coverage (share of pixels with |error| <= sigma), the mean Spearman
+rank correlation of block sigma with block RMS error over 8 x 8 px blocks, and the sigma of
+the same scene with fewer dates / more noise (monotonicity).
+
+``--calibrate`` fits the combination's coefficients on other crops of the AROSICS reference
+image (``../shared/data``, rows/cols listed in :data:`CALIBRATION_CROPS`), both cases, and
+prints them for :data:`splatsr.core.uncertainty.CALIBRATION`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from affine import Affine
+from _common import AROSICS, ROOT, TEXTURE_CROPS, machine
+from scipy.ndimage import gaussian_filter
+from scipy.optimize import minimize
+from scipy.stats import spearmanr
+
+from splatsr.core.solver import FitConfig, fit_arrays
+from splatsr.core.uncertainty import COMPONENTS, fit_uncertainty
+from splatsr.evaluate.simulate import simulate
+from splatsr.io.export import sigma_path
+from splatsr.io.stack import write_stack
+
+TRUTH_M, PIXEL_M, BORDER_PX, BLOCK_PX = 2.5, 10.0, 8, 8
+CALIBRATION_CROPS = [(200, 200), (1200, 400), (2400, 1500), (2800, 200), (500, 1000),
+                     (2000, 2000)]
+# pooled coverage the calibration aims at: above 68.3 % because the calibration crops' errors
+# are a little smaller relative to sigma than other scenes' (held-out crops cover 55-66 % at 68.3)
+TARGET_COVERAGE = 0.72
+CASES = {"clean16": dict(n_obs=16, n_cloudy=0), "cloudy10": dict(n_obs=10, n_cloudy=7)}
+
+
+def cloud_masks(shape: tuple[int, int], *, n_obs: int, n_cloudy: int, cover: float = 0.6,
+                seed: int = 0) -> np.ndarray:
+    """(T, H, W) bool: True under cloud; the last ``n_cloudy`` dates ``cover`` clouded."""
+    rng = np.random.default_rng(seed + 1000)
+    masks = np.zeros((n_obs, *shape), bool)
+    for t in range(n_obs - n_cloudy, n_obs):
+        field = gaussian_filter(rng.normal(size=shape), max(shape) / 6, mode="wrap")
+        masks[t] = field < np.quantile(field, cover)
+    return masks
+
+
+def case_data(truth: np.ndarray, *, n_obs: int, n_cloudy: int, noise: float = 0.003,
+              seed: int = 0) -> np.ndarray:
+    """(T, 1, H, W) simulated observations, NaN under the clouds."""
+    data, _ = simulate(truth, truth_pixel_m=TRUTH_M, pixel_m=PIXEL_M, n_obs=n_obs,
+                       noise_sigma=noise, seed=seed)
+    clouds = cloud_masks(data.shape[2:], n_obs=n_obs, n_cloudy=n_cloudy, seed=seed)
+    data[np.broadcast_to(clouds[:, None], data.shape)] = np.nan
+    return data
+
+
+def scores(sr: np.ndarray, sigma: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Coverage, block Spearman and sizes of one band, the border left out."""
+    b = BORDER_PX
+    err = np.abs(sr - truth)[b:-b, b:-b]
+    sig = sigma[b:-b, b:-b]
+    h, w = (s // BLOCK_PX * BLOCK_PX for s in err.shape)
+
+    def blocks(a: np.ndarray) -> np.ndarray:
+        return a[:h, :w].reshape(h // BLOCK_PX, BLOCK_PX, w // BLOCK_PX, BLOCK_PX)
+
+    block_rmse = np.sqrt((blocks(err) ** 2).mean((1, 3))).ravel()
+    block_sigma = np.sqrt((blocks(sig) ** 2).mean((1, 3))).ravel()
+    return dict(coverage=float((err <= sig).mean()),
+                spearman=float(spearmanr(block_sigma, block_rmse).statistic),
+                rmse=float(np.sqrt((err ** 2).mean())), median_sigma=float(np.median(sig)),
+                median_abs_error=float(np.median(err)))
+
+
+def calibration_parts(quick: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel variance components (N, 3) and squared errors (N,) on the calibration set."""
+    with rasterio.open(AROSICS) as src:
+        image = src.read(1).astype(np.float64) / 1e4
+    parts, errs = [], []
+    for i, (r, c) in enumerate(CALIBRATION_CROPS[: 3 if quick else None]):
+        truth = image[r:r + 128, c:c + 128]
+        for case in CASES.values():
+            data = case_data(truth, seed=i, **case)
+            res = fit_arrays(data, pixel_m=PIXEL_M, config=FitConfig())
+            p = fit_uncertainty(res, data, resolution_m=TRUTH_M)
+            b = BORDER_PX
+            parts.append(np.stack([getattr(p, k)[0][b:-b, b:-b].ravel() for k in COMPONENTS],
+                                  1))
+            errs.append(((res.render(TRUTH_M)[0] - truth)[b:-b, b:-b] ** 2).ravel())
+    return np.concatenate(parts), np.concatenate(errs)
+
+
+def fit_coefficients(parts: np.ndarray, err2: np.ndarray, use: list[int]) -> np.ndarray:
+    """Non-negative coefficients: Gaussian likelihood, then scaled to :data:`TARGET_COVERAGE`."""
+    p = parts[:, use]
+
+    def nll(logc: np.ndarray) -> float:
+        var = p @ np.exp(logc) + 1e-12
+        return float(np.mean(err2 / var + np.log(var)))
+
+    c = np.exp(minimize(nll, np.zeros(len(use)), method="Nelder-Mead",
+                        options=dict(maxiter=2000, xatol=1e-4, fatol=1e-8)).x)
+    ratio = np.sqrt(err2 / (p @ c + 1e-12))
+    c *= np.quantile(ratio, TARGET_COVERAGE) ** 2  # that share of |error| <= sigma
+    out = np.zeros(parts.shape[1])
+    out[use] = c
+    return out
+
+
+def calibrate(quick: bool) -> dict[str, dict[str, float]]:
+    """Coefficients of the full and the fast combination, printed."""
+    parts, err2 = calibration_parts(quick)
+    full = fit_coefficients(parts, err2, [0, 1, 2])
+    fast = fit_coefficients(parts, err2, [1, 2])
+    out = {"full": dict(zip(COMPONENTS, map(float, full))),
+           "fast": {k: float(v) for k, v in zip(COMPONENTS, fast) if k != "posterior"}}
+    print(json.dumps(out, indent=1))
+    return out
+
+
+def write_case(folder: Path, truth: np.ndarray, *, seed: int, noise: float = 0.003,
+               **case: int) -> Path:
+    """A stack directory of one case (NaN under the clouds)."""
+    data = case_data(truth, seed=seed, noise=noise, **case)
+    t = len(data)
+    write_stack(folder, data, crs="EPSG:32633", transform=Affine(PIXEL_M, 0, 500000.0, 0,
+                                                                 -PIXEL_M, 5000000.0),
+                bands=["B03"], ids=[f"d{i:02d}" for i in range(t)],
+                datetimes=[f"2025-05-{i + 1:02d}T10:30:00Z" for i in range(t)])
+    return folder
+
+
+def run_cli(stack: Path, out: Path, *extra: str) -> tuple[np.ndarray, np.ndarray]:
+    """``splatsr fit STACK --out OUT --resolution 2.5 --uncertainty``: (sr, sigma) band 0."""
+    cmd = [sys.executable, "-m", "splatsr", "fit", str(stack), "--out", str(out),
+           "--resolution", str(TRUTH_M), "--uncertainty", *extra]
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
+    with rasterio.open(out) as a, rasterio.open(sigma_path(out)) as s:
+        assert a.transform == s.transform and a.crs == s.crs and a.shape == s.shape
+        return a.read(1), s.read(1)
+
+
+def main() -> None:
+    """Calibrate (``--calibrate``) or run the benchmark cases and write the results."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/uncertainty")
+    ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.calibrate:
+        calibrate(args.quick)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = benchmark_cases(args.out)
+    rows += monotonicity()
+    record = dict(machine=machine(), rows=rows)
+    (args.out / "uncertainty.json").write_text(json.dumps(record, indent=1))
+    print(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()

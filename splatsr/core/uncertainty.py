@@ -1,0 +1,262 @@
+"""A per-pixel 1-sigma uncertainty of the fitted scene (the "trust map"), from the fit itself.
+
+Three variance components, each an array over the output grid (B, H', W') in reflectance^2,
+then combined with coefficients calibrated on simulated stacks with known truth
+(``benchmarks/uncertainty.py``, ``docs/uncertainty.md``)::
+
+    sigma^2 = a * posterior + b * dates + c * texture
+
+* **posterior** -- the Laplace / Gauss-Newton posterior variance of the splat weights, diagonal
+  approximation: the data precision ``sum_t J_t^T W_t J_t`` (exact diagonal, from the separable
+  per-axis operators: ``(A_t^2)^T W_t (B_t^2)``), with the robust loss's per-pixel weights and
+  the per-date weights and gains, plus the curvature of the smoothed-TV prior (exact diagonal
+  of its Hessian, by coloured Hessian-vector products). Propagated to output pixels through
+  the squared latent operator. Large where few dates see a pixel and where the prior does not
+  hold the scene (edges); small in flat, well-observed areas.
+* **dates** -- a linearised jackknife over dates in the 10 m pixel space: the variance of the
+  weighted mean of the per-date residuals, ``sum_t (u_t r_t)^2 / (sum_t u_t)^2``. Large where
+  the dates disagree (unmasked change, haze) or are few.
+* **texture** -- the signal the data cannot resolve: the local energy of the fitted scene's
+  detail beyond the 10 m pass band (scene minus its 10 m-scale Gaussian blur, squared and
+  averaged over a 10 m window). Super-resolution errors concentrate at edges and fine texture.
+
+All functions take and return arrays; no files. The cost is dominated by the per-date dense
+axis operators and two small matrix products per date and band (well under one fit).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from splatsr.core.model import SplatGrid, output_shape
+from splatsr.core.render import axis_matrix
+from splatsr.errors import ConfigError
+
+COMPONENTS = ("posterior", "dates", "texture")
+# Coefficients (a, b, c) of the combination, calibrated on simulated stacks of real 10 m texture
+# (crops not used by the benchmark; see docs/uncertainty.md and benchmarks/uncertainty.py).
+CALIBRATION: dict[str, float] = {"posterior": 0.636, "dates": 0.386, "texture": 1.469}
+TV_EPS = 0.1  # smoothing of the solver's TV term, in units of the normalised data
+MODES = ("full", "fast")  # "fast" skips the posterior component
+FAST: dict[str, float] = {"dates": 1.520, "texture": 1.795}  # the calibration of mode="fast"
+
+
+@dataclass
+class UncertaintyParts:
+    """The variance components over the output grid, each (B, H', W') in reflectance^2."""
+
+    posterior: np.ndarray
+    dates: np.ndarray
+    texture: np.ndarray
+
+    def sigma(self, coefficients: dict[str, float] | None = None) -> np.ndarray:
+        """The combined 1-sigma map (B, H', W'), float32: ``sqrt(sum_k c_k * part_k)``."""
+        coef = CALIBRATION if coefficients is None else coefficients
+        var = sum(float(coef.get(k, 0.0)) * getattr(self, k) for k in COMPONENTS)
+        return np.sqrt(np.maximum(var, 0.0)).astype(np.float32)
+
+
+def observation_operators(grid: SplatGrid, shifts_m: np.ndarray, *, psf_sigma_m: float
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-date axis operators of :func:`render_observations`: ``(A_y (T, H, Ky), A_x (T, W, Kx))``.
+
+    The prediction of date ``t`` is ``A_y[t] @ w @ A_x[t].T`` for weights ``w`` (Ky, Kx).
+    """
+    ay, ax = grid.axes(pixel_m=grid.pixel_m, n_y=grid.height, n_x=grid.width)
+    sigma = math.hypot(grid.sigma_m, psf_sigma_m)
+    s = torch.as_tensor(np.asarray(shifts_m, np.float64))
+    a_y = axis_matrix(ay, sigma_m=sigma, delta_m=-s[:, 1])  # north-positive -> row axis
+    a_x = axis_matrix(ax, sigma_m=sigma, delta_m=s[:, 0])
+    return a_y.numpy(), a_x.numpy()
+
+
+def latent_operators(grid: SplatGrid, *, resolution_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Axis operators of :func:`render_latent` at ``resolution_m``: ``(L_y (H', Ky), L_x (W', Kx))``."""
+    n = output_shape((grid.height * grid.pixel_m, grid.width * grid.pixel_m), resolution_m)
+    ay, ax = grid.axes(pixel_m=resolution_m, n_y=n[0], n_x=n[1])
+    zero = torch.zeros(1, dtype=torch.float64)
+    return (axis_matrix(ay, sigma_m=grid.sigma_m, delta_m=zero)[0].numpy(),
+            axis_matrix(ax, sigma_m=grid.sigma_m, delta_m=zero)[0].numpy())
+
+
+def data_precision(a_y: np.ndarray, a_x: np.ndarray, pixel_weight: np.ndarray) -> np.ndarray:
+    """Exact diagonal of ``sum_t J_t^T diag(pixel_weight_t) J_t`` per band: (B, Ky, Kx).
+
+    ``a_y`` (T, H, Ky), ``a_x`` (T, W, Kx), ``pixel_weight`` (T, B, H, W) >= 0 (0 where
+    invalid). With ``J_t = A_y[t] (x) A_x[t]`` the diagonal is ``A_y[t]^2.T @ W_t @ A_x[t]^2``.
+    """
+    sy, sx = a_y * a_y, a_x * a_x
+    return np.einsum("tik,tbij,tjl->bkl", sy, pixel_weight, sx, optimize=True)
+
+
+def smoothed_tv(w: torch.Tensor, eps: float = TV_EPS) -> torch.Tensor:
+    """Smoothed isotropic total variation of (B, Ky, Kx), summed (the solver's prior)."""
+    gx = w[:, :-1, 1:] - w[:, :-1, :-1]
+    gy = w[:, 1:, :-1] - w[:, :-1, :-1]
+    return torch.sqrt(gx * gx + gy * gy + eps * eps).sum()
+
+
+def tv_curvature(weights_n: np.ndarray, eps: float = TV_EPS) -> np.ndarray:
+    """Exact diagonal of the Hessian of :func:`smoothed_tv` at ``weights_n``: (B, Ky, Kx).
+
+    The Hessian couples a splat only with its 8 neighbours, so 9 Hessian-vector products with
+    probes on a period-3 lattice give every diagonal entry.
+    """
+    w = torch.as_tensor(np.asarray(weights_n, np.float64)).clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(smoothed_tv(w, eps), w, create_graph=True)
+    diag = torch.zeros_like(w)
+    for i in range(3):
+        for j in range(3):
+            probe = torch.zeros_like(w)
+            probe[:, i::3, j::3] = 1.0
+            (hv,) = torch.autograd.grad(grad, w, grad_outputs=probe, retain_graph=True)
+            diag += hv.detach() * probe
+    return diag.numpy()
+
+
+def latent_variance(var_w: np.ndarray, l_y: np.ndarray, l_x: np.ndarray) -> np.ndarray:
+    """Output-pixel variance of independent weights: ``L_y^2 @ var_w @ (L_x^2).T`` per band."""
+    return np.einsum("ik,bkl,jl->bij", l_y * l_y, var_w, l_x * l_x, optimize=True)
+
+
+def robust_pixel_weight(residual: np.ndarray, *, noise_level: np.ndarray, loss: str,
+                        robust_scale: float) -> np.ndarray:
+    """IRLS weight of each residual (T, B, H, W) under the fit's loss; 0 where NaN.
+
+    ``l2``: 1; ``cauchy``: ``1 / (1 + z^2)``; ``charbonnier``: ``1 / sqrt(1 + z^2)``, with
+    ``z = residual / (noise_level * robust_scale)``.
+    """
+    z = residual / (np.asarray(noise_level, np.float64)[None, :, None, None] * robust_scale)
+    z2 = np.where(np.isfinite(z), z * z, np.inf)
+    if loss == "l2" or not np.isfinite(robust_scale):
+        return np.isfinite(z).astype(np.float64)
+    if loss == "charbonnier":
+        return 1.0 / np.sqrt(1.0 + z2)
+    if loss == "cauchy":
+        return 1.0 / (1.0 + z2)
+    raise ConfigError(f"unknown loss {loss!r}; use l2, charbonnier or cauchy")
+
+
+def date_variance(residual: np.ndarray, weight: np.ndarray, *, factor: int) -> np.ndarray:
+    """Linearised jackknife over dates, upsampled ``factor`` x: (B, H*factor, W*factor).
+
+    ``residual`` (T, B, H, W) data minus prediction (NaN where invalid), ``weight`` (T, B, H, W)
+    each date's weight at each pixel. Returns ``sum_t (u_t r_t)^2 / (sum_t u_t)^2`` per pixel
+    (the delete-one variance of a weighted mean), infinite where no date sees the pixel.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    u = np.where(np.isfinite(residual), weight, 0.0)
+    ur = u * np.nan_to_num(residual)
+    total = u.sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = np.where(total > 0, (ur * ur).sum(0) / np.maximum(total, 1e-300) ** 2, np.inf)
+    finite = np.isfinite(var)
+    fill = np.where(finite, var, np.nanmax(np.where(finite, var, np.nan)) if finite.any()
+                    else 0.0)
+    up = np.repeat(np.repeat(fill, factor, axis=1), factor, axis=2)
+    up = np.stack([gaussian_filter(b, factor / 2.0, mode="nearest") for b in up])
+    return np.where(np.repeat(np.repeat(finite, factor, 1), factor, 2), up, np.inf)
+
+
+def texture_energy(scene: np.ndarray, *, pixel_m: float, resolution_m: float) -> np.ndarray:
+    """Local energy of the scene's detail finer than the observation pixels: (B, H', W').
+
+    ``scene`` (B, H', W') at ``resolution_m``; the detail is the scene minus its Gaussian blur
+    of width ``pixel_m / 2``, squared and averaged with a Gaussian window of width ``pixel_m``.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    s = np.asarray(scene, np.float64)
+    out = np.empty_like(s)
+    for b, band in enumerate(s):
+        fill = np.where(np.isfinite(band), band, np.nanmean(band) if np.isfinite(band).any()
+                        else 0.0)
+        detail = fill - gaussian_filter(fill, pixel_m / 2.0 / resolution_m, mode="nearest")
+        out[b] = gaussian_filter(detail * detail, pixel_m / resolution_m, mode="nearest")
+    return out
+
+
+def posterior_variance(result: Any, data: np.ndarray, *, resolution_m: float,
+                       pixel_weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Diagonal Gauss-Newton posterior variance propagated to the output grid (B, H', W').
+
+    ``result`` is a fit (:class:`~splatsr.core.solver.FitResult`), ``pixel_weight`` (T, B, H,
+    W) the robust and per-date weights times the gain^2, ``scale`` (B,) the solver's per-band
+    normalisation (its TV prior lives in those units).
+    """
+    cfg, grid = result.config, result.grid
+    noise = np.asarray(result.noise_level, np.float64)  # (B,) reflectance
+    a_y, a_x = observation_operators(grid, result.shifts_m, psf_sigma_m=cfg.psf_sigma_m)
+    prec = data_precision(a_y, a_x, pixel_weight) / (noise * noise)[:, None, None]
+    if cfg.tv_weight:
+        s_n = noise / scale  # the solver's noise level in normalised units
+        w_n = np.asarray(result.weights, np.float64) / scale[:, None, None]
+        tv = tv_curvature(w_n) * (cfg.tv_weight / s_n)[:, None, None]
+        prec = prec + tv / (scale * scale)[:, None, None]
+    var_w = 1.0 / np.maximum(prec, 1e-30)
+    l_y, l_x = latent_operators(grid, resolution_m=resolution_m)
+    return latent_variance(np.minimum(var_w, 1e6), l_y, l_x)
+
+
+def fit_uncertainty(result: Any, data: np.ndarray, *, resolution_m: float,
+                    mode: str = "full") -> UncertaintyParts:
+    """The variance components of a fit's scene at ``resolution_m``.
+
+    Parameters
+    ----------
+    result
+        The fit (:class:`~splatsr.core.solver.FitResult`) of ``data``.
+    data
+        (T, B, H, W) reflectance that was fitted, NaN where invalid.
+    resolution_m
+        Output pixel size (must divide the raster extent).
+    mode
+        ``"full"`` (all components) or ``"fast"`` (no posterior: residuals and texture only,
+        a few per cent of a fit's time; its calibration is separate, see :data:`FAST`).
+
+    Returns
+    -------
+    UncertaintyParts
+    """
+    from splatsr.core.solver import noise_sigma
+
+    if mode not in MODES:
+        raise ConfigError(f"uncertainty mode must be one of {', '.join(MODES)}, got {mode!r}")
+    data = np.asarray(data, np.float64)
+    cfg, grid = result.config, result.grid
+    residual = data - result.predict().astype(np.float64)  # (T, B, H, W), NaN where invalid
+    irls = robust_pixel_weight(residual, noise_level=result.noise_level, loss=cfg.loss,
+                               robust_scale=cfg.robust_scale)
+    obs_w = np.ones(data.shape[0]) if result.obs_weights is None else result.obs_weights
+    weight = irls * np.asarray(obs_w, np.float64)[:, None, None, None]
+    factor = round(grid.pixel_m / resolution_m)
+    if abs(factor * resolution_m - grid.pixel_m) > 1e-6 * grid.pixel_m:
+        raise ConfigError(f"uncertainty needs an output pixel that divides {grid.pixel_m:g} m "
+                          f"by a whole number (e.g. 5 or 2.5 m), got {resolution_m:g} m")
+    dates = date_variance(residual, weight, factor=factor)
+    texture = texture_energy(result.render(resolution_m), pixel_m=grid.pixel_m,
+                             resolution_m=resolution_m)
+    if mode == "fast":
+        return UncertaintyParts(posterior=np.zeros_like(texture), dates=dates, texture=texture)
+    gains = np.ones(data.shape[:2]) if result.gains is None else result.gains
+    pw = np.where(np.isfinite(residual), weight, 0.0) * (gains * gains)[:, :, None, None]
+    scale = np.array([noise_sigma(data[:, b]) for b in range(data.shape[1])])
+    post = posterior_variance(result, data, resolution_m=resolution_m, pixel_weight=pw,
+                              scale=scale)
+    return UncertaintyParts(posterior=post, dates=dates, texture=texture)
+
+
+def sigma_map(result: Any, data: np.ndarray, *, resolution_m: float, mode: str = "full",
+              scene: np.ndarray | None = None) -> np.ndarray:
+    """The calibrated 1-sigma map (B, H', W') float32, NaN where ``scene`` is NaN."""
+    parts = fit_uncertainty(result, data, resolution_m=resolution_m, mode=mode)
+    sigma = parts.sigma(CALIBRATION if mode == "full" else FAST)
+    if scene is not None:
+        sigma = np.where(np.isfinite(scene), sigma, np.nan).astype(np.float32)
+    return sigma
