@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from splatsr.core.model import output_shape
 from splatsr.core.solver import FitConfig
+from splatsr.core.uncertainty import check_mode
 from splatsr.errors import ConfigError
+from splatsr.io.export import sigma_path
 from splatsr.io.stack import Stack, read_stack
 from splatsr.workflow import StackFit, fit, psf_curve_path, write_psf_curve
 
@@ -94,6 +96,7 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
             init_shifts: Literal["zeros", "phasecorr"] = "zeros",
             report_dir: str | os.PathLike | None = None, tiles: TileOptions | None = None,
             cache_dir: str | os.PathLike | None = None, mkdir: bool = False,
+            uncertainty: bool | Literal["full", "fast"] = False,
             log: Callable[[str], None] | None = None) -> FitRun:
     """Fit a stack (or an AOI fetched from STAC) and write the COG, shifts and extras.
 
@@ -121,6 +124,9 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
         Cache of fetched stacks (default ``$SPLATSR_CACHE`` or ``~/.cache/splatsr/stacks``).
     mkdir
         Create the output's folder if it is missing (else that is an error).
+    uncertainty
+        Also write the calibrated per-pixel 1-sigma map as ``<stem>.sigma.tif`` (True or
+        ``"full"``; ``"fast"``: the cheaper estimate). Not available with ``tiles``.
     log
         Receives the summary lines (default: the ``splatsr`` logger at INFO).
 
@@ -138,7 +144,7 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     cfg = config or FitConfig()
     out = check_out(out, mkdir=mkdir)
     _check_options(source, tiles=tiles, psf_sigma_m=psf_sigma_m, init_shifts=init_shifts,
-                   report_dir=report_dir)
+                   report_dir=report_dir, uncertainty=uncertainty)
     if tiles is not None and isinstance(source, Mapping):
         return _fit_query_tiled(source, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles,
                                 log=log)
@@ -147,11 +153,12 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     if tiles is not None:
         return _fit_tiled(stack, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles, log=log)
     return _fit_whole(stack, out, cfg=cfg, resolution_m=resolution_m, psf_sigma_m=psf_sigma_m,
-                      init_shifts=init_shifts, report_dir=report_dir, log=log)
+                      init_shifts=init_shifts, report_dir=report_dir, log=log,
+                      uncertainty=uncertainty)
 
 
 def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
-                   init_shifts: str, report_dir: Any) -> None:
+                   init_shifts: str, report_dir: Any, uncertainty: Any = False) -> None:
     """Raise :class:`ConfigError` for options that do not go together."""
     if isinstance(source, Mapping):
         missing = [k for k in ("aoi", "start", "end") if source.get(k) is None]
@@ -163,8 +170,13 @@ def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
             raise ConfigError(f"unknown STAC query key(s): {', '.join(unknown)}")
     if init_shifts not in ("zeros", "phasecorr"):
         raise ConfigError(f"init_shifts must be 'zeros' or 'phasecorr', got {init_shifts!r}")
+    if uncertainty not in (False, True):
+        check_mode(uncertainty)
     if tiles is None:
         return
+    if uncertainty:
+        raise ConfigError("--uncertainty is not available with --tile-size yet; fit without "
+                          "tiles (or a part of the area) to get OUT.sigma.tif")
     if psf_sigma_m == "auto":
         raise ConfigError("--psf-sigma auto is not available with --tile-size; run it on a "
                           "part of the stack and pass the number")
@@ -192,9 +204,10 @@ def _open(source: Any, *, cfg: FitConfig, cache_dir: Any, log: Callable[[str], N
 
 def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
                psf_sigma_m: Any, init_shifts: Any, report_dir: Any,
-               log: Callable[[str], None]) -> FitRun:
-    """One fit of the whole stack, then the COG, shifts, PSF curve and report."""
-    result = fit(stack, config=cfg, psf_sigma_m=psf_sigma_m, init_shifts=init_shifts)
+               log: Callable[[str], None], uncertainty: Any = False) -> FitRun:
+    """One fit of the whole stack, then the COG, shifts, sigma, PSF curve and report."""
+    result = fit(stack, config=cfg, psf_sigma_m=psf_sigma_m, init_shifts=init_shifts,
+                 uncertainty=uncertainty)
     run = FitRun(path=out, stack=stack, fit=result)
     sel, seed_m = result.psf_selection, result.seed_shifts_m
     if sel is not None:
@@ -206,6 +219,9 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
     log(f"wrote {run.path} ({cols} x {rows} px at {resolution_m:g} m, "
         f"{len(stack.bands)} bands) and {run.path.stem}.shifts.csv; "
         f"{len(stack.observations)} observations fitted in {result.seconds:.1f} s")
+    if uncertainty:
+        log(f"wrote {sigma_path(run.path).name}: per-pixel 1-sigma uncertainty "
+            f"({result.uncertainty} estimate, calibrated to cover ~68 % of errors)")
     if seed_m is not None:
         from splatsr.evaluate.registration import shift_from_seed_m
 

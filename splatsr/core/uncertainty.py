@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -43,7 +43,20 @@ COMPONENTS = ("posterior", "dates", "texture")
 CALIBRATION: dict[str, float] = {"posterior": 0.636, "dates": 0.386, "texture": 1.469}
 TV_EPS = 0.1  # smoothing of the solver's TV term, in units of the normalised data
 MODES = ("full", "fast")  # "fast" skips the posterior component
+UncertaintyMode = Literal["full", "fast"]
 FAST: dict[str, float] = {"dates": 1.520, "texture": 1.795}  # the calibration of mode="fast"
+
+
+def check_mode(mode: str) -> UncertaintyMode:
+    """``mode`` if it is one of :data:`MODES`, else a :class:`ConfigError`."""
+    if mode not in MODES:
+        raise ConfigError(f"uncertainty mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode  # type: ignore[return-value]
+
+
+def calibration(mode: str) -> dict[str, float]:
+    """The combination's coefficients of ``mode`` (``"full"``: :data:`CALIBRATION`)."""
+    return dict(CALIBRATION if check_mode(mode) == "full" else FAST)
 
 
 @dataclass
@@ -147,7 +160,8 @@ def date_variance(residual: np.ndarray, weight: np.ndarray, *, factor: int) -> n
 
     ``residual`` (T, B, H, W) data minus prediction (NaN where invalid), ``weight`` (T, B, H, W)
     each date's weight at each pixel. Returns ``sum_t (u_t r_t)^2 / (sum_t u_t)^2`` per pixel
-    (the delete-one variance of a weighted mean), infinite where no date sees the pixel.
+    (the delete-one variance of a weighted mean); where no date sees a pixel, the largest
+    value of the band (the posterior and texture components carry the rest there).
     """
     from scipy.ndimage import gaussian_filter
 
@@ -157,11 +171,10 @@ def date_variance(residual: np.ndarray, weight: np.ndarray, *, factor: int) -> n
     with np.errstate(divide="ignore", invalid="ignore"):
         var = np.where(total > 0, (ur * ur).sum(0) / np.maximum(total, 1e-300) ** 2, np.inf)
     finite = np.isfinite(var)
-    fill = np.where(finite, var, np.nanmax(np.where(finite, var, np.nan)) if finite.any()
-                    else 0.0)
+    top = np.array([v[f].max() if f.any() else 0.0 for v, f in zip(var, finite)])
+    fill = np.where(finite, var, top[:, None, None])
     up = np.repeat(np.repeat(fill, factor, axis=1), factor, axis=2)
-    up = np.stack([gaussian_filter(b, factor / 2.0, mode="nearest") for b in up])
-    return np.where(np.repeat(np.repeat(finite, factor, 1), factor, 2), up, np.inf)
+    return np.stack([gaussian_filter(b, factor / 2.0, mode="nearest") for b in up])
 
 
 def texture_energy(scene: np.ndarray, *, pixel_m: float, resolution_m: float) -> np.ndarray:
@@ -226,8 +239,7 @@ def fit_uncertainty(result: Any, data: np.ndarray, *, resolution_m: float,
     """
     from splatsr.core.solver import noise_sigma
 
-    if mode not in MODES:
-        raise ConfigError(f"uncertainty mode must be one of {', '.join(MODES)}, got {mode!r}")
+    check_mode(mode)
     data = np.asarray(data, np.float64)
     cfg, grid = result.config, result.grid
     residual = data - result.predict().astype(np.float64)  # (T, B, H, W), NaN where invalid
@@ -256,7 +268,7 @@ def sigma_map(result: Any, data: np.ndarray, *, resolution_m: float, mode: str =
               scene: np.ndarray | None = None) -> np.ndarray:
     """The calibrated 1-sigma map (B, H', W') float32, NaN where ``scene`` is NaN."""
     parts = fit_uncertainty(result, data, resolution_m=resolution_m, mode=mode)
-    sigma = parts.sigma(CALIBRATION if mode == "full" else FAST)
+    sigma = parts.sigma(calibration(mode))
     if scene is not None:
         sigma = np.where(np.isfinite(scene), sigma, np.nan).astype(np.float32)
     return sigma
