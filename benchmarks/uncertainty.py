@@ -24,7 +24,7 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -108,27 +108,35 @@ def calibration_parts(quick: bool) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(parts), np.concatenate(errs)
 
 
-def fit_coefficients(parts: np.ndarray, err2: np.ndarray, use: list[int]) -> np.ndarray:
-    """Non-negative coefficients: Gaussian likelihood, then scaled to :data:`TARGET_COVERAGE`."""
+def fit_coefficients(parts: np.ndarray, err2: np.ndarray, use: list[int],
+                     fixed: dict[int, float] | None = None) -> np.ndarray:
+    """Non-negative coefficients: Gaussian likelihood, then scaled to :data:`TARGET_COVERAGE`.
+
+    Components in ``fixed`` keep their coefficient in the likelihood fit (the date jackknife:
+    the simulations have no dates that disagree, so they cannot calibrate it) and are scaled
+    with the rest.
+    """
     p = parts[:, use]
+    base = sum((c * parts[:, k] for k, c in (fixed or {}).items()), np.zeros(len(err2)))
 
     def nll(logc: np.ndarray) -> float:
-        var = p @ np.exp(logc) + 1e-12
+        var = p @ np.exp(logc) + base + 1e-12
         return float(np.mean(err2 / var + np.log(var)))
 
     c = np.exp(minimize(nll, np.zeros(len(use)), method="Nelder-Mead",
                         options=dict(maxiter=2000, xatol=1e-4, fatol=1e-8)).x)
-    ratio = np.sqrt(err2 / (p @ c + 1e-12))
-    c *= np.quantile(ratio, TARGET_COVERAGE) ** 2  # that share of |error| <= sigma
     out = np.zeros(parts.shape[1])
     out[use] = c
-    return out
+    for k, v in (fixed or {}).items():
+        out[k] = v
+    ratio = np.sqrt(err2 / (parts @ out + 1e-12))
+    return out * np.quantile(ratio, TARGET_COVERAGE) ** 2  # that share of |error| <= sigma
 
 
 def calibrate(quick: bool) -> dict[str, dict[str, float]]:
     """Coefficients of the full and the fast combination, printed."""
     parts, err2 = calibration_parts(quick)
-    full = fit_coefficients(parts, err2, [0, 1, 2])
+    full = fit_coefficients(parts, err2, [0, 2], fixed={1: 1.0})
     fast = fit_coefficients(parts, err2, [1, 2])
     out = {"full": dict(zip(COMPONENTS, map(float, full))),
            "fast": {k: float(v) for k, v in zip(COMPONENTS, fast) if k != "posterior"}}
@@ -156,6 +164,57 @@ def run_cli(stack: Path, out: Path, *extra: str) -> tuple[np.ndarray, np.ndarray
     with rasterio.open(out) as a, rasterio.open(sigma_path(out)) as s:
         assert a.transform == s.transform and a.crs == s.crs and a.shape == s.shape
         return a.read(1), s.read(1)
+
+
+def benchmark_cases(out: Path) -> list[dict]:
+    """The two scenes x two cases through the command; one row each."""
+    crops = np.load(TEXTURE_CROPS).astype(np.float64) / 1e4
+    rows = []
+    for i in (0, 1):
+        for name, case in CASES.items():
+            folder = out / f"scene{i}_{name}"
+            stack = write_case(folder / "stack", crops[i], seed=10 + i, **case)
+            t0 = time.perf_counter()
+            sr, sigma = run_cli(stack, folder / "sr.tif")
+            seconds = time.perf_counter() - t0
+            base = time.perf_counter()
+            run_cli_plain(stack, folder / "plain.tif")
+            plain_s = time.perf_counter() - base
+            rows.append(dict(kind="case", scene=i, case=name, cli_seconds=seconds,
+                             cli_seconds_without=plain_s, **scores(sr, sigma, crops[i])))
+    return rows
+
+
+def run_cli_plain(stack: Path, out: Path) -> None:
+    """The same command without ``--uncertainty`` (for the time it adds)."""
+    cmd = [sys.executable, "-m", "splatsr", "fit", str(stack), "--out", str(out),
+           "--resolution", str(TRUTH_M)]
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
+
+
+def sigma_of(data: np.ndarray) -> np.ndarray:
+    """The full 1-sigma map (band 0) of a default fit of ``data``, border left out."""
+    res = fit_arrays(data, pixel_m=PIXEL_M, config=FitConfig())
+    b = BORDER_PX
+    return fit_uncertainty(res, data, resolution_m=TRUTH_M).sigma()[0][b:-b, b:-b]
+
+
+def monotonicity() -> list[dict]:
+    """Same scene: 16 vs its first 8 dates, noise 0.003 vs 0.006 (same shifts)."""
+    crops = np.load(TEXTURE_CROPS).astype(np.float64) / 1e4
+    rows = []
+    for i in (0, 1):
+        base = case_data(crops[i], n_obs=16, n_cloudy=0, seed=10 + i)
+        noisy = case_data(crops[i], n_obs=16, n_cloudy=0, seed=10 + i, noise=0.006)
+        s16, s8, s_noisy = sigma_of(base), sigma_of(base[:8]), sigma_of(noisy)
+        for what, more, less in (("16 vs 8 dates", s16, s8),
+                                 ("noise 0.003 vs 0.006", s16, s_noisy)):
+            rows.append(dict(kind="monotonicity", scene=i, compare=what,
+                             median_better=float(np.median(more)),
+                             median_worse=float(np.median(less)),
+                             mean_better=float(more.mean()), mean_worse=float(less.mean()),
+                             pixels_not_increased=float((more <= less).mean())))
+    return rows
 
 
 def main() -> None:

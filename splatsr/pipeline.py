@@ -125,8 +125,7 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     mkdir
         Create the output's folder if it is missing (else that is an error).
     uncertainty
-        Also write the calibrated per-pixel 1-sigma map as ``<stem>.sigma.tif`` (True or
-        ``"full"``; ``"fast"``: the cheaper estimate). Not available with ``tiles``.
+        Also write the per-pixel 1-sigma map ``<stem>.sigma.tif`` (True/"full", or "fast").
     log
         Receives the summary lines (default: the ``splatsr`` logger at INFO).
 
@@ -140,9 +139,7 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
         For a bad or conflicting option value, also one found by reading the stack (a
         resolution that does not divide it); other ``SplatsrError``s for bad input data.
     """
-    log = log or _LOG.info
-    cfg = config or FitConfig()
-    out = check_out(out, mkdir=mkdir)
+    log, cfg, out = log or _LOG.info, config or FitConfig(), check_out(out, mkdir=mkdir)
     _check_options(source, tiles=tiles, psf_sigma_m=psf_sigma_m, init_shifts=init_shifts,
                    report_dir=report_dir, uncertainty=uncertainty)
     if tiles is not None and isinstance(source, Mapping):
@@ -230,7 +227,9 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
     if report_dir is not None:
         from splatsr.evaluate.report import write_report
 
-        run.report = write_report(result, report_dir, pc_shifts=seed_m)
+        sigma = result.sigma(resolution_m) if uncertainty else None
+        run.report = write_report(result, report_dir, pc_shifts=seed_m, sigma=sigma,
+                                  resolution_m=resolution_m)
         log(f"wrote {', '.join(p.name for p in run.report.values())} to {report_dir}")
     return run
 

@@ -176,8 +176,8 @@ def fit(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
     resolution_m
         If given, checked against the stack extent before the fit (fail fast).
     uncertainty
-        True (or ``"full"``, ``"fast"``): keep the data so that ``.sigma(resolution_m)`` gives
-        the calibrated per-pixel 1-sigma map and ``.save`` also writes ``<stem>.sigma.tif``.
+        True, ``"full"`` or ``"fast"``: ``.save`` also writes ``<stem>.sigma.tif`` (the
+        calibrated per-pixel 1-sigma map, ``.sigma(resolution_m)``); the data are kept.
     **overrides
         Fields of :class:`FitConfig` to change, e.g. ``tv_weight=0.1``.
 
@@ -210,6 +210,11 @@ def fit(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
                      init_shifts_m=init_shifts_m)
     out = StackFit(**{f.name: getattr(res, f.name) for f in fields(FitResult)})
     out.stack, out.psf_selection, out.seed_shifts_m = stack, sel, init_shifts_m
+    return _keep_for_sigma(out, uncertainty, data)
+
+
+def _keep_for_sigma(out: StackFit, uncertainty: bool | str, data: np.ndarray) -> StackFit:
+    """Set ``out.uncertainty`` and keep ``data`` when an uncertainty map is asked for."""
     if uncertainty:
         out.uncertainty = check_mode("full" if uncertainty is True else uncertainty)
         out.data = data

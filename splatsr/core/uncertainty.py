@@ -10,15 +10,18 @@ then combined with coefficients calibrated on simulated stacks with known truth
   approximation: the data precision ``sum_t J_t^T W_t J_t`` (exact diagonal, from the separable
   per-axis operators: ``(A_t^2)^T W_t (B_t^2)``), with the robust loss's per-pixel weights and
   the per-date weights and gains, plus the curvature of the smoothed-TV prior (exact diagonal
-  of its Hessian, by coloured Hessian-vector products). Propagated to output pixels through
-  the squared latent operator. Large where few dates see a pixel and where the prior does not
-  hold the scene (edges); small in flat, well-observed areas.
+  of its Hessian, by coloured Hessian-vector products, taken on a flat scene so that a
+  sharper fit does not raise it). Propagated to output pixels through the squared latent
+  operator. Large where few dates see a pixel (clouds) or outliers were down-weighted.
 * **dates** -- a linearised jackknife over dates in the 10 m pixel space: the variance of the
   weighted mean of the per-date residuals, ``sum_t (u_t r_t)^2 / (sum_t u_t)^2``. Large where
   the dates disagree (unmasked change, haze) or are few.
-* **texture** -- the signal the data cannot resolve: the local energy of the fitted scene's
-  detail beyond the 10 m pass band (scene minus its 10 m-scale Gaussian blur, squared and
-  averaged over a 10 m window). Super-resolution errors concentrate at edges and fine texture.
+* **texture** -- the signal the data cannot resolve: the local energy of the observed detail
+  at the pixel scale (the median composite minus its one-pixel Gaussian blur, squared and
+  averaged over a pixel), upsampled. Detail at the limit of the pass band marks detail beyond
+  it, which no fit recovers exactly: super-resolution errors concentrate at edges and fine
+  texture. Taken from the data rather than the fitted scene, so a sharper fit (more dates)
+  does not raise it.
 
 All functions take and return arrays; no files. The cost is dominated by the per-date dense
 axis operators and two small matrix products per date and band (well under one fit).
@@ -40,11 +43,11 @@ from splatsr.errors import ConfigError
 COMPONENTS = ("posterior", "dates", "texture")
 # Coefficients (a, b, c) of the combination, calibrated on simulated stacks of real 10 m texture
 # (crops not used by the benchmark; see docs/uncertainty.md and benchmarks/uncertainty.py).
-CALIBRATION: dict[str, float] = {"posterior": 0.636, "dates": 0.386, "texture": 1.469}
+CALIBRATION: dict[str, float] = {"posterior": 7.276, "dates": 0.768, "texture": 0.4905}
 TV_EPS = 0.1  # smoothing of the solver's TV term, in units of the normalised data
 MODES = ("full", "fast")  # "fast" skips the posterior component
 UncertaintyMode = Literal["full", "fast"]
-FAST: dict[str, float] = {"dates": 1.520, "texture": 1.795}  # the calibration of mode="fast"
+FAST: dict[str, float] = {"dates": 8.690, "texture": 0.7550}  # the calibration of mode="fast"
 
 
 def check_mode(mode: str) -> UncertaintyMode:
@@ -177,44 +180,56 @@ def date_variance(residual: np.ndarray, weight: np.ndarray, *, factor: int) -> n
     return np.stack([gaussian_filter(b, factor / 2.0, mode="nearest") for b in up])
 
 
-def texture_energy(scene: np.ndarray, *, pixel_m: float, resolution_m: float) -> np.ndarray:
-    """Local energy of the scene's detail finer than the observation pixels: (B, H', W').
+def texture_energy(data: np.ndarray, *, factor: int) -> np.ndarray:
+    """Local energy of the observed detail at the pixel scale, upsampled: (B, H*f, W*f).
 
-    ``scene`` (B, H', W') at ``resolution_m``; the detail is the scene minus its Gaussian blur
-    of width ``pixel_m / 2``, squared and averaged with a Gaussian window of width ``pixel_m``.
+    ``data`` (T, B, H, W), NaN where invalid. The per-pixel median over dates (a composite
+    that unmasked clouds barely move) minus its Gaussian blur of one pixel, squared and
+    averaged over a one-pixel Gaussian window: where the observations hold edges and fine
+    texture, the scene has detail beyond their pass band that no fit recovers exactly. It
+    depends on the data, not on the fit, so more dates or less noise only lower it.
     """
+    import warnings
+
     from scipy.ndimage import gaussian_filter
 
-    s = np.asarray(scene, np.float64)
-    out = np.empty_like(s)
-    for b, band in enumerate(s):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels are filled below
+        comp = np.nanmedian(np.asarray(data, np.float64), axis=0)  # (B, H, W)
+    out = []
+    for band in comp:
         fill = np.where(np.isfinite(band), band, np.nanmean(band) if np.isfinite(band).any()
                         else 0.0)
-        detail = fill - gaussian_filter(fill, pixel_m / 2.0 / resolution_m, mode="nearest")
-        out[b] = gaussian_filter(detail * detail, pixel_m / resolution_m, mode="nearest")
-    return out
+        detail = fill - gaussian_filter(fill, 1.0, mode="nearest")
+        energy = gaussian_filter(detail * detail, 1.0, mode="nearest")
+        up = np.repeat(np.repeat(energy, factor, axis=0), factor, axis=1)
+        out.append(gaussian_filter(up, factor / 2.0, mode="nearest"))
+    return np.stack(out)
 
 
-def posterior_variance(result: Any, data: np.ndarray, *, resolution_m: float,
-                       pixel_weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def posterior_variance(result: Any, *, resolution_m: float, pixel_weight: np.ndarray,
+                       scale: np.ndarray) -> np.ndarray:
     """Diagonal Gauss-Newton posterior variance propagated to the output grid (B, H', W').
 
     ``result`` is a fit (:class:`~splatsr.core.solver.FitResult`), ``pixel_weight`` (T, B, H,
     W) the robust and per-date weights times the gain^2, ``scale`` (B,) the solver's per-band
-    normalisation (its TV prior lives in those units).
+    normalisation and data noise estimate (:func:`~splatsr.core.solver.noise_sigma`).
+
+    Two choices keep the term from growing with more dates or less noise: the noise variance
+    is ``scale^2`` (from the data, not from the fit's residuals, which a fit of few dates
+    follows more closely), and the prior's curvature is taken on a flat scene (a fit of more
+    dates is sharper, with less TV curvature at its edges; the texture term covers edges).
     """
     cfg, grid = result.config, result.grid
-    noise = np.asarray(result.noise_level, np.float64)  # (B,) reflectance
     a_y, a_x = observation_operators(grid, result.shifts_m, psf_sigma_m=cfg.psf_sigma_m)
-    prec = data_precision(a_y, a_x, pixel_weight) / (noise * noise)[:, None, None]
+    precision = data_precision(a_y, a_x, pixel_weight)  # (B, Ky, Kx), per unit noise variance
     if cfg.tv_weight:
-        s_n = noise / scale  # the solver's noise level in normalised units
-        w_n = np.asarray(result.weights, np.float64) / scale[:, None, None]
-        tv = tv_curvature(w_n) * (cfg.tv_weight / s_n)[:, None, None]
-        prec = prec + tv / (scale * scale)[:, None, None]
-    var_w = 1.0 / np.maximum(prec, 1e-30)
+        s_fit = np.asarray(result.noise_level, np.float64) / scale  # prior strength, normalised
+        flat = tv_curvature(np.zeros(precision.shape[:1] + precision.shape[1:]))
+        precision = precision + flat * (cfg.tv_weight * s_fit)[:, None, None]
+    var_w = np.minimum((scale * scale)[:, None, None] / np.maximum(precision, 1e-30), 1e6)
     l_y, l_x = latent_operators(grid, resolution_m=resolution_m)
-    return latent_variance(np.minimum(var_w, 1e6), l_y, l_x)
+    return latent_variance(var_w, l_y, l_x)
 
 
 def fit_uncertainty(result: Any, data: np.ndarray, *, resolution_m: float,
@@ -252,15 +267,13 @@ def fit_uncertainty(result: Any, data: np.ndarray, *, resolution_m: float,
         raise ConfigError(f"uncertainty needs an output pixel that divides {grid.pixel_m:g} m "
                           f"by a whole number (e.g. 5 or 2.5 m), got {resolution_m:g} m")
     dates = date_variance(residual, weight, factor=factor)
-    texture = texture_energy(result.render(resolution_m), pixel_m=grid.pixel_m,
-                             resolution_m=resolution_m)
+    texture = texture_energy(data, factor=factor)
     if mode == "fast":
         return UncertaintyParts(posterior=np.zeros_like(texture), dates=dates, texture=texture)
     gains = np.ones(data.shape[:2]) if result.gains is None else result.gains
     pw = np.where(np.isfinite(residual), weight, 0.0) * (gains * gains)[:, :, None, None]
     scale = np.array([noise_sigma(data[:, b]) for b in range(data.shape[1])])
-    post = posterior_variance(result, data, resolution_m=resolution_m, pixel_weight=pw,
-                              scale=scale)
+    post = posterior_variance(result, resolution_m=resolution_m, pixel_weight=pw, scale=scale)
     return UncertaintyParts(posterior=post, dates=dates, texture=texture)
 
 
