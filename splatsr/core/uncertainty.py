@@ -43,7 +43,7 @@ from splatsr.errors import ConfigError
 COMPONENTS = ("posterior", "dates", "texture")
 # Coefficients (a, b, c) of the combination, calibrated on simulated stacks of real 10 m texture
 # (crops not used by the benchmark; see docs/uncertainty.md and benchmarks/uncertainty.py).
-CALIBRATION: dict[str, float] = {"posterior": 7.276, "dates": 0.768, "texture": 0.4905}
+CALIBRATION: dict[str, float] = {"posterior": 3.033, "dates": 0.725, "texture": 0.0}
 TV_EPS = 0.1  # smoothing of the solver's TV term, in units of the normalised data
 MODES = ("full", "fast")  # "fast" skips the posterior component
 UncertaintyMode = Literal["full", "fast"]
@@ -207,8 +207,32 @@ def texture_energy(data: np.ndarray, *, factor: int) -> np.ndarray:
     return np.stack(out)
 
 
+def composite_weights(data: np.ndarray, grid: SplatGrid) -> np.ndarray:
+    """The per-pixel median over dates, interpolated (linearly) at the splat centres: (B, Ky, Kx).
+
+    A stand-in scene that does not sharpen with more dates, where the prior's curvature is
+    taken. ``data`` (T, B, H, W), NaN where invalid.
+    """
+    import warnings
+
+    from scipy.ndimage import map_coordinates
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels are filled below
+        comp = np.nanmedian(np.asarray(data, np.float64), axis=0)
+    rows = grid.centres_m(grid.ny).numpy() / grid.pixel_m - 0.5  # in pixel-centre units
+    cols = grid.centres_m(grid.nx).numpy() / grid.pixel_m - 0.5
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    out = []
+    for band in comp:
+        fill = np.where(np.isfinite(band), band, np.nanmean(band) if np.isfinite(band).any()
+                        else 0.0)
+        out.append(map_coordinates(fill, [rr, cc], order=1, mode="nearest"))
+    return np.stack(out)
+
+
 def posterior_variance(result: Any, *, resolution_m: float, pixel_weight: np.ndarray,
-                       scale: np.ndarray) -> np.ndarray:
+                       scale: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Diagonal Gauss-Newton posterior variance propagated to the output grid (B, H', W').
 
     ``result`` is a fit (:class:`~splatsr.core.solver.FitResult`), ``pixel_weight`` (T, B, H,
@@ -217,16 +241,17 @@ def posterior_variance(result: Any, *, resolution_m: float, pixel_weight: np.nda
 
     Two choices keep the term from growing with more dates or less noise: the noise variance
     is ``scale^2`` (from the data, not from the fit's residuals, which a fit of few dates
-    follows more closely), and the prior's curvature is taken on a flat scene (a fit of more
-    dates is sharper, with less TV curvature at its edges; the texture term covers edges).
+    follows more closely), and the prior's curvature is taken at ``reference`` (B, Ky, Kx),
+    splat weights from the data's composite (:func:`composite_weights`), not at the fit (a fit
+    of more dates is sharper, with less TV curvature at its edges).
     """
     cfg, grid = result.config, result.grid
     a_y, a_x = observation_operators(grid, result.shifts_m, psf_sigma_m=cfg.psf_sigma_m)
     precision = data_precision(a_y, a_x, pixel_weight)  # (B, Ky, Kx), per unit noise variance
     if cfg.tv_weight:
         s_fit = np.asarray(result.noise_level, np.float64) / scale  # prior strength, normalised
-        flat = tv_curvature(np.zeros(precision.shape[:1] + precision.shape[1:]))
-        precision = precision + flat * (cfg.tv_weight * s_fit)[:, None, None]
+        ref = tv_curvature(reference / scale[:, None, None])
+        precision = precision + ref * (cfg.tv_weight * s_fit)[:, None, None]
     var_w = np.minimum((scale * scale)[:, None, None] / np.maximum(precision, 1e-30), 1e6)
     l_y, l_x = latent_operators(grid, resolution_m=resolution_m)
     return latent_variance(var_w, l_y, l_x)
@@ -273,7 +298,8 @@ def fit_uncertainty(result: Any, data: np.ndarray, *, resolution_m: float,
     gains = np.ones(data.shape[:2]) if result.gains is None else result.gains
     pw = np.where(np.isfinite(residual), weight, 0.0) * (gains * gains)[:, :, None, None]
     scale = np.array([noise_sigma(data[:, b]) for b in range(data.shape[1])])
-    post = posterior_variance(result, resolution_m=resolution_m, pixel_weight=pw, scale=scale)
+    post = posterior_variance(result, resolution_m=resolution_m, pixel_weight=pw, scale=scale,
+                              reference=composite_weights(data, grid))
     return UncertaintyParts(posterior=post, dates=dates, texture=texture)
 
 
