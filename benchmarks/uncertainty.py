@@ -217,12 +217,31 @@ def monotonicity() -> list[dict]:
     return rows
 
 
+def cost() -> list[dict]:
+    """Seconds of the default fit and of the uncertainty (full, fast), in-process, per case."""
+    crops = np.load(TEXTURE_CROPS).astype(np.float64) / 1e4
+    rows = []
+    for name, case in CASES.items():
+        data = case_data(crops[0], seed=10, **case)
+        res = fit_arrays(data, pixel_m=PIXEL_M, config=FitConfig())
+        row = dict(kind="cost", case=name, fit_seconds=res.seconds)
+        for mode in ("full", "fast"):
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                fit_uncertainty(res, data, resolution_m=TRUTH_M, mode=mode)
+                times.append(time.perf_counter() - t0)
+            row[f"{mode}_seconds"] = float(np.median(times))
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     """Calibrate (``--calibrate``) or run the benchmark cases and write the results."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/uncertainty")
     ap.add_argument("--calibrate", action="store_true")
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="calibrate on 3 crops, not 6")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.calibrate:
@@ -230,7 +249,7 @@ def main() -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     rows = benchmark_cases(args.out)
-    rows += monotonicity()
+    rows += monotonicity() + cost()
     record = dict(machine=machine(), rows=rows)
     (args.out / "uncertainty.json").write_text(json.dumps(record, indent=1))
     print(json.dumps(record, indent=1))
