@@ -176,8 +176,7 @@ def fit(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
     resolution_m
         If given, checked against the stack extent before the fit (fail fast).
     uncertainty
-        True, ``"full"`` or ``"fast"``: ``.save`` also writes ``<stem>.sigma.tif`` (the
-        calibrated per-pixel 1-sigma map, ``.sigma(resolution_m)``); the data are kept.
+        True/"full"/"fast": keep the data for ``.sigma()``; ``.save`` adds ``<stem>.sigma.tif``.
     **overrides
         Fields of :class:`FitConfig` to change, e.g. ``tv_weight=0.1``.
 
