@@ -20,7 +20,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -52,6 +52,7 @@ class TileOptions:
     overlap: int = 8  # least overlap of neighbouring tiles in pixels (also the blend ramp)
     address: str | None = None  # scheduler of an existing cluster; None: a LocalCluster
     store: str | os.PathLike | None = None  # finished-tile folder; None: beside ``out``
+    uncertainty: str | None = None  # "full"/"fast": also the blended 1-sigma map
 
 
 @dataclass
@@ -125,7 +126,7 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     mkdir
         Create the output's folder if it is missing (else that is an error).
     uncertainty
-        Also write the per-pixel 1-sigma map ``<stem>.sigma.tif`` (True/"full", or "fast").
+        Also write the 1-sigma map ``<stem>.sigma.tif`` (True/"full", or "fast"; tiled too).
     log
         Receives the summary lines (default: the ``splatsr`` logger at INFO).
 
@@ -142,6 +143,7 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     log, cfg, out = log or _LOG.info, config or FitConfig(), check_out(out, mkdir=mkdir)
     _check_options(source, tiles=tiles, psf_sigma_m=psf_sigma_m, init_shifts=init_shifts,
                    report_dir=report_dir, uncertainty=uncertainty)
+    tiles = tiles and replace(tiles, uncertainty=_mode(uncertainty))
     if tiles is not None and isinstance(source, Mapping):
         return _fit_query_tiled(source, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles,
                                 log=log)
@@ -171,9 +173,6 @@ def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
         check_mode(uncertainty)
     if tiles is None:
         return
-    if uncertainty:
-        raise ConfigError("--uncertainty is not available with --tile-size yet; fit without "
-                          "tiles (or a part of the area) to get OUT.sigma.tif")
     if psf_sigma_m == "auto":
         raise ConfigError("--psf-sigma auto is not available with --tile-size; run it on a "
                           "part of the stack and pass the number")
@@ -238,7 +237,7 @@ def _tile_kwargs(out: Path, cfg: FitConfig, resolution_m: float,
                  tiles: TileOptions) -> dict[str, Any]:
     return {"out": out, "tile_size": tiles.tile_size, "overlap": tiles.overlap, "config": cfg,
             "resolution_m": resolution_m, "address": tiles.address, "store": tiles.store,
-            "progress": cfg.progress}
+            "progress": cfg.progress, "uncertainty": tiles.uncertainty}
 
 
 def _fit_tiled(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
@@ -264,9 +263,15 @@ def _fit_query_tiled(query: Mapping[str, Any], out: Path, *, cfg: FitConfig,
     return FitRun(path=res.path, tiled=res)
 
 
+def _mode(uncertainty: bool | str) -> str | None:
+    """``run_fit``'s ``uncertainty`` as a mode name, or None."""
+    return None if not uncertainty else "full" if uncertainty is True else str(uncertainty)
+
+
 def tiled_summary(res: TiledResult) -> str:
     """The one-line summary of a tiled fit."""
-    return (f"wrote {res.path}, {res.path.stem}.shifts.csv, "
+    sigma = f"{res.sigma_tif.name}, " if res.sigma_tif is not None else ""
+    return (f"wrote {res.path}, {res.path.stem}.shifts.csv, {sigma}"
             f"{res.tile_shifts_csv.name} and {res.shifts_tif.name}: "
             f"{len(res.tiles)} tiles ({len(res.fitted)} fitted, {len(res.reused)} reused "
             f"from {res.store}, {len(res.empty)} empty) of {len(res.observations)} "

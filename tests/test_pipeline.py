@@ -84,8 +84,8 @@ def test_run_fit_uncertainty_writes_sigma_on_the_same_grid(small_stack, tmp_path
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"tiles": TileOptions(16), "uncertainty": True}, "--uncertainty is not available"),
     ({"uncertainty": "slow"}, "uncertainty mode must be one of"),
+    ({"tiles": TileOptions(16), "uncertainty": "slow"}, "uncertainty mode must be one of"),
 ])
 def test_run_fit_uncertainty_options(small_stack, tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):

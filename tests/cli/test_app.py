@@ -58,13 +58,6 @@ def test_fit_uncertainty_writes_sigma_beside_the_cog(small_stack, tmp_path):
         assert np.isfinite(s.read()).all()
 
 
-def test_fit_uncertainty_with_tiles_is_a_usage_error(small_stack, tmp_path):
-    r = run("fit", small_stack.root, "--out", tmp_path / "sr.tif", "--uncertainty",
-            "--tile-size", 16, *FAST)
-    assert r.exit_code == 2 and "not available with --tile-size" in r.output
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_fit_plain_has_no_radiometry(small_stack, tmp_path):
     out = tmp_path / "sr.tif"
     r = run("fit", small_stack.root, "--out", out, "--plain", *FAST)
