@@ -38,14 +38,15 @@ import numpy as np
 import torch
 
 from splatsr.core.model import SplatGrid, output_shape
+from splatsr.core.prior import TV_EPS
 from splatsr.core.render import axis_matrix
+from splatsr.core.scaling import noise_sigma
 from splatsr.errors import ConfigError
 
 COMPONENTS = ("posterior", "dates", "texture")
 # Coefficients (a, b, c) of the combination, calibrated on simulated stacks of real 10 m texture
 # (crops not used by the benchmark; see docs/uncertainty.md and benchmarks/uncertainty.py).
 CALIBRATION: dict[str, float] = {"posterior": 3.033, "dates": 0.725, "texture": 0.0}
-TV_EPS = 0.1  # smoothing of the solver's TV term, in units of the normalised data
 MODES = ("full", "fast")  # "fast" skips the posterior component
 UncertaintyMode = Literal["full", "fast"]
 FAST: dict[str, float] = {"dates": 8.690, "texture": 0.7550}  # the calibration of mode="fast"
@@ -130,13 +131,6 @@ def data_precision(a_y: list[Any], a_x: list[Any], pixel_weight: np.ndarray) -> 
         for b in range(B):
             out[b] += np.asarray((sx.T @ (sy @ pixel_weight[t, b]).T).T)
     return out
-
-
-def smoothed_tv(w: torch.Tensor, eps: float = TV_EPS) -> torch.Tensor:
-    """Smoothed isotropic total variation of (B, Ky, Kx), summed (the solver's prior)."""
-    gx = w[:, :-1, 1:] - w[:, :-1, :-1]
-    gy = w[:, 1:, :-1] - w[:, :-1, :-1]
-    return torch.sqrt(gx * gx + gy * gy + eps * eps).sum()
 
 
 def tv_curvature(weights_n: np.ndarray, eps: float = TV_EPS) -> np.ndarray:
@@ -260,7 +254,7 @@ def posterior_variance(result: Any, *, resolution_m: float, pixel_weight: np.nda
 
     ``result`` is a fit (:class:`~splatsr.core.solver.FitResult`), ``pixel_weight`` (T, B, H,
     W) the robust and per-date weights times the gain^2, ``scale`` (B,) the solver's per-band
-    normalisation and data noise estimate (:func:`~splatsr.core.solver.noise_sigma`).
+    normalisation and data noise estimate (:func:`~splatsr.core.scaling.noise_sigma`).
 
     Two choices keep the term from growing with more dates or less noise: the noise variance
     is ``scale^2`` (from the data, not from the fit's residuals, which a fit of few dates
@@ -300,8 +294,6 @@ def fit_uncertainty(result: Any, data: np.ndarray, *, resolution_m: float,
     -------
     UncertaintyParts
     """
-    from splatsr.core.solver import noise_sigma
-
     check_mode(mode)
     data = np.asarray(data, np.float64)
     cfg, grid = result.config, result.grid

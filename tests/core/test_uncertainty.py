@@ -9,6 +9,7 @@ from scipy.stats import spearmanr
 
 from splatsr.core.model import SplatGrid, render_latent, render_observations
 from splatsr.core.solver import FitConfig, fit_arrays
+from splatsr.core.prior import smoothed_tv
 from splatsr.core.uncertainty import (
     COMPONENTS,
     data_precision,
@@ -18,7 +19,6 @@ from splatsr.core.uncertainty import (
     latent_variance,
     observation_operators,
     sigma_map,
-    smoothed_tv,
     texture_energy,
     tv_curvature,
 )
