@@ -22,11 +22,9 @@ SPACINGS = [2.0, 2.5, 3.0, 10.0 / 3.0]
 TOL = {torch.float64: 3e-7, torch.float32: 1e-5}
 
 
-@pytest.fixture(params=[(3, 5), (8, 24)], ids=["tiny-tiles", "default-tiles"])
+@pytest.fixture(params=[1, 3, 8], ids=["one-period-tiles", "tiny-tiles", "default-tiles"])
 def tiles(request, monkeypatch):
-    rows, cols = request.param
-    monkeypatch.setattr(R, "TILE_PIXELS_ROWS", rows)
-    monkeypatch.setattr(R, "TILE_PIXELS_COLS", cols)
+    monkeypatch.setattr(R, "TILE_PIXELS_ROWS", request.param)
     return request.param
 
 
@@ -109,7 +107,24 @@ def test_no_observations_x_pixels_x_splats_buffer():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         render_observations(w, s, grid=grid, psf_sigma_m=4.0).sum().backward()
-    # the intermediate z is T * B * Ny' * Kx' with Ny' <= H + 8 (a row tile) and Kx' ~ Kx
-    z_bound = T * B * (40 + 8) * grid.nx
+    # the intermediate z is T * B * Ny' * Kx'' with Ny' <= H + 16 (two row tiles: the last
+    # used one and the zero tail) and Kx'' <= 2 Kx (column windows side by side: a window of
+    # 15 P + L splats per 16 P, L < 16 P here)
+    z_bound = T * B * (40 + 16) * 2 * grid.nx
     assert max(saved) <= z_bound
     assert max(saved) < T * 40 * 40 * grid.nx  # observations x pixels x splats per axis
+
+
+def test_shift_bound_sizes_the_band_without_changing_the_render():
+    """A ``delta_max_m`` above the shifts (no host read of them) renders the same values
+    (a wider band only adds taps beyond 5 sigma: 3e-7); one below them truncates (differs)."""
+    grid = SplatGrid.for_raster(height=12, width=10, pixel_m=10.0, spacing_m=2.0,
+                                psf_sigma_m=4.0)
+    torch.manual_seed(6)
+    w = torch.randn(2, grid.ny, grid.nx, dtype=torch.float64)
+    s = torch.randn(4, 2, dtype=torch.float64) * 5.0
+    ref = render_observations(w, s, grid=grid, psf_sigma_m=4.0)
+    wide = render_observations(w, s, grid=grid, psf_sigma_m=4.0, delta_max_m=30.0)
+    assert (wide - ref).abs().max() <= 3e-7 * ref.abs().max()
+    narrow = render_observations(w, s, grid=grid, psf_sigma_m=4.0, delta_max_m=0.0)
+    assert (narrow - ref).abs().max() > 1e-3 * ref.abs().max()
