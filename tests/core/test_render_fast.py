@@ -122,9 +122,9 @@ def test_shift_bound_sizes_the_band_without_changing_the_render():
                                 psf_sigma_m=4.0)
     torch.manual_seed(6)
     w = torch.randn(2, grid.ny, grid.nx, dtype=torch.float64)
-    s = torch.randn(4, 2, dtype=torch.float64) * 5.0
+    s = torch.tensor([[12.0, -3.0], [-14.0, 9.0], [1.0, 2.0], [1.0, -8.0]], dtype=torch.float64)
     ref = render_observations(w, s, grid=grid, psf_sigma_m=4.0)
     wide = render_observations(w, s, grid=grid, psf_sigma_m=4.0, delta_max_m=30.0)
     assert (wide - ref).abs().max() <= 3e-7 * ref.abs().max()
     narrow = render_observations(w, s, grid=grid, psf_sigma_m=4.0, delta_max_m=0.0)
-    assert (narrow - ref).abs().max() > 1e-3 * ref.abs().max()
+    assert (narrow - ref).abs().max() > 1e-2 * ref.abs().max()
