@@ -127,4 +127,4 @@ def test_shift_bound_sizes_the_band_without_changing_the_render():
     wide = render_observations(w, s, grid=grid, psf_sigma_m=4.0, delta_max_m=30.0)
     assert (wide - ref).abs().max() <= 3e-7 * ref.abs().max()
     narrow = render_observations(w, s, grid=grid, psf_sigma_m=4.0, delta_max_m=0.0)
-    assert (narrow - ref).abs().max() > 1e-2 * ref.abs().max()
+    assert (narrow - ref).abs().max() > 1e-4 * ref.abs().max()
