@@ -171,16 +171,17 @@ def axis_tiling(axis: Axis, *, sigma_m: float, delta_max_m: float, tile_px: int)
     return Tiling(P, q, c, L, G, n)
 
 
-def tap_weights(axis: Axis, *, sigma_m: torch.Tensor, delta_m: torch.Tensor,
+def tap_weights(axis: Axis, *, sigma_m: float | torch.Tensor, delta_m: torch.Tensor,
                 tiling: Tiling) -> torch.Tensor:
-    """Tile matrices (T, Bk, G * q, win) for shifts ``delta_m`` (T, 1 or B) and widths (1 or B,).
+    """Tile matrices (T, Bk, G * q, win) for shifts ``delta_m`` (T, 1 or B) and one width or (1 or B,).
 
     Row ``g * q + phi`` is the band of phase ``phi`` placed at tap offset ``g * P`` (zero
     outside the band's ``L`` taps). Differentiable in ``delta_m`` (autograd).
     """
     x0, inside = _tap_geometry(axis, tiling, delta_m.dtype, delta_m.device)
     x = x0 - delta_m[..., None, None]  # (T, Bk, Gq, win)
-    z = (1.0 / _SQRT2) / sigma_m.to(delta_m.dtype)[:, None, None]
+    z = (1.0 / _SQRT2) / (sigma_m if isinstance(sigma_m, float) else
+                          sigma_m.to(delta_m.dtype)[:, None, None])
     w = torch.erf((x + axis.pixel_m) * z) - torch.erf(x * z)
     return w * inside  # inside: the band's taps times the scale spacing / (2 pixel)
 
@@ -282,9 +283,12 @@ def render(weights: torch.Tensor, *, ax_y: Axis, ax_x: Axis,
         raise ValueError(f"weights {tuple(weights.shape)} do not match the axes "
                          f"({ax_y.n_splats}, {ax_x.n_splats})")
     dt, dev = weights.dtype, weights.device
-    sig = torch.as_tensor(sigma_m, dtype=torch.float64).detach().reshape(-1)  # (1,) / (B,)
-    s_max = float(sig.max())
-    sig = sig.to(dev, dt)
+    if isinstance(sigma_m, (int, float)):
+        sig: float | torch.Tensor = s_max = float(sigma_m)
+    else:  # (1,) or (B,) widths
+        sig = torch.as_tensor(sigma_m, dtype=torch.float64).detach().reshape(-1)
+        s_max = float(sig.max())
+        sig = sig.to(dev, dt)
     dy = dy_m.to(dt).reshape(dy_m.shape[0], -1)  # (T, 1) or (T, B)
     dx = dx_m.to(dt).reshape(dx_m.shape[0], -1)
     T = dx.shape[0]
