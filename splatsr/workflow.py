@@ -88,6 +88,11 @@ class StackFit(FitResult):
                     splat_spacing_m=self.grid.spacing_m, splat_sigma_m=self.grid.sigma_m,
                     resolution_m=resolution_m, observations=ids, config=asdict(cfg),
                     units="reflectance (0-1)")
+        if cfg.target_date is not None:
+            tags.update(target_date=cfg.target_date, time_window_days=cfg.time_window_days)
+        if self.band_offsets_m is not None:  # (dx_m, dy_m) of each band against the first
+            tags["band_offsets_m"] = {b: [round(float(v), 4) for v in o]
+                                      for b, o in zip(self.band_names, self.band_offsets_m)}
         if self.psf_selection is not None:
             tags.update(selection_tags(self.psf_selection))
         return tags
@@ -154,7 +159,8 @@ def fit(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
         sel = choose_psf(data, pixel_m=stack.pixel_m, config=cfg, band_names=stack.bands)
         cfg = replace(cfg, psf_sigma_m=sel.psf_sigma_m)
     res = fit_arrays(data, pixel_m=stack.pixel_m, config=cfg, band_names=stack.bands,
-                     init_shifts_m=init_shifts_m)
+                     init_shifts_m=init_shifts_m,
+                     dates=[o.datetime for o in stack.observations])
     out = StackFit(**{f.name: getattr(res, f.name) for f in fields(FitResult)})
     out.stack, out.psf_selection, out.seed_shifts_m = stack, sel, init_shifts_m
     return out

@@ -30,6 +30,11 @@ LOSSES = ("l2", "charbonnier", "cauchy")
 # Scales giving 95 % asymptotic efficiency on Gaussian noise (in units of the noise sigma).
 EFFICIENT_SCALE = {"l2": float("inf"), "charbonnier": 1.345, "cauchy": 2.385}
 MIN_SIGMA = 0.05  # floor of a re-estimated noise level, in units of the initial estimate
+# Ceiling of the re-estimated noise level: the initial estimate (pixel-scale differences,
+# :func:`splatsr.core.scaling.noise_sigma`) is an upper bound of the noise, so residuals above
+# it are not noise but change between dates (crops, soil, haze). Without the ceiling, real
+# series raised the level 4.5-7.8-fold and with it the TV weight: posterized blobs.
+MAX_SIGMA = 1.0
 
 
 def check_loss(loss: str) -> None:
@@ -105,7 +110,21 @@ def apply_radiometry(pred: torch.Tensor, log_gain: torch.Tensor, offset: torch.T
     return pred * torch.exp(a)[:, :, None, None] + o[:, :, None, None]
 
 
-def regauge(weights: np.ndarray, log_gain: np.ndarray, offset: np.ndarray
+def weighted_median(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Median of ``x`` (T, ...) over axis 0 with date weights ``w`` (T,) > 0.
+
+    The smallest value whose cumulative weight reaches half the total (the lower median);
+    with equal weights and odd T the ordinary median.
+    """
+    order = np.argsort(x, axis=0, kind="stable")
+    xs = np.take_along_axis(x, order, axis=0)
+    cw = np.cumsum(np.asarray(w, np.float64)[order], axis=0)
+    k = np.argmax(cw >= 0.5 * cw[-1:], axis=0)
+    return np.take_along_axis(xs, k[None], axis=0)[0]
+
+
+def regauge(weights: np.ndarray, log_gain: np.ndarray, offset: np.ndarray,
+            date_weights: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Re-express a fit in the radiometry of the median date.
 
@@ -120,6 +139,9 @@ def regauge(weights: np.ndarray, log_gain: np.ndarray, offset: np.ndarray
         (B, Ky, Kx) scene (any units the gains and offsets are in).
     log_gain, offset
         (T, B) as fitted (before centring).
+    date_weights
+        (T,) weights of the dates (a target-date fit's time weights): the median is then
+        the weighted median, i.e. the radiometry of the dates near the target.
 
     Returns
     -------
@@ -128,8 +150,12 @@ def regauge(weights: np.ndarray, log_gain: np.ndarray, offset: np.ndarray
     """
     a = log_gain - log_gain.mean(0, keepdims=True)
     o = offset - offset.mean(0, keepdims=True)
-    a_m = np.median(a, axis=0)  # (B,)
-    o_m = np.median(o, axis=0)
+    if date_weights is None:
+        a_m = np.median(a, axis=0)  # (B,)
+        o_m = np.median(o, axis=0)
+    else:
+        a_m = weighted_median(a, date_weights)
+        o_m = weighted_median(o, date_weights)
     g_m = np.exp(a_m)
     w = weights * g_m[:, None, None] + o_m[:, None, None]
     gains = np.exp(a - a_m[None])

@@ -201,8 +201,9 @@ def _fit_setting(stack: Stack, data: np.ndarray, idx: np.ndarray, seed_all: np.n
                  ) -> tuple[dict[str, Any], np.ndarray]:
     """Fit observations ``idx`` with ``config``: the sweep row and the 5 m rendering."""
     seed = seed_all[idx] - seed_all[idx].mean(0)
+    dates = [stack.observations[i].datetime for i in idx]
     res = fit_arrays(data[idx], pixel_m=stack.pixel_m, config=config, band_names=stack.bands,
-                     init_shifts_m=seed)
+                     init_shifts_m=seed, dates=dates)
     img = res.render(COMPARE_M)
     row: dict[str, Any] = dict(psf_sigma_m=float(config.psf_sigma_m), n_obs=len(idx),
                                splat_spacing_m=float(config.splat_spacing_m),

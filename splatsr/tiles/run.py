@@ -114,8 +114,10 @@ def _fit_and_store(source: TileSource, data: np.ndarray, seen: np.ndarray, *,
                    config: dict[str, Any], resolution_m: float, img_path: Path
                    ) -> dict[str, Any]:
     """Fit the dates ``seen`` of a tile's ``data``, save the rendering; the tile's metadata."""
+    dates = np.asarray(source.datetimes, dtype=object)
     result = fit_arrays(data if seen.all() else data[seen], pixel_m=source.pixel_m,
-                        config=FitConfig(**config), band_names=source.bands)
+                        config=FitConfig(**config), band_names=source.bands,
+                        dates=dates if seen.all() else dates[seen])
     image = result.render(resolution_m)  # (B, rows * f, cols * f)
     with atomic_path(img_path) as tmp:
         with open(tmp, "wb") as f:
@@ -123,8 +125,13 @@ def _fit_and_store(source: TileSource, data: np.ndarray, seen: np.ndarray, *,
     shifts = np.full((len(data), 2), np.nan)
     rms = np.full(len(data), np.nan)
     shifts[seen], rms[seen] = result.shifts_m, result.residual_rms
-    return dict(status="fitted", shifts_m=_nulls(shifts), residual_rms=_nulls(rms),
+    meta = dict(status="fitted", shifts_m=_nulls(shifts), residual_rms=_nulls(rms),
                 seconds=result.seconds)
+    if result.time_weight is not None:
+        tw = np.full(len(data), np.nan)
+        tw[seen] = result.time_weight
+        meta["time_weight"] = _nulls(tw)
+    return meta
 
 
 def _nulls(a: np.ndarray) -> list[Any]:

@@ -197,6 +197,18 @@ def test_solver_flags_reach_the_config(monkeypatch, small_stack, tmp_path):
     assert seen["config"].tv_weight == 0.3 and seen["splat_spacings"] == [2.0, 2.5]
 
 
+def test_target_date_flags(monkeypatch, small_stack, tmp_path):
+    """--target-date reaches the config as YYYY-MM-DD text; a bad date is a usage error."""
+    seen = _capture(monkeypatch, "splatsr.pipeline.run_fit")
+    r = run("fit", small_stack.root, "--out", tmp_path / "x.tif", "--target-date",
+            "2019-06-01", "--time-window", 12)
+    assert r.exit_code == 0, r.output
+    assert (seen["config"].target_date, seen["config"].time_window_days) == ("2019-06-01", 12)
+    for bad in (["--target-date", "2019-02-30"], ["--time-window", "0"]):
+        r = run("fit", small_stack.root, "--out", tmp_path / "x.tif", *bad)
+        assert r.exit_code == 2, r.output
+
+
 def test_new_config_fields_get_their_flag():
     from dataclasses import fields
 

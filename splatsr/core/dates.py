@@ -1,0 +1,102 @@
+"""Observation dates and the target-date weighting of a fit.
+
+With a target date, each observation's data term is weighted by a Gaussian of its distance in
+time to the target (``exp(-d**2 / (2 w**2))``, ``d`` in days, ``w`` the time window), scaled
+so that the date nearest the target weighs 1: the target need not be a stack date, and a
+target far from every date still fits the nearest ones. Without one every date weighs 1
+(the season's consensus).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from splatsr.errors import ConfigError
+
+DAY_S = 86400.0
+
+
+def parse_target_date(text: str) -> float:
+    """``"YYYY-MM-DD"`` -> days since 1970-01-01 (noon of that day, UTC).
+
+    Raises
+    ------
+    ConfigError
+        If ``text`` is not a valid ``YYYY-MM-DD`` date.
+    """
+    try:
+        if not isinstance(text, str) or len(text) != 10:
+            raise ValueError(text)
+        day = _dt.date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"target_date must be a date written YYYY-MM-DD, got {text!r}") \
+            from None
+    return float((day - _dt.date(1970, 1, 1)).days) + 0.5
+
+
+def day_numbers(dates: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """(T,) observation times as float days since 1970-01-01 (UTC).
+
+    ``dates`` are ``numpy.datetime64`` values or ISO-8601 strings (``2019-06-01``,
+    ``2019-06-01T10:30:00Z``, ``...+00:00``).
+
+    Raises
+    ------
+    ConfigError
+        If a date cannot be read.
+    """
+    arr = np.asarray(dates)
+    if arr.dtype.kind != "M":
+        try:
+            arr = np.array([_iso_to_datetime64(str(d)) for d in arr.ravel()])
+        except ValueError as e:
+            raise ConfigError(f"observation dates must be ISO-8601 (YYYY-MM-DD[Thh:mm:ss]) "
+                              f"or numpy datetime64: {e}") from None
+    secs = arr.astype("datetime64[s]").astype(np.int64).astype(np.float64)
+    return secs / DAY_S
+
+
+def _iso_to_datetime64(text: str) -> np.datetime64:
+    t = text.strip()
+    if t.endswith("Z"):
+        t = t[:-1]
+    if len(t) > 19 and t[19] in "+-" or len(t) > 10 and t[-6] in "+-" and t[-3] == ":":
+        parsed = _dt.datetime.fromisoformat(t)  # with a UTC offset
+        return np.datetime64(parsed.astimezone(_dt.timezone.utc).replace(tzinfo=None), "s")
+    return np.datetime64(t, "s")
+
+
+def time_weights(days: np.ndarray, *, target_day: float, window_days: float) -> np.ndarray:
+    """(T,) Gaussian weights of the dates ``days`` around ``target_day``, max 1.
+
+    ``exp(-(d**2 - d_min**2) / (2 window**2))`` with ``d`` the distance in days and
+    ``d_min`` the smallest one, so the nearest date weighs 1.
+    """
+    d = np.abs(np.asarray(days, np.float64) - target_day)
+    return np.exp(-(d * d - d.min() ** 2) / (2.0 * window_days ** 2))
+
+
+def target_time_weights(dates: Sequence[Any] | np.ndarray | None, *, n_obs: int,
+                        target_date: str | None, window_days: float) -> np.ndarray | None:
+    """(T,) time weights of a fit (:func:`time_weights`), or None without a target date.
+
+    Raises
+    ------
+    ConfigError
+        If ``dates`` is missing while a target date is set, or does not hold ``n_obs`` dates.
+    """
+    if dates is not None and len(dates) != n_obs:
+        raise ConfigError(f"dates must hold one date per observation ({n_obs}), "
+                          f"got {len(dates)}")
+    if target_date is None:
+        return None
+    if dates is None:
+        raise ConfigError("target_date needs the observation dates: pass dates=... to "
+                          "fit_arrays (splatsr.fit passes the stack's)")
+    days = day_numbers(dates)
+    return time_weights(days, target_day=parse_target_date(target_date),
+                        window_days=window_days)

@@ -1,0 +1,98 @@
+"""What a fit returns: :class:`FitResult` (scene, shifts, radiometry, diagnostics)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from splatsr.core.change import ChangeGrid, at_target, upsample
+from splatsr.core.config import FitConfig
+from splatsr.core.model import SplatGrid, render_latent, render_observations
+
+
+@dataclass
+class FitResult:
+    """What a fit found: the scene, the shifts and how it got there."""
+
+    weights: np.ndarray  # (B, Ky, Kx) splat weights in reflectance units
+    shifts_m: np.ndarray  # (T, 2) (dx_m, dy_m): content displacement, east/north, mean zero
+    grid: SplatGrid  # the finest splat lattice
+    config: FitConfig
+    band_names: tuple[str, ...]
+    residual_rms: np.ndarray  # (T,) RMS misfit per observation, reflectance
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per logged step
+    seconds: float = 0.0  # wall time of the fit
+    gains: np.ndarray | None = None  # (T, B) radiometric gain per observation (median date 1)
+    offsets: np.ndarray | None = None  # (T, B) radiometric offset per observation, reflectance
+    obs_weights: np.ndarray | None = None  # (T,) weight of each observation in the fit (0-1]
+    outlier_fraction: np.ndarray | None = None  # (T,) share of pixels the loss treats as outliers
+    noise_level: np.ndarray | None = None  # (B,) noise sigma the fit worked in, reflectance
+    time_weight: np.ndarray | None = None  # (T,) target-date weight of each date (0-1]
+    change: np.ndarray | None = None  # (T, B, ny, nx) change layer nodes, mean zero over T
+    change_grid: ChangeGrid | None = None  # its node lattice
+    band_offsets_m: np.ndarray | None = None  # (B, 2) (dx_m, dy_m) of each band vs the first
+
+    def band_shifts(self, shifts_m: torch.Tensor) -> torch.Tensor:
+        """Date shifts (N, 2) as rendered: (N, B, 2) with the band offsets, else unchanged."""
+        if self.band_offsets_m is None:
+            return shifts_m
+        off = torch.as_tensor(self.band_offsets_m, dtype=shifts_m.dtype)
+        return shifts_m[:, None, :] + off[None]
+
+    def change_at(self, resolution_m: float) -> np.ndarray | None:
+        """(B, H', W') change layer at the target date on a ``resolution_m`` grid (the
+        time-weighted mean of the dates' layers); None without a target or change layer."""
+        if self.change is None or self.time_weight is None:
+            return None
+        c = at_target(torch.from_numpy(self.change).double(),
+                      torch.from_numpy(np.asarray(self.time_weight, np.float64)))
+        uy, ux = self.change_grid.matrices(resolution_m, dtype=torch.float64)
+        return upsample(c, uy, ux).numpy()
+
+    def render(self, resolution_m: float = 2.5) -> np.ndarray:
+        """The latent scene over the stack's extent at ``resolution_m``: (B, H', W').
+
+        With a target date and a change layer, the layer at the target is added."""
+        w = torch.from_numpy(self.weights.astype(np.float64))
+        with torch.no_grad():
+            img = render_latent(w, grid=self.grid, resolution_m=resolution_m).numpy()
+        change = self.change_at(resolution_m)
+        return (img if change is None else img + change).astype(np.float32)
+
+    def predict(self) -> np.ndarray:
+        """The observations as the model predicts them: (T, B, H, W), reflectance."""
+        w = torch.from_numpy(self.weights.astype(np.float64))
+        s = self.band_shifts(torch.from_numpy(self.shifts_m.astype(np.float64)))
+        with torch.no_grad():
+            pred = render_observations(w, s, grid=self.grid,
+                                       psf_sigma_m=self.config.psf_sigma_m).numpy()
+        if self.gains is not None:
+            pred = pred * self.gains[:, :, None, None]
+        if self.offsets is not None:
+            pred = pred + self.offsets[:, :, None, None]
+        if self.change is not None:
+            uy, ux = self.change_grid.matrices(self.grid.pixel_m, dtype=torch.float64)
+            pred = pred + upsample(torch.from_numpy(self.change).double(), uy, ux).numpy()
+        return pred.astype(np.float32)
+
+    def per_observation(self) -> dict[str, Any]:
+        """Columns of the shifts CSV besides the shifts: misfit, weight, radiometry."""
+        cols: dict[str, Any] = {"residual_rms": self.residual_rms}
+        if self.obs_weights is not None:
+            cols["weight"] = self.obs_weights
+        if self.outlier_fraction is not None:
+            cols["outlier_fraction"] = self.outlier_fraction
+        if self.time_weight is not None:
+            cols["time_weight"] = self.time_weight
+        if self.band_offsets_m is not None:  # each band's shift in each observation
+            for b, band in enumerate(self.band_names):
+                cols[f"dx_m_{band}"] = self.shifts_m[:, 0] + self.band_offsets_m[b, 0]
+                cols[f"dy_m_{band}"] = self.shifts_m[:, 1] + self.band_offsets_m[b, 1]
+        for name, arr in (("gain", self.gains), ("offset", self.offsets)):
+            if arr is not None:
+                for b, band in enumerate(self.band_names):
+                    cols[f"{name}_{band}"] = arr[:, b]
+        return {k: [float(x) for x in v] for k, v in cols.items()}

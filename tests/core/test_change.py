@@ -1,0 +1,63 @@
+"""The coarse change layer: node lattice, interpolation, roughness, and what it absorbs."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import splatsr
+from splatsr.core.change import ChangeGrid, at_target, centred, roughness, upsample
+from splatsr.evaluate.simulate import simulate
+
+
+def test_interpolation_and_roughness_of_planes():
+    """Tent weights reproduce constants and planes exactly; a plane has zero roughness."""
+    grid = ChangeGrid(240.0, 160.0, 40.0)
+    assert (grid.ny, grid.nx) == (7, 5)
+    uy, ux = grid.matrices(10.0, dtype=torch.float64)
+    assert uy.shape == (24, 7) and ux.shape == (16, 5)
+    nodes_y = torch.arange(7, dtype=torch.float64)[:, None] * 40.0
+    nodes_x = torch.arange(5, dtype=torch.float64)[None] * 40.0
+    plane = 0.3 + 0.01 * nodes_y - 0.02 * nodes_x  # (7, 5)
+    px = (torch.arange(24, dtype=torch.float64)[:, None] + 0.5) * 10.0
+    py = (torch.arange(16, dtype=torch.float64)[None] + 0.5) * 10.0
+    torch.testing.assert_close(upsample(plane, uy, ux), 0.3 + 0.01 * px - 0.02 * py)
+    assert float(roughness(plane)) < 1e-20
+    bump = torch.zeros(7, 5, dtype=torch.float64)
+    bump[3, 2] = 1.0
+    assert float(roughness(bump)) == 2 * (1 + 4 + 1)  # [1, -2, 1] along each axis
+
+
+def test_target_change_is_the_time_weighted_mean():
+    c = torch.randn(4, 2, 3, 3, dtype=torch.float64)
+    w = torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(at_target(c, w), centred(c)[1])
+    assert at_target(c, None) is None
+    torch.testing.assert_close(centred(c).mean(0), torch.zeros(2, 3, 3, dtype=torch.float64))
+
+
+def test_change_layer_absorbs_per_date_gradients(texture):
+    """8 dates, each with its own reflectance gradient across the scene (+-0.015, mean zero
+    over the dates): without the layer the 5 m error grows from 0.0096 to 0.0119 (measured);
+    with a 40 m layer it is back to the clean stack's (0.0096)."""
+    truth = texture[:1, :96, :96]
+    obs, _ = simulate(truth, truth_pixel_m=2.5, n_obs=8, noise_sigma=0.002, seed=3)
+    x = (np.arange(24) + 0.5) / 24 - 0.5
+    a = np.array([0.03, -0.03, 0.0129, -0.0129, 0.0214, -0.0214, 0.0043, -0.0043])
+    ramp = a[:, None, None, None] * (x[None, :] + x[:, None])[None, None]
+    ref5 = F.avg_pool2d(torch.from_numpy(truth[None]).double(), 2)[0].numpy()
+
+    def error(data, cell):
+        res = splatsr.fit_arrays(data, pixel_m=10.0,
+                                 config=splatsr.FitConfig(change_cell_m=cell))
+        e = res.render(5.0) - ref5
+        return float(np.sqrt(np.mean((e - e.mean()) ** 2))), res
+
+    clean, _ = error(obs, None)
+    off, _ = error((obs + ramp).astype(np.float32), None)
+    on, res = error((obs + ramp).astype(np.float32), 40.0)
+    assert off > clean * 1.15 and on < clean * 1.03
+    assert res.change.shape == (8, 1, 7, 7)
+    np.testing.assert_allclose(res.change.mean(0), 0.0, atol=1e-6)
+    assert res.predict().shape == obs.shape
