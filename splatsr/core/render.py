@@ -284,7 +284,8 @@ def render(weights: torch.Tensor, *, ax_y: Axis, ax_x: Axis,
                          f"({ax_y.n_splats}, {ax_x.n_splats})")
     dt, dev = weights.dtype, weights.device
     if isinstance(sigma_m, (int, float)):
-        sig: float | torch.Tensor = s_max = float(sigma_m)
+        s_max = float(sigma_m)
+        sig: float | torch.Tensor = s_max
     else:  # (1,) or (B,) widths
         sig = torch.as_tensor(sigma_m, dtype=torch.float64).detach().reshape(-1)
         s_max = float(sig.max())
