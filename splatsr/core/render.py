@@ -179,11 +179,31 @@ def tap_weights(axis: Axis, *, sigma_m: float | torch.Tensor, delta_m: torch.Ten
     outside the band's ``L`` taps). Differentiable in ``delta_m`` (autograd).
     """
     x0, inside = _tap_geometry(axis, tiling, delta_m.dtype, delta_m.device)
-    x = x0 - delta_m[..., None, None]  # (T, Bk, Gq, win)
     z = (1.0 / _SQRT2) / (sigma_m if isinstance(sigma_m, float) else
                           sigma_m.to(delta_m.dtype)[:, None, None])
-    w = torch.erf((x + axis.pixel_m) * z) - torch.erf(x * z)
-    return w * inside  # inside: the band's taps times the scale spacing / (2 pixel)
+    return _Taps.apply(delta_m, x0, inside, z, axis.pixel_m)
+
+
+class _Taps(torch.autograd.Function):
+    """``inside * (erf((x + p) z) - erf(x z))`` with ``x = x0 - delta``; the backward pass is
+    the Gaussian it differentiates to, summed to ``delta``'s (T, Bk)."""
+
+    @staticmethod
+    def forward(ctx, delta, x0, inside, z, pixel_m: float):  # noqa: D401
+        xz = (x0 - delta[..., None, None]) * z  # (T, Bk, Gq, win)
+        pz = pixel_m * z
+        ctx.save_for_backward(xz, inside, torch.as_tensor(z))
+        ctx.pz = pz
+        ctx.bk = delta.shape[1]
+        return (torch.erf(xz + pz) - torch.erf(xz)) * inside
+
+    @staticmethod
+    def backward(ctx, dw):
+        xz, inside, z = ctx.saved_tensors
+        # d/d delta erf((x0 - delta) z + c) = -(2 / sqrt(pi)) z exp(-(...)^2)
+        g = torch.exp(-(xz + ctx.pz) ** 2) - torch.exp(-xz * xz)
+        dd = (dw * inside * g * z).sum((2, 3)) * (-2.0 / math.sqrt(math.pi))  # (T, Bk')
+        return dd.sum(1, keepdim=True) if ctx.bk < dd.shape[1] else dd, None, None, None, None
 
 
 _GEOMETRY_CACHE: dict = {}
@@ -300,9 +320,7 @@ def render(weights: torch.Tensor, *, ax_y: Axis, ax_x: Axis,
     kx = tap_weights(ax_x, sigma_m=sig, delta_m=dx, tiling=tx)  # (T, Bk, Gq_x, win_x)
     z = _rows(weights, ky, ty, tx)  # (B * n_alloc, T * Gq_y, n_x * win_x)
     out = _columns(z, kx, B=B, T=T)  # (B, n_alloc, T, Gq_y, n_x, Gq_x)
-    out = out[:, : ty.n].permute(2, 0, 1, 3, 4, 5)
-    out = out.reshape(T, B, ty.n * ty.G * ty.q, tx.n * tx.G * tx.q)
-    return out[:, :, : ax_y.n_pix, : ax_x.n_pix]
+    return _Assemble.apply(out, ty.n, ax_y.n_pix, ax_x.n_pix)
 
 
 def _abs_max(d: torch.Tensor) -> float:
@@ -311,13 +329,9 @@ def _abs_max(d: torch.Tensor) -> float:
 
 def _rows(weights: torch.Tensor, ky: torch.Tensor, ty: Tiling, tx: Tiling) -> torch.Tensor:
     """Row pass of :func:`render`: padded weights through the row tile matrices."""
-    B, Ky, Kx = weights.shape
+    B = weights.shape[0]
     T, Bk, Gq, win = ky.shape
-    S = ty.n_alloc * ty.stride
-    need_x = (tx.n - 1) * tx.stride + tx.win
-    w = F.pad(weights, (tx.c, need_x - Kx - tx.c, ty.c, S - Ky - ty.c))  # (B, S, Kx')
-    w = w.unfold(2, tx.win, tx.stride).reshape(B * S, tx.n * tx.win)  # column windows
-    x = F.pad(w, (0, 0, 0, max(0, win - ty.stride)))
+    x = _Windows.apply(weights, ty, tx)  # (B * S + extra, n_x * win_x)
     k = ky.permute(1, 0, 2, 3).reshape(Bk, T * Gq, win)
     return _RowPass.apply(x, k, B * ty.n_alloc, ty.stride)
 
@@ -337,3 +351,52 @@ def _columns(z: torch.Tensor, kx: torch.Tensor, *, B: int, T: int) -> torch.Tens
     kt = kx.transpose(2, 3).permute(1, 0, 2, 3)[:, None]  # (Bk, 1, T, win, Gq_x)
     kt = kt.expand(B, per, T, win, Gqx).reshape(nb * T, win, Gqx)
     return torch.bmm(zc, kt).view(B, per, T, TGq // T, C // win, Gqx)
+
+
+class _Windows(torch.autograd.Function):
+    """Weights (B, Ky, Kx) -> the row pass's input (B * S + extra, n_x * win_x).
+
+    Each band is shifted by the band offsets ``c`` (cropped where negative) and cut or
+    zero-extended to ``S = n_alloc * stride_y`` rows and ``(n_x - 1) * stride_x + win_x``
+    columns; the column windows are laid side by side; ``extra = win_y - stride_y`` zero
+    rows follow. The backward pass sums the overlapping windows back (one fold).
+    """
+
+    @staticmethod
+    def forward(ctx, weights, ty: Tiling, tx: Tiling):  # noqa: D401
+        B, Ky, Kx = weights.shape
+        S = ty.n_alloc * ty.stride
+        need_x = (tx.n - 1) * tx.stride + tx.win
+        pads = (tx.c, need_x - Kx - tx.c, ty.c, S - Ky - ty.c)
+        w = F.pad(weights, pads)  # (B, S, Kx')
+        x = w.new_zeros(B * S + max(0, ty.win - ty.stride), tx.n * tx.win)
+        x[: B * S].view(B, S, tx.n, tx.win).copy_(w.unfold(2, tx.win, tx.stride))
+        ctx.geom = (B, S, need_x, pads, tx)
+        return x
+
+    @staticmethod
+    def backward(ctx, dx):
+        B, S, need_x, pads, tx = ctx.geom
+        d = dx[: B * S].view(B, S, tx.n, tx.win)
+        dw = torch.ops.aten.unfold_backward(d, [B, S, need_x], 2, tx.win, tx.stride)
+        return F.pad(dw, tuple(-p for p in pads)), None, None
+
+
+class _Assemble(torch.autograd.Function):
+    """Column-pass output (B, n_alloc, T, Gq_y, n_x, Gq_x) -> images (T, B, Ny, Nx)."""
+
+    @staticmethod
+    def forward(ctx, out, n_used: int, ny: int, nx: int):  # noqa: D401
+        B, per, T, Gq, n_x, Gqx = out.shape
+        ctx.geom = (out.shape, n_used, ny, nx)
+        img = out[:, :n_used].permute(2, 0, 1, 3, 4, 5).reshape(T, B, n_used * Gq, -1)
+        return img[:, :, :ny, :nx]
+
+    @staticmethod
+    def backward(ctx, dimg):
+        shape, n_used, ny, nx = ctx.geom
+        B, per, T, Gq, n_x, Gqx = shape
+        d = F.pad(dimg, (0, n_x * Gqx - nx, 0, n_used * Gq - ny))
+        dout = dimg.new_zeros(shape) if per > n_used else dimg.new_empty(shape)
+        dout[:, :n_used].permute(2, 0, 1, 3, 4, 5).copy_(d.view(T, B, n_used, Gq, n_x, Gqx))
+        return dout, None, None, None

@@ -205,6 +205,13 @@ def test_per_band_shift_gradients_match_a_loop_over_bands():
     ref = torch.autograd.grad((_per_band_loop(w, s, grid, [3.5, 4.5]) * g).sum(), (w, s))
     for a, b in zip(got, ref):
         assert (a - b).abs().max() <= 6e-7 * b.abs().max()
+    # (T, 2) shifts shared by the bands, widths per band: the shift gradient sums the bands
+    s2 = s[:, 0].detach().requires_grad_()
+    got = torch.autograd.grad((render_observations(w, s2, grid=grid, psf_sigma_m=[3.5, 4.5])
+                               * g).sum(), s2)[0]
+    s3 = s2.detach()[:, None].expand(3, 2, 2).clone().requires_grad_()
+    ref = torch.autograd.grad((_per_band_loop(w, s3, grid, [3.5, 4.5]) * g).sum(), s3)[0]
+    assert (got - ref.sum(1)).abs().max() <= 6e-7 * ref.abs().max()
 
 
 @pytest.mark.parametrize("shape, psf", [((4, 3, 2), 4.0), ((4, 2, 3), 4.0),
