@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from splatsr.core import memory
 from splatsr.core.model import output_shape
 from splatsr.core.solver import FitConfig
 from splatsr.errors import ConfigError
@@ -144,10 +145,50 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
                                 log=log)
     stack = _open(source, cfg=cfg, cache_dir=cache_dir, log=log)
     output_shape(_extent(stack), resolution_m)  # fail before a long fit, not after
+    if tiles is None:
+        tiles = choose_route(stack, cfg, psf_sigma_m=psf_sigma_m, log=log)
+        if tiles is not None:
+            _check_options(source, tiles=tiles, psf_sigma_m=psf_sigma_m,
+                           init_shifts=init_shifts, report_dir=report_dir)
     if tiles is not None:
         return _fit_tiled(stack, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles, log=log)
     return _fit_whole(stack, out, cfg=cfg, resolution_m=resolution_m, psf_sigma_m=psf_sigma_m,
                       init_shifts=init_shifts, report_dir=report_dir, log=log)
+
+
+def choose_route(stack: Stack, cfg: FitConfig, *, psf_sigma_m: Any = None, overlap: int = 8,
+                 budget_bytes: int | None = None,
+                 log: Callable[[str], None] | None = None) -> TileOptions | None:
+    """None when the whole-stack fit fits the device's memory, else the tiles to fit in.
+
+    The budget is ``budget_bytes``, else ``SPLATSR_MEMORY_BUDGET_MIB``, else a share of the
+    device's free memory (:func:`splatsr.core.memory.device_budget_bytes`).
+
+    Raises
+    ------
+    ConfigError
+        If not even a small tile fits.
+    """
+    psf = psf_sigma_m if isinstance(psf_sigma_m, (int, float)) else cfg.psf_sigma_m
+    T, B = len(stack.observations), len(stack.bands)
+    kw = dict(n_obs=T, n_bands=B, pixel_m=stack.pixel_m, spacing_m=cfg.splat_spacing_m,
+              psf_sigma_m=psf, lbfgs_history=cfg.lbfgs_history)
+    plan = memory.plan_fit_memory(height=stack.height, width=stack.width, **kw)
+    device = memory.resolve_device(cfg.device)
+    budget = budget_bytes or memory.env_budget_bytes() or memory.device_budget_bytes(device)
+    if plan.total <= budget:
+        return None
+    side = memory.largest_tile(overlap=overlap, budget_bytes=budget, **kw)
+    mib = 2 ** 20
+    if side is None:
+        raise ConfigError(f"a {T} x {B} x {stack.height} x {stack.width} stack does not fit "
+                          f"the {budget / mib:.0f} MiB of {device}, not even in small tiles; "
+                          "use fewer dates or bands, or a larger splat spacing")
+    (log or _LOG.info)(
+        f"the whole-stack fit needs ~{plan.total / mib:.0f} MiB, more than the "
+        f"{budget / mib:.0f} MiB {device} allows: fitting in tiles of {side} px instead "
+        f"(choose with --tile-size)")
+    return TileOptions(tile_size=side, overlap=overlap)
 
 
 def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
@@ -194,7 +235,12 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
                psf_sigma_m: Any, init_shifts: Any, report_dir: Any,
                log: Callable[[str], None]) -> FitRun:
     """One fit of the whole stack, then the COG, shifts, PSF curve and report."""
+    device = memory.resolve_device(cfg.device)
+    memory.reset_peak(device)
     result = fit(stack, config=cfg, psf_sigma_m=psf_sigma_m, init_shifts=init_shifts)
+    peak = memory.peak_allocated(device)
+    if peak is not None:
+        log(f"peak {device} memory allocated by the fit: {peak / 2 ** 20:.0f} MiB")
     run = FitRun(path=out, stack=stack, fit=result)
     sel, seed_m = result.psf_selection, result.seed_shifts_m
     if sel is not None:
