@@ -369,7 +369,8 @@ class _Windows(torch.autograd.Function):
         need_x = (tx.n - 1) * tx.stride + tx.win
         pads = (tx.c, need_x - Kx - tx.c, ty.c, S - Ky - ty.c)
         w = F.pad(weights, pads)  # (B, S, Kx')
-        x = w.new_zeros(B * S + max(0, ty.win - ty.stride), tx.n * tx.win)
+        x = w.new_empty(B * S + max(0, ty.win - ty.stride), tx.n * tx.win)
+        x[B * S:].zero_()
         x[: B * S].view(B, S, tx.n, tx.win).copy_(w.unfold(2, tx.win, tx.stride))
         ctx.geom = (B, S, need_x, pads, tx)
         return x
@@ -377,8 +378,13 @@ class _Windows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dx):
         B, S, need_x, pads, tx = ctx.geom
-        d = dx[: B * S].view(B, S, tx.n, tx.win)
-        dw = torch.ops.aten.unfold_backward(d, [B, S, need_x], 2, tx.win, tx.stride)
+        U = -(-tx.win // tx.stride)  # windows overlapping one block of stride columns
+        d = F.pad(dx[: B * S].view(B, S, tx.n, tx.win), (0, U * tx.stride - tx.win))
+        d = d.view(B, S, tx.n, U, tx.stride)
+        dw = d.new_zeros(B, S, tx.n + U - 1, tx.stride)
+        for u in range(U):  # U (2-3) shifted adds: the fold of the overlapping windows
+            dw[:, :, u:u + tx.n] += d[:, :, :, u]
+        dw = dw.view(B, S, -1)[..., :need_x]
         return F.pad(dw, tuple(-p for p in pads)), None, None
 
 
