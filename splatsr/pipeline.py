@@ -138,22 +138,26 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     log = log or _LOG.info
     cfg = config or FitConfig()
     out = check_out(out, mkdir=mkdir)
-    _check_options(source, tiles=tiles, psf_sigma_m=psf_sigma_m, init_shifts=init_shifts,
-                   report_dir=report_dir)
+    opts = dict(psf_sigma_m=psf_sigma_m, init_shifts=init_shifts, report_dir=report_dir)
+    _check_options(source, tiles=tiles, **opts)
     if tiles is not None and isinstance(source, Mapping):
         return _fit_query_tiled(source, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles,
                                 log=log)
     stack = _open(source, cfg=cfg, cache_dir=cache_dir, log=log)
     output_shape(_extent(stack), resolution_m)  # fail before a long fit, not after
-    if tiles is None:
-        tiles = choose_route(stack, cfg, psf_sigma_m=psf_sigma_m, log=log)
-        if tiles is not None:
-            _check_options(source, tiles=tiles, psf_sigma_m=psf_sigma_m,
-                           init_shifts=init_shifts, report_dir=report_dir)
+    tiles = tiles or _auto_tiles(source, stack, cfg, opts, log)
     if tiles is not None:
         return _fit_tiled(stack, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles, log=log)
-    return _fit_whole(stack, out, cfg=cfg, resolution_m=resolution_m, psf_sigma_m=psf_sigma_m,
-                      init_shifts=init_shifts, report_dir=report_dir, log=log)
+    return _fit_whole(stack, out, cfg=cfg, resolution_m=resolution_m, log=log, **opts)
+
+
+def _auto_tiles(source: Any, stack: Stack, cfg: FitConfig, opts: dict[str, Any],
+                log: Callable[[str], None]) -> TileOptions | None:
+    """:func:`choose_route`'s tiles, after checking the options work with tiles."""
+    tiles = choose_route(stack, cfg, psf_sigma_m=opts["psf_sigma_m"], log=log)
+    if tiles is not None:
+        _check_options(source, tiles=tiles, **opts)
+    return tiles
 
 
 def choose_route(stack: Stack, cfg: FitConfig, *, psf_sigma_m: Any = None, overlap: int = 8,
