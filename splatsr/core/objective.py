@@ -137,9 +137,9 @@ class Objective:
         if self.band_off is not None:
             shifts = shifts[:, None, :] + self.band_off[None]  # (T, B, 2)
         # on CUDA the band is sized for the grid's margin (no host read of the shifts)
+        bound = {"delta_max_m": MAX_SHIFT_M} if self.y.is_cuda else {}
         pred = render_observations(self.w, shifts, grid=self.grid,
-                                   psf_sigma_m=self.cfg.psf_sigma_m,
-                                   delta_max_m=MAX_SHIFT_M if self.y.is_cuda else None)
+                                   psf_sigma_m=self.cfg.psf_sigma_m, **bound)
         if self.cfg.radiometry:
             pred = apply_radiometry(pred, self.log_gain, self.offset)
         if self.change is not None:
