@@ -147,10 +147,10 @@ def dense_fit(data: np.ndarray, *, pixel_m: float, spacing_m: float = 3.0,
     return img.astype(np.float32), seconds, evals
 
 
-def cli_fit(stack_dir: Path, out: Path) -> float:
-    """Wall-clock seconds of the end-to-end CLI fit."""
+def cli_fit(stack_dir: Path, out: Path, extra: list[str] | None = None) -> float:
+    """Wall-clock seconds of the end-to-end CLI fit (``extra``: more CLI arguments)."""
     cmd = [sys.executable, "-m", "splatsr_cli.cli", "fit", str(stack_dir), "--out", str(out),
-           "--psf-sigma", "4", "--resolution", "2.5", "--no-progress"]
+           "--psf-sigma", "4", "--resolution", "2.5", "--no-progress", *(extra or [])]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
     return time.perf_counter() - t0
@@ -163,6 +163,8 @@ def main() -> int:
     p.add_argument("--stack", type=Path, default=None,
                    help="keep the simulated stack here and reuse it on later runs "
                         "(simulating takes minutes on 2 cores)")
+    p.add_argument("--cli-arg", action="append", default=[],
+                   help="an extra argument of the CLI fit, e.g. --cli-arg=--no-band-offsets")
     args = p.parse_args()
     truth = make_truth()
     rows = []
@@ -179,7 +181,7 @@ def main() -> int:
             order = ["cli", "dense"] if rep % 2 == 0 else ["dense", "cli"]
             for which in order:
                 if which == "cli":
-                    t = cli_fit(stack_dir, tmp / "sr.tif")
+                    t = cli_fit(stack_dir, tmp / "sr.tif", args.cli_arg)
                     with rasterio.open(tmp / "sr.tif") as src:
                         img = src.read()
                     rows.append(dict(run="cli", repeat=rep, seconds=t, psnr_db=psnr(img, truth)))

@@ -211,6 +211,41 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+OPS_RENDER_SIZES = (64, 128, 256, 512, 1024)
+OPS_STEP_SIZES = (64, 128, 256)
+
+
+def ops_main(args: argparse.Namespace) -> int:
+    """aten calls per render (fwd + bwd) and per Adam step, beside render times (T = 8)."""
+    from opcount import adam_step_ops, render_ops
+
+    torch.set_num_threads(args.threads or 1)
+    info, rows = machine(), []
+    for size in OPS_RENDER_SIZES:
+        r = render_ops(size)
+        r["render_s"] = render_case(size, 8, spacing_m=args.spacing, device=torch.device("cpu"),
+                                    repeats=1 if size >= 512 else args.repeats,
+                                    dense=False)["fast_s"]
+        if size in OPS_STEP_SIZES:
+            a = adam_step_ops(size)
+            r.update(step_all=a["all"], step_top=a["top"], step_by_name=a["by_name"])
+        rows.append(r)
+        print(json.dumps({k: v for k, v in r.items() if k != "step_by_name"}), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "opcount.json").write_text(json.dumps(dict(machine=info, rows=rows), indent=1))
+    md = [f"# aten operator calls ({info['date']})", "",
+          f"`{info['uname']}`, torch {info['torch']} (1 thread), commit `{info['commit']}`; "
+          "T = 8 dates, B = 4 bands, default settings", "",
+          "| size px | render fwd+bwd calls (all / top-level) | render fwd+bwd s | "
+          "Adam step calls (all / top-level) |", "|---|---|---|---|"]
+    md += [f"| {r['size']} | {r['all']} / {r['top']} | {r['render_s']:.3f} | "
+           + (f"{r['step_all']} / {r['step_top']}" if "step_all" in r else "-") + " |"
+           for r in rows]
+    (args.out / "opcount.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--full", action="store_true", help="the issue's full grid (long)")
@@ -220,7 +255,11 @@ def main() -> int:
     p.add_argument("--no-fit", action="store_true", help="skip the full-fit cases")
     p.add_argument("--no-render", action="store_true", help="skip the render cases")
     p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--ops", action="store_true",
+                   help="only the aten operator counts per render and Adam step, with times")
     args = p.parse_args()
+    if args.ops:
+        return ops_main(args)
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["PERF_THREADS"] = str(args.threads)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from splatsr.core import memory
 from splatsr.core.model import output_shape
 from splatsr.core.solver import FitConfig
 from splatsr.core.uncertainty import check_mode
@@ -104,9 +105,8 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     Parameters
     ----------
     source
-        A stack directory, a :class:`Stack`, or a STAC query: a mapping of ``aoi``, ``start``,
-        ``end`` and other :data:`QUERY_KEYS` (see :func:`splatsr.io.fetch.fetch_cached`),
-        fetched first, or with ``tiles`` read by each tile from the COGs.
+        A stack directory, a :class:`Stack`, or a STAC query mapping (:data:`QUERY_KEYS`),
+        fetched first (:func:`splatsr.io.fetch.fetch_cached`), or with ``tiles`` per tile.
     out
         The output COG; the shifts go to ``<stem>.shifts.csv`` beside it.
     config
@@ -118,7 +118,7 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     init_shifts
         ``"zeros"`` or ``"phasecorr"`` (start at phase-correlation estimates).
     report_dir
-        Also write the report figures (panels, convergence, shifts) into this folder.
+        Also write the report figures into this folder.
     tiles
         Fit in tiles on Dask (no ``"auto"`` PSF, phase-correlation seed or report then).
     cache_dir
@@ -128,7 +128,7 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     uncertainty
         Also write the 1-sigma map ``<stem>.sigma.tif`` (True/"full", or "fast"; tiled too).
     log
-        Receives the summary lines (default: the ``splatsr`` logger at INFO).
+        Receives the summary lines (default: the ``splatsr`` logger).
 
     Returns
     -------
@@ -137,28 +137,73 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     Raises
     ------
     ConfigError
-        For a bad or conflicting option value, also one found by reading the stack (a
-        resolution that does not divide it); other ``SplatsrError``s for bad input data.
+        For a bad option value, also one found by reading the stack (e.g. the resolution);
+        other ``SplatsrError``s for bad input data.
     """
     log, cfg, out = log or _LOG.info, config or FitConfig(), check_out(out, mkdir=mkdir)
-    _check_options(source, tiles=tiles, psf_sigma_m=psf_sigma_m, init_shifts=init_shifts,
-                   report_dir=report_dir, uncertainty=uncertainty)
-    tiles = tiles and replace(tiles, uncertainty=_mode(uncertainty))
+    opts = dict(psf_sigma_m=psf_sigma_m, init_shifts=init_shifts, report_dir=report_dir,
+                uncertainty=uncertainty)
+    tiles = _check_options(source, tiles=tiles, **opts)
     if tiles is not None and isinstance(source, Mapping):
         return _fit_query_tiled(source, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles,
                                 log=log)
     stack = _open(source, cfg=cfg, cache_dir=cache_dir, log=log)
     output_shape(_extent(stack), resolution_m)  # fail before a long fit, not after
+    tiles = tiles or _auto_tiles(source, stack, cfg, opts, log)
     if tiles is not None:
         return _fit_tiled(stack, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles, log=log)
-    return _fit_whole(stack, out, cfg=cfg, resolution_m=resolution_m, psf_sigma_m=psf_sigma_m,
-                      init_shifts=init_shifts, report_dir=report_dir, log=log,
-                      uncertainty=uncertainty)
+    return _fit_whole(stack, out, cfg=cfg, resolution_m=resolution_m, log=log, **opts)
+
+
+
+def _auto_tiles(source: Any, stack: Stack, cfg: FitConfig, opts: dict[str, Any],
+                log: Callable[[str], None]) -> TileOptions | None:
+    """:func:`choose_route`'s tiles, after checking the options work with tiles."""
+    tiles = choose_route(stack, cfg, psf_sigma_m=opts["psf_sigma_m"], log=log)
+    if tiles is not None:
+        tiles = _check_options(source, tiles=tiles, **opts)
+    return tiles
+
+
+def choose_route(stack: Stack, cfg: FitConfig, *, psf_sigma_m: Any = None, overlap: int = 8,
+                 budget_bytes: int | None = None,
+                 log: Callable[[str], None] | None = None) -> TileOptions | None:
+    """None when the whole-stack fit fits the device's memory, else the tiles to fit in.
+
+    The budget is ``budget_bytes``, else ``SPLATSR_MEMORY_BUDGET_MIB``, else a share of the
+    device's free memory (:func:`splatsr.core.memory.device_budget_bytes`).
+
+    Raises
+    ------
+    ConfigError
+        If not even a small tile fits.
+    """
+    psf = psf_sigma_m if isinstance(psf_sigma_m, (int, float)) else cfg.psf_sigma_m
+    T, B = len(stack.observations), len(stack.bands)
+    kw = dict(n_obs=T, n_bands=B, pixel_m=stack.pixel_m, spacing_m=cfg.splat_spacing_m,
+              psf_sigma_m=psf, lbfgs_history=cfg.lbfgs_history)
+    plan = memory.plan_fit_memory(height=stack.height, width=stack.width, **kw)
+    device = memory.resolve_device(cfg.device)
+    budget = budget_bytes or memory.env_budget_bytes() or memory.device_budget_bytes(device)
+    if plan.total <= budget:
+        return None
+    side = memory.largest_tile(overlap=overlap, budget_bytes=budget, **kw)
+    mib = 2 ** 20
+    if side is None:
+        raise ConfigError(f"a {T} x {B} x {stack.height} x {stack.width} stack does not fit "
+                          f"the {budget / mib:.0f} MiB of {device}, not even in small tiles; "
+                          "use fewer dates or bands, or a larger splat spacing")
+    (log or _LOG.info)(
+        f"the whole-stack fit needs ~{plan.total / mib:.0f} MiB, more than the "
+        f"{budget / mib:.0f} MiB {device} allows: fitting in tiles of {side} px instead "
+        f"(choose with --tile-size)")
+    return TileOptions(tile_size=side, overlap=overlap)
 
 
 def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
-                   init_shifts: str, report_dir: Any, uncertainty: Any = False) -> None:
-    """Raise :class:`ConfigError` for options that do not go together."""
+                   init_shifts: str, report_dir: Any,
+                   uncertainty: Any = False) -> TileOptions | None:
+    """``tiles`` with the uncertainty mode; a :class:`ConfigError` for options that clash."""
     if isinstance(source, Mapping):
         missing = [k for k in ("aoi", "start", "end") if source.get(k) is None]
         unknown = sorted(set(source) - set(QUERY_KEYS))
@@ -172,13 +217,14 @@ def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
     if uncertainty not in (False, True):
         check_mode(uncertainty)
     if tiles is None:
-        return
+        return None
     if psf_sigma_m == "auto":
         raise ConfigError("--psf-sigma auto is not available with --tile-size; run it on a "
                           "part of the stack and pass the number")
     if init_shifts != "zeros" or report_dir is not None:
         raise ConfigError("--init-shifts phasecorr and --report are not available with "
                           "--tile-size")
+    return replace(tiles, uncertainty=_mode(uncertainty))
 
 
 def _extent(stack: Stack) -> tuple[float, float]:
@@ -202,8 +248,13 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
                psf_sigma_m: Any, init_shifts: Any, report_dir: Any,
                log: Callable[[str], None], uncertainty: Any = False) -> FitRun:
     """One fit of the whole stack, then the COG, shifts, sigma, PSF curve and report."""
+    device = memory.resolve_device(cfg.device)
+    memory.reset_peak(device)
     result = fit(stack, config=cfg, psf_sigma_m=psf_sigma_m, init_shifts=init_shifts,
                  uncertainty=uncertainty)
+    peak = memory.peak_allocated(device)
+    if peak is not None:
+        log(f"peak {device} memory allocated by the fit: {peak / 2 ** 20:.0f} MiB")
     run = FitRun(path=out, stack=stack, fit=result)
     sel, seed_m = result.psf_selection, result.seed_shifts_m
     if sel is not None:

@@ -90,4 +90,35 @@ def test_run_fit_uncertainty_writes_sigma_on_the_same_grid(small_stack, tmp_path
 def test_run_fit_uncertainty_options(small_stack, tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         run_fit(small_stack.root, tmp_path / "sr.tif", config=FAST, **kwargs)
+
+
+def _fake_stack(n: int, T: int = 8, B: int = 4):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(observations=[None] * T, bands=["b"] * B, pixel_m=10.0,
+                           height=n, width=n)
+
+
+def test_choose_route_tiles_what_does_not_fit():
+    """A fake small device budget: the whole 1024 px stack does not fit, 256 px tiles do."""
+    from splatsr.core.memory import plan_fit_memory
+    from splatsr.pipeline import choose_route
+
+    cfg = splatsr.FitConfig(device="cpu")
+    geo = dict(n_obs=8, n_bands=4, pixel_m=10.0, spacing_m=2.0, psf_sigma_m=4.0)
+    whole = plan_fit_memory(height=1024, width=1024, **geo).total
+    assert choose_route(_fake_stack(1024), cfg, budget_bytes=whole) is None
+    lines: list[str] = []
+    budget = plan_fit_memory(height=256 + 16, width=256 + 16, **geo).total
+    tiles = choose_route(_fake_stack(1024), cfg, budget_bytes=budget, log=lines.append)
+    assert tiles == TileOptions(tile_size=256, overlap=8)
+    assert "fitting in tiles of 256 px" in lines[0]
+    with pytest.raises(ConfigError, match="does not fit"):
+        choose_route(_fake_stack(1024), cfg, budget_bytes=1000)
+
+
+def test_run_fit_refuses_a_stack_too_large_for_any_tile(small_stack, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPLATSR_MEMORY_BUDGET_MIB", "0.001")
+    with pytest.raises(ConfigError, match="does not fit"):
+        run_fit(small_stack.root, tmp_path / "sr.tif", config=FAST)
     assert list(tmp_path.iterdir()) == []

@@ -144,7 +144,7 @@ def run_lbfgs(params: list[torch.Tensor],
 
 def run_adam(obj: Objective, level: Level, log: FitLog) -> None:
     """Adam warm-up of one level; on the first level the loss scale narrows half-way."""
-    opt = torch.optim.Adam(obj.adam_groups())
+    opt = torch.optim.Adam(obj.adam_groups(), fused=True)  # one kernel for all parameters
     for step in range(level.adam_steps):
         if level.index == 0 and step == level.adam_steps // 2:
             obj.update_robust(first=True, weights=False)  # narrow the loss early

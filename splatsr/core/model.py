@@ -81,7 +81,7 @@ class SplatGrid:
 
 def render_observations(weights: torch.Tensor, shifts_m: torch.Tensor, *, grid: SplatGrid,
                         psf_sigma_m: float | Sequence[float] | torch.Tensor,
-                        dense: bool = False) -> torch.Tensor:
+                        dense: bool = False, delta_max_m: float | None = None) -> torch.Tensor:
     """Predict the observations.
 
     Parameters
@@ -99,6 +99,10 @@ def render_observations(weights: torch.Tensor, shifts_m: torch.Tensor, *, grid: 
         of B values, one per band.
     dense
         Use the dense reference instead of the banded fast path.
+    delta_max_m
+        An upper bound of ``|shift|`` (metres) that sizes the fast path's band; by default
+        the shifts' own maximum, read on the host (a device sync on CUDA). Shifts beyond
+        the bound are rendered with a truncated band.
 
     Returns
     -------
@@ -115,19 +119,25 @@ def render_observations(weights: torch.Tensor, shifts_m: torch.Tensor, *, grid: 
             (shifts_m.dim() == 3 and shifts_m.shape[1] != B):
         raise ConfigError(f"shifts must have shape (T, 2) or (T, B={B}, 2), "
                           f"got {tuple(shifts_m.shape)}")
-    psf = band_psf_sigma(psf_sigma_m, n_bands=B)
     ay, ax = grid.axes(pixel_m=grid.pixel_m, n_y=grid.height, n_x=grid.width)
-    fn = _r.render_dense if dense else _r.render
-    if shifts_m.dim() == 2 and psf.dim() == 0:
-        sigma = torch.sqrt(grid.sigma_m ** 2 + psf * psf)
-        # rows grow southwards, so a northward displacement is a negative row displacement
-        return fn(weights, ax_y=ay, ax_x=ax, sigma_m=float(sigma), dy_m=-shifts_m[:, 1],
-                  dx_m=shifts_m[:, 0])
+    if isinstance(psf_sigma_m, (int, float)) and psf_sigma_m >= 0:  # no tensor ops
+        psf = torch.tensor(float(psf_sigma_m), dtype=torch.float64) if dense else None
+        sigma: float | torch.Tensor = math.hypot(grid.sigma_m, psf_sigma_m)
+    else:
+        psf = band_psf_sigma(psf_sigma_m, n_bands=B)
+        sigma = torch.sqrt(grid.sigma_m ** 2 + psf.detach().double() ** 2)
+        sigma = sigma if sigma.dim() else float(sigma)
+    # rows grow southwards, so a northward displacement is a negative row displacement
+    if not dense:  # the fast path takes per-band shifts (T, B) and widths (B,) natively
+        if delta_max_m is None:  # one host read for both axes
+            delta_max_m = float(shifts_m.detach().abs().max()) if shifts_m.numel() else 0.0
+        return _r.render(weights, ax_y=ay, ax_x=ax, sigma_m=sigma, dy_m=-shifts_m[..., 1],
+                         dx_m=shifts_m[..., 0], delta_max_m=delta_max_m)
     shifts = shifts_m if shifts_m.dim() == 3 else shifts_m[:, None].expand(-1, B, 2)
     psf = psf.expand(B)
-    out = [fn(weights[b:b + 1], ax_y=ay, ax_x=ax,
-              sigma_m=float(torch.sqrt(grid.sigma_m ** 2 + psf[b] * psf[b])),
-              dy_m=-shifts[:, b, 1], dx_m=shifts[:, b, 0]) for b in range(B)]
+    out = [_r.render_dense(weights[b:b + 1], ax_y=ay, ax_x=ax,
+                           sigma_m=float(torch.sqrt(grid.sigma_m ** 2 + psf[b] * psf[b])),
+                           dy_m=-shifts[:, b, 1], dx_m=shifts[:, b, 0]) for b in range(B)]
     return torch.cat(out, dim=1)
 
 

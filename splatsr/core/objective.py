@@ -17,7 +17,7 @@ import torch
 
 from splatsr.core.change import ChangeGrid, centred, roughness, upsample
 from splatsr.core.config import FitConfig
-from splatsr.core.model import SplatGrid, render_observations
+from splatsr.core.model import MAX_SHIFT_M, SplatGrid, render_observations
 from splatsr.core.prior import prior_penalty
 from splatsr.core.robust import (
     MAX_SIGMA,
@@ -136,8 +136,10 @@ class Objective:
         shifts = self.shifts()  # (T, 2)
         if self.band_off is not None:
             shifts = shifts[:, None, :] + self.band_off[None]  # (T, B, 2)
+        # on CUDA the band is sized for the grid's margin (no host read of the shifts)
+        bound = {"delta_max_m": MAX_SHIFT_M} if self.y.is_cuda else {}
         pred = render_observations(self.w, shifts, grid=self.grid,
-                                   psf_sigma_m=self.cfg.psf_sigma_m)
+                                   psf_sigma_m=self.cfg.psf_sigma_m, **bound)
         if self.cfg.radiometry:
             pred = apply_radiometry(pred, self.log_gain, self.offset)
         if self.change is not None:

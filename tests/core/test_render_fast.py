@@ -22,11 +22,9 @@ SPACINGS = [2.0, 2.5, 3.0, 10.0 / 3.0]
 TOL = {torch.float64: 3e-7, torch.float32: 1e-5}
 
 
-@pytest.fixture(params=[(3, 5), (8, 24)], ids=["tiny-tiles", "default-tiles"])
+@pytest.fixture(params=[1, 3, 8], ids=["one-period-tiles", "tiny-tiles", "default-tiles"])
 def tiles(request, monkeypatch):
-    rows, cols = request.param
-    monkeypatch.setattr(R, "TILE_PIXELS_ROWS", rows)
-    monkeypatch.setattr(R, "TILE_PIXELS_COLS", cols)
+    monkeypatch.setattr(R, "TILE_PIXELS_ROWS", request.param)
     return request.param
 
 
@@ -109,7 +107,68 @@ def test_no_observations_x_pixels_x_splats_buffer():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         render_observations(w, s, grid=grid, psf_sigma_m=4.0).sum().backward()
-    # the intermediate z is T * B * Ny' * Kx' with Ny' <= H + 8 (a row tile) and Kx' ~ Kx
-    z_bound = T * B * (40 + 8) * grid.nx
+    # the intermediate z is T * B * Ny' * Kx'' with Ny' <= H + 16 (two row tiles: the last
+    # used one and the zero tail) and Kx'' <= 2 Kx (column windows side by side: a window of
+    # 15 P + L splats per 16 P, L < 16 P here)
+    z_bound = T * B * (40 + 16) * 2 * grid.nx
     assert max(saved) <= z_bound
     assert max(saved) < T * 40 * 40 * grid.nx  # observations x pixels x splats per axis
+
+
+def test_shift_bound_sizes_the_band_without_changing_the_render():
+    """A ``delta_max_m`` above the shifts (no host read of them) renders the same values
+    (a wider band only adds taps beyond 5 sigma: 3e-7); one below them truncates (differs)."""
+    grid = SplatGrid.for_raster(height=12, width=10, pixel_m=10.0, spacing_m=2.0,
+                                psf_sigma_m=4.0)
+    torch.manual_seed(6)
+    w = torch.randn(2, grid.ny, grid.nx, dtype=torch.float64)
+    s = torch.tensor([[12.0, -3.0], [-14.0, 9.0], [1.0, 2.0], [1.0, -8.0]], dtype=torch.float64)
+    ref = render_observations(w, s, grid=grid, psf_sigma_m=4.0)
+    wide = render_observations(w, s, grid=grid, psf_sigma_m=4.0, delta_max_m=30.0)
+    assert (wide - ref).abs().max() <= 3e-7 * ref.abs().max()
+    narrow = render_observations(w, s, grid=grid, psf_sigma_m=4.0, delta_max_m=0.0)
+    assert (narrow - ref).abs().max() > 1e-4 * ref.abs().max()
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu_forward_and_backward():
+    """Opt-in (``pytest -m gpu``): the render and its gradients on CUDA equal the CPU's to
+    the float32 bound (1e-5 relative), with shared and per-band shifts."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    grid = SplatGrid.for_raster(height=40, width=36, pixel_m=10.0, spacing_m=2.0,
+                                psf_sigma_m=4.0)
+    torch.manual_seed(9)
+    w0 = torch.randn(3, grid.ny, grid.nx)
+    for s0 in (torch.randn(6, 2) * 2.0, torch.randn(6, 3, 2) * 2.0):
+        g0 = torch.randn(6, 3, 40, 36)
+        res = []
+        for dev in ("cpu", "cuda"):
+            w = w0.to(dev).requires_grad_()
+            s = s0.to(dev).requires_grad_()
+            out = render_observations(w, s, grid=grid, psf_sigma_m=[3.5, 4.0, 4.5])
+            res.append([t.cpu() for t in (out, *torch.autograd.grad(
+                (out * g0.to(dev)).sum(), (w, s)))])
+        for a, b in zip(*res):
+            assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
+def _aten_calls(n_px: int) -> int:
+    grid = SplatGrid.for_raster(height=n_px, width=n_px, pixel_m=10.0, spacing_m=2.0,
+                                psf_sigma_m=4.0)
+    w = torch.randn(2, grid.ny, grid.nx, requires_grad=True)
+    s = torch.randn(3, 2, 2, requires_grad=True)  # per-band shifts
+    render_observations(w, s, grid=grid, psf_sigma_m=4.0).sum().backward()  # warm caches
+    with torch.profiler.profile() as prof:
+        render_observations(w, s, grid=grid, psf_sigma_m=4.0).sum().backward()
+    return sum(e.name.startswith("aten::") for e in prof.events())
+
+
+def test_operator_calls_do_not_grow_with_the_raster():
+    """Forward + backward issue the same aten calls for 24 px and 96 px rasters (4x the
+    row and column tiles; the per-tile loops this replaced grew with them), to within a few
+    calls: a crop or pad that is a no-op at one size is an ``alias`` at another, and a
+    band-block's zero tail can be one tile or two."""
+    small, large = _aten_calls(24), _aten_calls(96)
+    assert abs(small - large) <= 8
+    assert large < 450

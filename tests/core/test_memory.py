@@ -1,0 +1,56 @@
+"""The memory plan of a fit (:mod:`splatsr.core.memory`): sizes, budget and tile choice."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from splatsr.core import memory
+
+GEO = dict(pixel_m=10.0, spacing_m=2.0, psf_sigma_m=4.0)
+
+
+def _plan(n: int, T: int = 8, B: int = 4) -> memory.MemoryPlan:
+    return memory.plan_fit_memory(n_obs=T, n_bands=B, height=n, width=n, **GEO)
+
+
+def test_plan_scales_with_pixels_and_dates():
+    """Every part grows about as pixels (x4 per doubling, within the margins' share)."""
+    small, big = _plan(128), _plan(256)
+    for part in ("images", "render", "params"):
+        ratio = getattr(big, part) / getattr(small, part)
+        assert 3.0 < ratio <= 4.0 + 1e-9, part
+    assert _plan(128, T=16).images == 2 * small.images
+    # 128^2 x 8 x 4: the images alone are 10 x 2 MiB; the whole plan stays below 1 GiB
+    assert small.images == 10 * 8 * 4 * 128 * 128 * 4
+    assert small.total < 2 ** 30
+
+
+def test_fits_on_device_uses_the_budget(monkeypatch):
+    plan = _plan(64)
+    monkeypatch.setattr(memory, "device_budget_bytes", lambda device: plan.total)
+    assert memory.fits_on_device(plan, "cpu")
+    monkeypatch.setattr(memory, "device_budget_bytes", lambda device: plan.total - 1)
+    assert not memory.fits_on_device(plan, "cpu")
+
+
+def test_largest_tile_is_the_largest_that_fits():
+    budget = _plan(512 + 16).total  # a 512 px tile with 8 px overlap fits exactly
+    side = memory.largest_tile(n_obs=8, n_bands=4, overlap=8, budget_bytes=budget, **GEO)
+    assert side == 512
+    assert memory.largest_tile(n_obs=8, n_bands=4, overlap=8, budget_bytes=1000, **GEO) is None
+
+
+def test_cpu_budget_and_peak():
+    assert memory.device_budget_bytes("cpu") > 2 ** 20
+    assert memory.peak_allocated("cpu") is None
+    assert memory.resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.gpu
+def test_cuda_peak_is_reported():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    memory.reset_peak("cuda")
+    x = torch.ones(2 ** 20, device="cuda")
+    assert memory.peak_allocated("cuda") >= x.numel() * 4
