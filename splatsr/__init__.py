@@ -9,7 +9,8 @@ The layers, lowest first (a layer imports only from layers above it in this list
 - :mod:`splatsr.evaluate` -- evidence: simulation with known truth, phase-correlation
   registration, metrics, sweeps, report figures.
 - :mod:`splatsr.tiles` -- large areas: tile plans, the tile store, sources, Dask runs, mosaics.
-- :mod:`splatsr.workflow` -- one fit of a stack start to finish (what ``splatsr fit`` calls).
+- :mod:`splatsr.workflow` -- one fit of a stack start to finish (``splatsr.fit``).
+- :mod:`splatsr.pipeline` -- what ``splatsr fit`` runs: input, route (whole or tiled), outputs.
 - :mod:`splatsr.cli` -- the ``splatsr`` command, a thin layer over the above.
 """
 
