@@ -32,6 +32,7 @@ from urllib3.exceptions import (
 
 import splatsr.io.sentinel2 as s2
 from splatsr.errors import ConfigError, FetchError
+from splatsr.io.grid import RasterGrid
 from splatsr.io.query import AOI, SceneQuery
 
 RETRY_STATUS = (429, 500, 502, 503, 504)
@@ -55,7 +56,7 @@ class Scene:
 
 
 @dataclass(frozen=True)
-class Grid:
+class Grid(RasterGrid):
     """The stack grid: the AOI in the tile CRS, snapped outward to the 60 m lattice."""
 
     tile: str
@@ -64,15 +65,6 @@ class Grid:
     width: int
     height: int
     aoi_bounds: tuple[float, float, float, float]  # projected AOI, not snapped
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        t = self.transform
-        return (t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f)
-
-    def key(self) -> dict[str, Any]:
-        return {"crs": self.crs, "transform": list(tuple(self.transform)[:6]),
-                "width": self.width, "height": self.height}
 
     @cached_property
     def _mask(self) -> np.ndarray:
