@@ -90,6 +90,9 @@ class StackFit(FitResult):
                     units="reflectance (0-1)")
         if cfg.target_date is not None:
             tags.update(target_date=cfg.target_date, time_window_days=cfg.time_window_days)
+        if self.band_offsets_m is not None:  # (dx_m, dy_m) of each band against the first
+            tags["band_offsets_m"] = {b: [round(float(v), 4) for v in o]
+                                      for b, o in zip(self.band_names, self.band_offsets_m)}
         if self.psf_selection is not None:
             tags.update(selection_tags(self.psf_selection))
         return tags

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import click
 
+from splatsr.core.prior import PRIORS
 from splatsr.core.solver import FitConfig
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
@@ -91,6 +92,17 @@ CONFIG_OPTIONS: tuple[ConfigOption, ...] = tuple(row for row in (
     ConfigOption("time_window_days", "--time-window",
                  "Width in days of the weighting of dates around --target-date.",
                  POSITIVE, metavar="DAYS", sweep="none"),
+    ConfigOption("change_cell_m", "--change-cell",
+                 "Fit a smooth per-date change layer on a lattice of this spacing in metres "
+                 "(40-80) [default: off].", POSITIVE, metavar="METRES"),
+    ConfigOption("change_weight", "--change-weight",
+                 "Roughness penalty of the change layer (noise units).",
+                 click.FloatRange(min=0)),
+    ConfigOption("band_offsets", "--band-offsets/--no-band-offsets",
+                 "Estimate per-band sub-pixel offsets from the bands' shared edges and put "
+                 "every band in the first band's frame."),
+    ConfigOption("prior", "--prior", "Scene prior: tv, huber (smooth where undetermined) or "
+                 "vtv (couples the bands' edges).", click.Choice(list(PRIORS))),
 ) if row.field in _FIELDS)
 
 

@@ -6,8 +6,10 @@ lattice and the forward model of one observation (shift, PSF, 10 m pixel); :mod:
 robust` holds the robust loss, date weights and radiometry; :mod:`~splatsr.core.solver` fits
 scene and shifts jointly (Adam, then L-BFGS, coarse to fine) from its pieces --
 :mod:`~splatsr.core.config`, :mod:`~splatsr.core.scaling`, :mod:`~splatsr.core.prior`,
-:mod:`~splatsr.core.objective`, :mod:`~splatsr.core.levels`, :mod:`~splatsr.core.result`; :mod:`~splatsr.core.psf` chooses
-the PSF width from held-out dates; :mod:`~splatsr.core.checks` validates user arrays.
+:mod:`~splatsr.core.objective`, :mod:`~splatsr.core.levels`, :mod:`~splatsr.core.result`,
+with :mod:`~splatsr.core.dates` (target-date weights), :mod:`~splatsr.core.change` (coarse
+change layer) and :mod:`~splatsr.core.bands` (per-band offsets); :mod:`~splatsr.core.psf`
+chooses the PSF width from held-out dates; :mod:`~splatsr.core.checks` validates user arrays.
 """
 
 from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array, integer_ratio

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from splatsr.core.dates import parse_target_date
+from splatsr.core.prior import PRIORS
 from splatsr.core.robust import check_loss
 from splatsr.errors import ConfigError
 
@@ -45,12 +46,19 @@ class FitConfig:
     # the scene as of this day, "YYYY-MM-DD" (need not be a stack date): dates are weighted
     # by a Gaussian of their distance in days to it; None = the season's consensus (all equal)
     target_date: str | None = None
-    time_window_days: float = 30.0  # width (Gaussian sigma, days) of that weighting
+    time_window_days: float = 20.0  # width (Gaussian sigma, days) of that weighting
     # coarse change layer: each date and band may differ from the static scene by a smooth
     # field on a node lattice of this spacing (metres, 40-80 m); None = off (scalar gain and
     # offset per date only)
     change_cell_m: float | None = None
     change_weight: float = 1.0  # roughness penalty of the change layer (noise units)
+    # per-band sub-pixel offsets against the first band, shared by the dates, estimated from
+    # the bands' common edges before the fit (kept only where significant over the dates);
+    # every output band is then in the first band's frame
+    band_offsets: bool = True
+    # prior on the scene: "tv" (smoothed total variation), "huber" (quadratic below one noise
+    # unit: smooth ramps instead of plateaus) or "vtv" (vectorial TV: couples the bands' edges)
+    prior: str = "tv"
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` if a value is out of range."""
@@ -78,6 +86,8 @@ class FitConfig:
             if not ok:
                 raise ConfigError(msg)
         check_loss(self.loss)
+        if self.prior not in PRIORS:
+            raise ConfigError(f"prior must be one of {', '.join(PRIORS)}; got {self.prior!r}")
         if self.target_date is not None:
             parse_target_date(self.target_date)
         if self.device == "cuda" and not torch.cuda.is_available():

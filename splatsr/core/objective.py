@@ -18,7 +18,7 @@ import torch
 from splatsr.core.change import ChangeGrid, centred, roughness, upsample
 from splatsr.core.config import FitConfig
 from splatsr.core.model import SplatGrid, render_observations
-from splatsr.core.prior import smoothed_tv
+from splatsr.core.prior import prior_penalty
 from splatsr.core.robust import (
     MAX_SIGMA,
     MIN_SIGMA,
@@ -53,11 +53,15 @@ class Objective:
         (T,) weight of each date's data term (target-date fits); None = all 1.
     pixel_m
         Pixel size of ``y`` (places the change layer's lattice).
+    band_offsets_m
+        (B, 2) fixed ``(dx_m, dy_m)`` of each band's content, added to the date shifts;
+        None (or all zero) = the bands line up.
     """
 
     def __init__(self, y: np.ndarray, valid: np.ndarray, *, config: FitConfig,
                  device: torch.device, init_shifts_m: np.ndarray | None = None,
-                 time_weight: np.ndarray | None = None, pixel_m: float = 10.0) -> None:
+                 time_weight: np.ndarray | None = None, pixel_m: float = 10.0,
+                 band_offsets_m: np.ndarray | None = None) -> None:
         T, B = y.shape[:2]
         dt = torch.float32
         self.cfg = config
@@ -78,6 +82,8 @@ class Objective:
         self.time_w = None if time_weight is None else \
             torch.as_tensor(time_weight, dtype=dt, device=device)  # (T,) fixed
         self.w: torch.Tensor | None = None  # (B, Ky, Kx) weights of the current level
+        self.band_off = None if band_offsets_m is None or not np.any(band_offsets_m) else \
+            torch.as_tensor(band_offsets_m, dtype=dt, device=device)  # (B, 2) fixed
         self.change_grid, self.change = None, None  # (T, B, ny, nx) node values when on
         if config.change_cell_m is not None:
             H, W = y.shape[2:]
@@ -127,7 +133,10 @@ class Objective:
         """(T, B, H, W) masked residuals ``prediction - data``, normalised units."""
         if not bool(torch.isfinite(self.theta).all()):
             raise ConfigError(DIVERGED)
-        pred = render_observations(self.w, self.shifts(), grid=self.grid,
+        shifts = self.shifts()  # (T, 2)
+        if self.band_off is not None:
+            shifts = shifts[:, None, :] + self.band_off[None]  # (T, B, 2)
+        pred = render_observations(self.w, shifts, grid=self.grid,
                                    psf_sigma_m=self.cfg.psf_sigma_m)
         if self.cfg.radiometry:
             pred = apply_radiometry(pred, self.log_gain, self.offset)
@@ -143,7 +152,8 @@ class Objective:
         date_w = self.obs_w if self.time_w is None else self.obs_w * self.time_w  # (T,)
         data_term = (pen * date_w[:, None, None, None]).sum() / self.n_valid
         tv = self.cfg.tv_weight
-        loss = data_term + tv * s * smoothed_tv(self.w) / self.n_valid if tv else data_term
+        loss = data_term + tv * s * prior_penalty(self.w, self.cfg.prior) / self.n_valid \
+            if tv else data_term
         if self.change is not None:
             c = centred(self.change)
             pen = roughness(c) + CHANGE_RIDGE * (c * c).sum()

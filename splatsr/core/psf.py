@@ -79,7 +79,7 @@ def heldout_error(result: FitResult, obs: np.ndarray, *, search_m: float = 6.0,
         (2,) the best ``(dx_m, dy_m)``.
     """
     obs = np.asarray(obs, np.float64)
-    g = result.grid
+    g, psf_m = result.grid, result.config.psf_sigma_m
     if obs.shape != (len(result.band_names), g.height, g.width):
         raise ConfigError(f"held-out observation must be (B, H, W) = "
                           f"{(len(result.band_names), g.height, g.width)}, got {obs.shape}")
@@ -97,8 +97,8 @@ def heldout_error(result: FitResult, obs: np.ndarray, *, search_m: float = 6.0,
         best, best_shift = math.inf, centre
         with torch.no_grad():
             for chunk in np.array_split(np.arange(len(cand)), max(1, len(cand) // 32)):
-                pred = render_observations(w, torch.from_numpy(cand[chunk]), grid=g,
-                                           psf_sigma_m=result.config.psf_sigma_m)
+                shifts = result.band_shifts(torch.from_numpy(cand[chunk]))  # (N[, B], 2)
+                pred = render_observations(w, shifts, grid=g, psf_sigma_m=psf_m)
                 fitted = _gain_offset_fit(pred, y, valid)
                 r = (fitted - y[None])[:, valid]  # (N, n_valid)
                 err = 1.4826 * r.abs().median(dim=1).values if robust else \
@@ -108,8 +108,7 @@ def heldout_error(result: FitResult, obs: np.ndarray, *, search_m: float = 6.0,
                     best, best_shift = float(err[k]), cand[chunk][k]
         return best, best_shift
 
-    coarse = max(step_m, 1.0)
-    _, centre = search(result.shifts_m.mean(0), search_m, coarse)
+    _, centre = search(result.shifts_m.mean(0), search_m, coarse := max(step_m, 1.0))
     best, best_shift = search(centre, coarse, step_m)
     return best, np.asarray(best_shift, np.float64)
 

@@ -33,6 +33,14 @@ class FitResult:
     time_weight: np.ndarray | None = None  # (T,) target-date weight of each date (0-1]
     change: np.ndarray | None = None  # (T, B, ny, nx) change layer nodes, mean zero over T
     change_grid: ChangeGrid | None = None  # its node lattice
+    band_offsets_m: np.ndarray | None = None  # (B, 2) (dx_m, dy_m) of each band vs the first
+
+    def band_shifts(self, shifts_m: torch.Tensor) -> torch.Tensor:
+        """Date shifts (N, 2) as rendered: (N, B, 2) with the band offsets, else unchanged."""
+        if self.band_offsets_m is None:
+            return shifts_m
+        off = torch.as_tensor(self.band_offsets_m, dtype=shifts_m.dtype)
+        return shifts_m[:, None, :] + off[None]
 
     def change_at(self, resolution_m: float) -> np.ndarray | None:
         """(B, H', W') change layer at the target date on a ``resolution_m`` grid (the
@@ -57,7 +65,7 @@ class FitResult:
     def predict(self) -> np.ndarray:
         """The observations as the model predicts them: (T, B, H, W), reflectance."""
         w = torch.from_numpy(self.weights.astype(np.float64))
-        s = torch.from_numpy(self.shifts_m.astype(np.float64))
+        s = self.band_shifts(torch.from_numpy(self.shifts_m.astype(np.float64)))
         with torch.no_grad():
             pred = render_observations(w, s, grid=self.grid,
                                        psf_sigma_m=self.config.psf_sigma_m).numpy()
@@ -79,6 +87,10 @@ class FitResult:
             cols["outlier_fraction"] = self.outlier_fraction
         if self.time_weight is not None:
             cols["time_weight"] = self.time_weight
+        if self.band_offsets_m is not None:  # each band's shift in each observation
+            for b, band in enumerate(self.band_names):
+                cols[f"dx_m_{band}"] = self.shifts_m[:, 0] + self.band_offsets_m[b, 0]
+                cols[f"dy_m_{band}"] = self.shifts_m[:, 1] + self.band_offsets_m[b, 1]
         for name, arr in (("gain", self.gains), ("offset", self.offsets)):
             if arr is not None:
                 for b, band in enumerate(self.band_names):

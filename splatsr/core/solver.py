@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from splatsr.core.bands import band_offsets
 from splatsr.core.change import centred
 from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array
 from splatsr.core.config import PLAIN, FitConfig
@@ -88,9 +89,11 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
                                  window_days=cfg.time_window_days)
     scaling = BandScaling.from_data(data, valid)
     y = scaling.normalise(data, valid)
+    offsets = band_offsets(data, pixel_m=pixel_m) if cfg.band_offsets and B > 1 else None
     torch.manual_seed(cfg.seed)
     obj = Objective(y, valid, config=cfg, device=torch_device(cfg.device),
-                    init_shifts_m=init_shifts_m, time_weight=time_w, pixel_m=pixel_m)
+                    init_shifts_m=init_shifts_m, time_weight=time_w, pixel_m=pixel_m,
+                    band_offsets_m=offsets)
     levels = level_schedule(cfg, height=H, width=W, pixel_m=pixel_m)
     log = FitLog(total=sum(lv.adam_steps + lv.lbfgs_iters for lv in levels),
                  progress=cfg.progress)
@@ -134,4 +137,6 @@ def collect_result(obj: Objective, scaling: BandScaling, *, band_names: tuple[st
                      obs_weights=obj.obs_w.double().cpu().numpy(),
                      outlier_fraction=out_frac.double().cpu().numpy(),
                      noise_level=obj.sigma * scale, time_weight=time_w, change=change,
-                     change_grid=obj.change_grid)
+                     change_grid=obj.change_grid,
+                     band_offsets_m=None if obj.band_off is None else
+                     obj.band_off.double().cpu().numpy())
