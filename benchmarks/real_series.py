@@ -117,7 +117,8 @@ def observe(scenes: np.ndarray, clear: np.ndarray | None, *, seed: int) -> np.nd
 
 # FitConfig fields of the dynamic model, and the value that turns each off (those present)
 DYNAMIC_OFF = {"target_date": None, "change_cell_m": None, "band_offsets": False,
-               "fit_band_offsets": False, "band_psf": False, "fit_band_psf": False}
+               "fit_band_offsets": False, "band_psf": False, "fit_band_psf": False,
+               "prior": "tv"}
 
 
 def static_config() -> FitConfig:
@@ -293,3 +294,100 @@ def run_cli(quick: bool) -> list[dict]:
             print(f"CLI {name} {season} N={n}: target {rows[-1]['target_gain']:+.2f}, "
                   f"default {rows[-1]['default_gain']:+.2f}", flush=True)
     return rows
+
+
+def markdown(rows: list[dict], cli: list[dict], info: dict) -> list[str]:
+    """The results page: per-window table, headline means, CLI rows, machine record."""
+    methods = list(dict.fromkeys(r["method"] for r in rows if not r["method"].startswith("ceil")))
+    md = ["| series | season | held out | N | dates | masked | ref | " + " | ".join(methods)
+          + " | ceiling (bicubic) | ceiling masked (bicubic) |", "|---" * (len(methods) + 9)
+          + "|"]
+    for key in dict.fromkeys((r["series"], r["season"], r["n_dates"]) for r in rows):
+        by = {r["method"]: r for r in rows if (r["series"], r["season"], r["n_dates"]) == key}
+        r0 = next(iter(by.values()))
+        for ref in ("held_out", "composite"):
+            ceil = (" | ".join(f"{by[c]['cpsnr_held_out']:.2f} ({by[c]['bicubic_held_out']:.2f})"
+                               for c in ("ceiling", "ceiling_masked")) if ref == "held_out"
+                    else " | ")
+            md.append(f"| {key[0]} | {key[1]} | {r0['held_out']} | {key[2]} | {r0['first']} … "
+                      f"{r0['last']} | {r0['masked_frac']:.0%} | {ref} | "
+                      + " | ".join(f"{by[m][f'cpsnr_{ref}']:.2f}" for m in methods)
+                      + f" | {ceil} |")
+    md += ["", "Mean gain over bicubic-of-median [dB] (all windows):", "",
+           "| quantity | dB |", "|---|---|"]
+    md += [f"| {k} | {v:+.2f} |" for k, v in headline(rows).items()]
+    if cli:
+        md += ["", "Through the CLI (`python -m splatsr fit STACK --out X.tif --resolution 5 "
+               "[--target-date D]`), gain over bicubic-of-median [dB]:", "",
+               "| series | season | N | target vs held-out | default vs composite | s |",
+               "|---|---|---|---|---|---|"]
+        md += [f"| {c['series']} | {c['season']} | {c['n_dates']} | {c['target_gain']:+.2f} | "
+               f"{c['default_gain']:+.2f} | {c['target_s']:.0f} / {c['default_s']:.0f} |"
+               for c in cli]
+        md.append(f"| **mean** | | | **{np.mean([c['target_gain'] for c in cli]):+.2f}** | "
+                  f"**{np.mean([c['default_gain'] for c in cli]):+.2f}** | |")
+    md += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items())]
+    return md
+
+
+def figure(s: Series, season: str, held: str, n: int, path: Path) -> None:
+    """One window: held-out date, composite, bicubic-of-median, default and target fits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx, h = window(s, held, n), s.dates.index(held)
+    dates = [s.dates[k] for k in idx]
+    obs = observe(s.data[idx], s.clear[idx], seed=100 * n + h)
+    comp = np.nanmedian(np.where(s.clear[idx][:, None], s.data[idx], np.nan), axis=0)
+    panels = {"held-out date (reference a)": s.data[h], "median composite (reference b)": comp,
+              "bicubic of median": bicubic_median(obs, factor=FACTOR)}
+    for name, cfg in fit_configs(held, None).items():
+        panels[f"fit: {name}"] = fit_render(obs, cfg, dates, s.bands)[0]
+    band = [s.bands.index("B04"), s.bands.index("B03"), s.bands.index("B02")] \
+        if "B04" in s.bands else [0]
+    fig, axs = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
+    lo, hi = np.nanpercentile(s.data[h][band], [1, 99])
+    for ax, (title, img) in zip(axs, panels.items()):
+        rgb = np.clip((np.moveaxis(img[band], 0, -1) - lo) / (hi - lo), 0, 1)
+        ax.imshow(rgb.squeeze(), cmap="gray", interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"{s.name} {season}, {n} dates around {held} (5 m, Wald's protocol)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=str(RESULTS / "real_series"))
+    ap.add_argument("--quick", action="store_true", help="worldcereal, 7 dates only")
+    ap.add_argument("--cli", action="store_true", help="also the must-show commands via the CLI")
+    ap.add_argument("--change-m", type=float, default=60.0, help="change layer cell (0 = none)")
+    ap.add_argument("--compare", help="headline JSON of an earlier run")
+    ap.add_argument("--figures", default=str(ROOT / "docs"))
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = run_api(a.quick, a.change_m or None)
+    cli = run_cli(a.quick) if a.cli else []
+    head = headline(rows)
+    if a.compare:
+        old = json.loads(Path(a.compare).read_text())
+        for k, v in head.items():
+            print(f"{k}: {old.get(k, float('nan')):+.2f} -> {v:+.2f}")
+    info = machine()
+    (out / "headline.json").write_text(json.dumps(head, indent=1) + "\n")
+    (out / "rows.json").write_text(json.dumps(dict(rows=rows, cli=cli, machine=info), indent=1))
+    (out / "real_series.md").write_text("\n".join(markdown(rows, cli, info)) + "\n")
+    figs = Path(a.figures)
+    for name, season, held in WINDOWS[:2]:
+        figure(load_series(name), season, held, NS[0], figs / f"real_series_{season}.png")
+    print("\n".join(markdown(rows, cli, info)))
+
+
+if __name__ == "__main__":
+    main()
