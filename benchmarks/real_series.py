@@ -257,8 +257,10 @@ def write_window(root: Path, s: Series, obs: np.ndarray, dates: list[str]) -> Pa
     return root
 
 
-def cli_fit(stack: Path, out: Path, *extra: str) -> tuple[np.ndarray, float]:
-    """``python -m splatsr fit STACK --out OUT --resolution 5 EXTRA`` -> (B, H, W), seconds."""
+def cli_fit(stack: Path, out: Path, bands: list[str], *extra: str
+            ) -> tuple[np.ndarray, float]:
+    """``python -m splatsr fit STACK --out OUT --resolution 5 EXTRA`` -> (B, H, W) in the
+    order of ``bands`` (the COG puts B04, B03, B02 first), seconds."""
     import rasterio
 
     t0 = time.perf_counter()
@@ -266,7 +268,8 @@ def cli_fit(stack: Path, out: Path, *extra: str) -> tuple[np.ndarray, float]:
                     "--resolution", str(SCENE_M), "--no-progress", *extra], check=True,
                    cwd=ROOT, capture_output=True, text=True)
     with rasterio.open(out) as src:
-        return src.read().astype(np.float32), time.perf_counter() - t0
+        img, names = src.read().astype(np.float32), list(src.descriptions)
+    return img[[names.index(b) for b in bands]], time.perf_counter() - t0
 
 
 def run_cli(quick: bool) -> list[dict]:
@@ -285,8 +288,8 @@ def run_cli(quick: bool) -> list[dict]:
             bic = bicubic_median(obs, factor=FACTOR)
             with tempfile.TemporaryDirectory() as tmp:
                 st = write_window(Path(tmp) / "stack", s, obs, dates)
-                tgt, t_s = cli_fit(st, Path(tmp) / "t.tif", "--target-date", held)
-                dft, d_s = cli_fit(st, Path(tmp) / "d.tif")
+                tgt, t_s = cli_fit(st, Path(tmp) / "t.tif", s.bands, "--target-date", held)
+                dft, d_s = cli_fit(st, Path(tmp) / "d.tif", s.bands)
             rows.append(dict(series=name, season=season, held_out=held, n_dates=n,
                              target_gain=cpsnr(tgt, s.data[h]) - cpsnr(bic, s.data[h]),
                              default_gain=cpsnr(dft, comp) - cpsnr(bic, comp),
