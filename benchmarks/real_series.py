@@ -121,6 +121,9 @@ DYNAMIC_OFF = {"target_date": None, "change_cell_m": None, "band_offsets": False
                "prior": "tv"}
 
 
+EXTRA: dict[str, dict] = {}  # more fits: name -> FitConfig fields (``--extra`` JSON)
+
+
 def static_config() -> FitConfig:
     """The defaults that predate the dynamic model: every dynamic feature off."""
     names = {f.name for f in dataclasses.fields(FitConfig)}
@@ -135,6 +138,8 @@ def fit_configs(target: str, change_m: float | None) -> dict[str, FitConfig]:
     if change_m:
         cfgs["default_change"] = FitConfig(change_cell_m=change_m)
         cfgs["target_change"] = FitConfig(target_date=target, change_cell_m=change_m)
+    for name, fields in EXTRA.items():  # "target_date": "held" -> the held-out date
+        cfgs[name] = FitConfig(**{k: target if v == "held" else v for k, v in fields.items()})
     return cfgs
 
 
@@ -234,8 +239,7 @@ def headline(rows: list[dict]) -> dict[str, float]:
         sub = [r for r in rows if series is None or r["series"] == series]
         tag = "" if series is None else f"{series}:"
         methods = set(r["method"] for r in sub)
-        for m in ("target", "target_change", "default", "default_change", "static_fit",
-                  "map_tv", "best_date"):
+        for m in sorted(methods - {"bicubic_median", "ceiling", "ceiling_masked"}):
             if m in methods:
                 out[f"{tag}{m}_vs_held_out"] = gain(sub, m, "held_out")
                 out[f"{tag}{m}_vs_composite"] = gain(sub, m, "composite")
@@ -370,9 +374,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cli", action="store_true", help="also the must-show commands via the CLI")
     ap.add_argument("--change-m", type=float, default=60.0, help="change layer cell (0 = none)")
     ap.add_argument("--compare", help="headline JSON of an earlier run")
+    ap.add_argument("--extra", default="{}", help="JSON: more fits, name -> FitConfig fields "
+                    "(\"target_date\": \"held\" = the held-out date)")
+    ap.add_argument("--no-figures", action="store_true")
     ap.add_argument("--figures", default=str(ROOT / "docs"))
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
+    EXTRA.update(json.loads(a.extra))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = run_api(a.quick, a.change_m or None)
@@ -387,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     (out / "rows.json").write_text(json.dumps(dict(rows=rows, cli=cli, machine=info), indent=1))
     (out / "real_series.md").write_text("\n".join(markdown(rows, cli, info)) + "\n")
     figs = Path(a.figures)
-    for name, season, held in WINDOWS[:2]:
+    for name, season, held in ([] if a.no_figures else WINDOWS[:2]):
         figure(load_series(name), season, held, NS[0], figs / f"real_series_{season}.png")
     print("\n".join(markdown(rows, cli, info)))
 
