@@ -22,6 +22,7 @@ from skimage.registration import phase_cross_correlation
 
 MIN_VALID_FRACTION = 0.5  # dates where a band sees less of the area are not used
 SIGNIFICANCE = 3.0  # standard errors an offset must exceed to be applied
+MAX_OFFSET_PX = 0.5  # larger estimates are not trusted (Sentinel-2 bands: within ~0.3 px)
 UPSAMPLE = 50  # phase-correlation precision: 1/50 px
 GRADIENT_UPSAMPLE = 4  # gradient magnitudes computed on a 4x finer (band-limited) grid
 REFINE_ITERATIONS = 2  # registrations, each after shifting by the estimate so far
@@ -107,8 +108,9 @@ def band_offsets(data: np.ndarray, *, pixel_m: float, reference: int = 0) -> np.
     """(B, 2) offsets ``(dx_m, dy_m)`` of each band's content against band ``reference``.
 
     The median of :func:`offset_estimates` over the dates, per axis kept only where it
-    exceeds ``SIGNIFICANCE`` standard errors (1.4826 MAD / sqrt(n)); otherwise 0. Needs at
-    least 3 usable dates (else all 0).
+    exceeds ``SIGNIFICANCE`` standard errors (1.4826 MAD / sqrt(n)); otherwise 0. A band
+    whose offset exceeds ``MAX_OFFSET_PX`` on either axis gets 0 (its edges do not match the
+    reference's). Needs at least 3 usable dates (else all 0).
     """
     est = offset_estimates(data, pixel_m=pixel_m, reference=reference)
     out = np.zeros(est.shape[1:])
@@ -120,5 +122,9 @@ def band_offsets(data: np.ndarray, *, pixel_m: float, reference: int = 0) -> np.
     med = np.median(e, axis=0)  # (B, 2)
     se = 1.4826 * np.median(np.abs(e - med), axis=0) / np.sqrt(n)
     keep = np.abs(med) > SIGNIFICANCE * np.maximum(se, 1e-3 * pixel_m)
+    # beyond MAX_OFFSET_PX the bands do not share their edges (or a date is misregistered):
+    # not an offset to correct
+    plausible = (np.abs(med) <= MAX_OFFSET_PX * pixel_m).all(axis=1, keepdims=True)
+    keep &= plausible
     out[keep] = med[keep]
     return out
