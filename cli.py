@@ -15,7 +15,6 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-
 def _spawned() -> bool:
     """True while multiprocessing re-runs the main script in a child it spawned.
 

@@ -15,7 +15,7 @@ The layers, lowest first (a layer imports only from layers above it in this list
 
 __version__ = "0.1.0"
 
-from splatsr import _moved  # noqa: E402,F401  (old module names -> new homes)
+from splatsr import compat  # noqa: E402,F401  (old module names -> new homes)
 from splatsr.core.solver import FitConfig, FitResult, fit_arrays  # noqa: E402
 from splatsr.errors import ConfigError, FetchError, SplatsrError, StackError  # noqa: E402
 from splatsr.evaluate.simulate import simulate, simulate_stack  # noqa: E402

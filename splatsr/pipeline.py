@@ -20,13 +20,15 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from splatsr.core.model import output_shape
 from splatsr.core.solver import FitConfig
+from splatsr.core.uncertainty import check_mode
 from splatsr.errors import ConfigError
+from splatsr.io.export import sigma_path
 from splatsr.io.stack import Stack, read_stack
 from splatsr.workflow import StackFit, fit, psf_curve_path, write_psf_curve
 
@@ -50,6 +52,7 @@ class TileOptions:
     overlap: int = 8  # least overlap of neighbouring tiles in pixels (also the blend ramp)
     address: str | None = None  # scheduler of an existing cluster; None: a LocalCluster
     store: str | os.PathLike | None = None  # finished-tile folder; None: beside ``out``
+    uncertainty: str | None = None  # "full"/"fast": also the blended 1-sigma map
 
 
 @dataclass
@@ -94,6 +97,7 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
             init_shifts: Literal["zeros", "phasecorr"] = "zeros",
             report_dir: str | os.PathLike | None = None, tiles: TileOptions | None = None,
             cache_dir: str | os.PathLike | None = None, mkdir: bool = False,
+            uncertainty: bool | Literal["full", "fast"] = False,
             log: Callable[[str], None] | None = None) -> FitRun:
     """Fit a stack (or an AOI fetched from STAC) and write the COG, shifts and extras.
 
@@ -121,6 +125,8 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
         Cache of fetched stacks (default ``$SPLATSR_CACHE`` or ``~/.cache/splatsr/stacks``).
     mkdir
         Create the output's folder if it is missing (else that is an error).
+    uncertainty
+        Also write the 1-sigma map ``<stem>.sigma.tif`` (True/"full", or "fast"; tiled too).
     log
         Receives the summary lines (default: the ``splatsr`` logger at INFO).
 
@@ -134,11 +140,10 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
         For a bad or conflicting option value, also one found by reading the stack (a
         resolution that does not divide it); other ``SplatsrError``s for bad input data.
     """
-    log = log or _LOG.info
-    cfg = config or FitConfig()
-    out = check_out(out, mkdir=mkdir)
+    log, cfg, out = log or _LOG.info, config or FitConfig(), check_out(out, mkdir=mkdir)
     _check_options(source, tiles=tiles, psf_sigma_m=psf_sigma_m, init_shifts=init_shifts,
-                   report_dir=report_dir)
+                   report_dir=report_dir, uncertainty=uncertainty)
+    tiles = tiles and replace(tiles, uncertainty=_mode(uncertainty))
     if tiles is not None and isinstance(source, Mapping):
         return _fit_query_tiled(source, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles,
                                 log=log)
@@ -147,11 +152,12 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     if tiles is not None:
         return _fit_tiled(stack, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles, log=log)
     return _fit_whole(stack, out, cfg=cfg, resolution_m=resolution_m, psf_sigma_m=psf_sigma_m,
-                      init_shifts=init_shifts, report_dir=report_dir, log=log)
+                      init_shifts=init_shifts, report_dir=report_dir, log=log,
+                      uncertainty=uncertainty)
 
 
 def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
-                   init_shifts: str, report_dir: Any) -> None:
+                   init_shifts: str, report_dir: Any, uncertainty: Any = False) -> None:
     """Raise :class:`ConfigError` for options that do not go together."""
     if isinstance(source, Mapping):
         missing = [k for k in ("aoi", "start", "end") if source.get(k) is None]
@@ -163,6 +169,8 @@ def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
             raise ConfigError(f"unknown STAC query key(s): {', '.join(unknown)}")
     if init_shifts not in ("zeros", "phasecorr"):
         raise ConfigError(f"init_shifts must be 'zeros' or 'phasecorr', got {init_shifts!r}")
+    if uncertainty not in (False, True):
+        check_mode(uncertainty)
     if tiles is None:
         return
     if psf_sigma_m == "auto":
@@ -192,9 +200,10 @@ def _open(source: Any, *, cfg: FitConfig, cache_dir: Any, log: Callable[[str], N
 
 def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
                psf_sigma_m: Any, init_shifts: Any, report_dir: Any,
-               log: Callable[[str], None]) -> FitRun:
-    """One fit of the whole stack, then the COG, shifts, PSF curve and report."""
-    result = fit(stack, config=cfg, psf_sigma_m=psf_sigma_m, init_shifts=init_shifts)
+               log: Callable[[str], None], uncertainty: Any = False) -> FitRun:
+    """One fit of the whole stack, then the COG, shifts, sigma, PSF curve and report."""
+    result = fit(stack, config=cfg, psf_sigma_m=psf_sigma_m, init_shifts=init_shifts,
+                 uncertainty=uncertainty)
     run = FitRun(path=out, stack=stack, fit=result)
     sel, seed_m = result.psf_selection, result.seed_shifts_m
     if sel is not None:
@@ -206,6 +215,9 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
     log(f"wrote {run.path} ({cols} x {rows} px at {resolution_m:g} m, "
         f"{len(stack.bands)} bands) and {run.path.stem}.shifts.csv; "
         f"{len(stack.observations)} observations fitted in {result.seconds:.1f} s")
+    if uncertainty:
+        log(f"wrote {sigma_path(run.path).name}: per-pixel 1-sigma uncertainty "
+            f"({result.uncertainty} estimate, calibrated to cover ~68 % of errors)")
     if seed_m is not None:
         from splatsr.evaluate.registration import shift_from_seed_m
 
@@ -214,7 +226,9 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
     if report_dir is not None:
         from splatsr.evaluate.report import write_report
 
-        run.report = write_report(result, report_dir, pc_shifts=seed_m)
+        sigma = result.sigma(resolution_m) if uncertainty else None
+        run.report = write_report(result, report_dir, pc_shifts=seed_m, sigma=sigma,
+                                  resolution_m=resolution_m)
         log(f"wrote {', '.join(p.name for p in run.report.values())} to {report_dir}")
     return run
 
@@ -223,7 +237,7 @@ def _tile_kwargs(out: Path, cfg: FitConfig, resolution_m: float,
                  tiles: TileOptions) -> dict[str, Any]:
     return {"out": out, "tile_size": tiles.tile_size, "overlap": tiles.overlap, "config": cfg,
             "resolution_m": resolution_m, "address": tiles.address, "store": tiles.store,
-            "progress": cfg.progress}
+            "progress": cfg.progress, "uncertainty": tiles.uncertainty}
 
 
 def _fit_tiled(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
@@ -249,9 +263,15 @@ def _fit_query_tiled(query: Mapping[str, Any], out: Path, *, cfg: FitConfig,
     return FitRun(path=res.path, tiled=res)
 
 
+def _mode(uncertainty: bool | str) -> str | None:
+    """``run_fit``'s ``uncertainty`` as a mode name, or None."""
+    return None if not uncertainty else "full" if uncertainty is True else str(uncertainty)
+
+
 def tiled_summary(res: TiledResult) -> str:
     """The one-line summary of a tiled fit."""
-    return (f"wrote {res.path}, {res.path.stem}.shifts.csv, "
+    sigma = f"{res.sigma_tif.name}, " if res.sigma_tif is not None else ""
+    return (f"wrote {res.path}, {res.path.stem}.shifts.csv, {sigma}"
             f"{res.tile_shifts_csv.name} and {res.shifts_tif.name}: "
             f"{len(res.tiles)} tiles ({len(res.fitted)} fitted, {len(res.reused)} reused "
             f"from {res.store}, {len(res.empty)} empty) of {len(res.observations)} "

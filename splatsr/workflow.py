@@ -30,9 +30,16 @@ from splatsr.core.psf import (
     selection_tags,
 )
 from splatsr.core.solver import FitConfig, FitResult, fit_arrays
+from splatsr.core.uncertainty import UncertaintyMode, calibration, check_mode, sigma_map
 from splatsr.errors import ConfigError
 from splatsr.io.atomic import write_text_atomic
-from splatsr.io.export import shifts_path, write_cog, write_shifts_csv
+from splatsr.io.export import (
+    shifts_path,
+    sigma_path,
+    write_cog,
+    write_shifts_csv,
+    write_sigma_cog,
+)
 from splatsr.io.stack import Stack, read_stack
 from splatsr.io.xarray import scene_to_xarray, stack_from_xarray
 
@@ -44,25 +51,67 @@ class StackFit(FitResult):
     stack: Stack | None = None  # the stack fitted
     psf_selection: PsfSelection | None = None  # the held-out curve, when psf_sigma_m="auto"
     seed_shifts_m: np.ndarray | None = None  # (T, 2) phase-correlation seed, when used
+    uncertainty: UncertaintyMode | None = None  # write OUT.sigma.tif on save (fit(uncertainty=))
+    data: np.ndarray | None = None  # (T, B, H, W) the fitted data, kept when uncertainty is set
 
-    def save(self, out: str | os.PathLike, *, resolution_m: float = 2.5) -> Path:
-        """Write the scene as a COG at ``out`` and the shifts as ``<out stem>.shifts.csv``.
+    def sigma(self, resolution_m: float = 2.5, *, mode: UncertaintyMode | None = None
+              ) -> np.ndarray:
+        """The calibrated per-pixel 1-sigma uncertainty of :meth:`render`: (B, H', W') float32.
 
-        Both files are written to temporary names and renamed, so nothing is half-written.
+        Reflectance units, NaN where the scene is NaN (see :mod:`splatsr.core.uncertainty`).
+        ``mode``: ``"full"`` (default) or ``"fast"`` (no posterior term, cheaper).
         """
+        mode = mode or self.uncertainty or "full"
+        data = self.data
+        if data is None:
+            if self.stack is None:
+                raise ConfigError("this result has no stack or data; use splatsr.fit on a "
+                                  "stack directory, or core.uncertainty.sigma_map on arrays")
+            data = self.stack.load()
+        return sigma_map(self, data, resolution_m=resolution_m, mode=mode,
+                         scene=self.render(resolution_m))
+
+    def _georef(self, resolution_m: float) -> tuple[Stack, Affine, list[str]]:
         if self.stack is None:
             raise ConfigError("this result has no stack; save needs one "
                               "(use splatsr.fit on a stack directory)")
-        st, out = self.stack, Path(out)
-        image = self.render(resolution_m)
+        st = self.stack
         transform = Affine(resolution_m, 0, st.transform.c, 0, -resolution_m, st.transform.f)
-        ids = [o.id for o in st.observations]
+        return st, transform, [o.id for o in st.observations]
+
+    def save(self, out: str | os.PathLike, *, resolution_m: float = 2.5,
+             uncertainty: bool | UncertaintyMode | None = None) -> Path:
+        """Write the scene as a COG at ``out`` and the shifts as ``<out stem>.shifts.csv``.
+
+        With ``uncertainty`` (default: as given to :func:`fit`) also the 1-sigma map as
+        ``<out stem>.sigma.tif`` (:meth:`save_sigma`). Every file is written to a temporary
+        name and renamed, so nothing is half-written.
+        """
+        st, transform, ids = self._georef(resolution_m)
+        out = Path(out)
+        image = self.render(resolution_m)
         write_shifts_csv(shifts_path(out), ids=ids,
                          datetimes=[o.datetime for o in st.observations],
                          shifts_m=self.shifts_m, extra=self.per_observation())
-        return write_cog(out, image, crs=st.crs, transform=transform,
+        path = write_cog(out, image, crs=st.crs, transform=transform,
                          band_names=list(self.band_names),
                          tags=self.tags(resolution_m=resolution_m, ids=ids))
+        mode = self.uncertainty if uncertainty is None else uncertainty
+        if mode:
+            self.save_sigma(out, resolution_m=resolution_m,
+                            mode="full" if mode is True else mode)
+        return path
+
+    def save_sigma(self, out: str | os.PathLike, *, resolution_m: float = 2.5,
+                   mode: UncertaintyMode | None = None) -> Path:
+        """Write :meth:`sigma` as ``<out stem>.sigma.tif``: the grid, CRS, bands of ``out``."""
+        st, transform, ids = self._georef(resolution_m)
+        mode = mode or self.uncertainty or "full"
+        tags = self.tags(resolution_m=resolution_m, ids=ids)
+        tags.update(uncertainty_mode=mode, uncertainty_calibration=calibration(mode))
+        return write_sigma_cog(sigma_path(out), self.sigma(resolution_m, mode=mode),
+                               crs=st.crs, transform=transform,
+                               band_names=list(self.band_names), tags=tags)
 
     def to_xarray(self, resolution_m: float = 2.5) -> Any:
         """The scene at ``resolution_m`` as a georeferenced ``xarray.DataArray`` (band, y, x).
@@ -110,7 +159,8 @@ def fit(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
         psf_sigma_m: float | Literal["auto"] | None = None,
         init_shifts: Literal["zeros", "phasecorr"] = "zeros",
         init_shifts_m: np.ndarray | None = None,
-        resolution_m: float | None = None, **overrides: Any) -> StackFit:
+        resolution_m: float | None = None,
+        uncertainty: bool | UncertaintyMode = False, **overrides: Any) -> StackFit:
     """Fit a stack directory (or a :class:`Stack`): the scene and the per-date shifts.
 
     Parameters
@@ -130,6 +180,8 @@ def fit(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
         (T, 2) explicit starting shifts ``(dx_m, dy_m)``; overrides ``init_shifts``.
     resolution_m
         If given, checked against the stack extent before the fit (fail fast).
+    uncertainty
+        True/"full"/"fast": keep the data for ``.sigma()``; ``.save`` adds ``<stem>.sigma.tif``.
     **overrides
         Fields of :class:`FitConfig` to change, e.g. ``tv_weight=0.1``.
 
@@ -159,10 +211,17 @@ def fit(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
         sel = choose_psf(data, pixel_m=stack.pixel_m, config=cfg, band_names=stack.bands)
         cfg = replace(cfg, psf_sigma_m=sel.psf_sigma_m)
     res = fit_arrays(data, pixel_m=stack.pixel_m, config=cfg, band_names=stack.bands,
-                     init_shifts_m=init_shifts_m,
-                     dates=[o.datetime for o in stack.observations])
+                     init_shifts_m=init_shifts_m, dates=[o.datetime for o in stack.observations])
     out = StackFit(**{f.name: getattr(res, f.name) for f in fields(FitResult)})
     out.stack, out.psf_selection, out.seed_shifts_m = stack, sel, init_shifts_m
+    return _keep_for_sigma(out, uncertainty, data)
+
+
+def _keep_for_sigma(out: StackFit, uncertainty: bool | str, data: np.ndarray) -> StackFit:
+    """Set ``out.uncertainty`` and keep ``data`` when an uncertainty map is asked for."""
+    if uncertainty:
+        out.uncertainty = check_mode("full" if uncertainty is True else uncertainty)
+        out.data = data
     return out
 
 

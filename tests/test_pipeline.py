@@ -56,3 +56,38 @@ def test_check_out(tmp_path):
         check_out(tmp_path / "sr.TIFF")
         check_out(tmp_path / "sr.png")
     assert [str(w.message)[:33] for w in caught] == ["sr.png does not end in .tif or .t"]
+
+
+def test_run_fit_uncertainty_writes_sigma_on_the_same_grid(small_stack, tmp_path):
+    import numpy as np
+    import rasterio
+
+    lines: list[str] = []
+    run = run_fit(small_stack.root, tmp_path / "sr.tif", config=FAST, uncertainty=True,
+                  report_dir=tmp_path / "rep", log=lines.append)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep", "sr.shifts.csv",
+                                                          "sr.sigma.tif", "sr.tif"]
+    assert (tmp_path / "rep" / "sigma.png").is_file() and "sigma" in run.report
+    assert any(line.startswith("wrote sr.sigma.tif") for line in lines)
+    with rasterio.open(tmp_path / "sr.tif") as a, rasterio.open(tmp_path / "sr.sigma.tif") as s:
+        assert (a.crs, a.transform, a.shape, a.count) == (s.crs, s.transform, s.shape, s.count)
+        assert s.dtypes == ("float32", "float32") and np.isnan(s.nodata)
+        assert s.descriptions == tuple(f"{d} sigma" for d in a.descriptions)
+        assert s.tags()["units"].startswith("reflectance") and "uncertainty_mode" in s.tags()
+        sigma, scene = s.read(), a.read()
+    assert np.isfinite(sigma).all() and (sigma > 0).all()
+    # 1-sigma of a fit of 8 dates with noise 0.002: well under the scene's spread
+    assert np.median(sigma) < 0.5 * np.std(scene)
+    # the map on disk is StackFit.sigma in the COG's band order (B04 first)
+    order = [list(run.fit.band_names).index(b) for b in ("B04", "B03")]
+    np.testing.assert_allclose(sigma, run.fit.sigma(2.5)[order], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"uncertainty": "slow"}, "uncertainty mode must be one of"),
+    ({"tiles": TileOptions(16), "uncertainty": "slow"}, "uncertainty mode must be one of"),
+])
+def test_run_fit_uncertainty_options(small_stack, tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        run_fit(small_stack.root, tmp_path / "sr.tif", config=FAST, **kwargs)
+    assert list(tmp_path.iterdir()) == []

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -27,7 +26,6 @@ def _api_block() -> str:
     return m.group(1)
 
 
-@pytest.mark.slow
 def test_quickstart_and_api_run_as_written(tmp_path):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                MPLBACKEND="Agg")

@@ -41,6 +41,13 @@ from splatsr.cli.options import (
               help="Start the shifts at zero or at phase-correlation estimates.")
 @click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
               help="Also write figures (panels, convergence, shifts) into this folder.")
+@click.option("--uncertainty", is_flag=True,
+              help="Also write OUT's stem + .sigma.tif: the calibrated per-pixel 1-sigma "
+                   "uncertainty of every band (about 68 % of errors are within it).")
+@click.option("--uncertainty-mode", type=click.Choice(["full", "fast"]), default="full",
+              show_default=True,
+              help="With --uncertainty: full (posterior + dates + texture) or fast (no "
+                   "posterior term; cheaper on large stacks).")
 @click.option("--tile-size", default=None, type=click.IntRange(min=8), metavar="N",
               help="Fit in overlapping tiles of N x N 10 m pixels on Dask (each tile with "
                    "its own shifts) and blend them into one COG.")
@@ -55,7 +62,8 @@ from splatsr.cli.options import (
                    "named after it: sr.tif -> sr.tiles]. With --tile-size.")
 def fit(stack_dir: str | None, sample: bool, plain: bool, progress: bool | None,
         psf_sigma_m: float | str, tile_size: int | None, overlap: int,
-        dask_address: str | None, tile_cache: str | None, **opts: Any) -> None:
+        dask_address: str | None, tile_cache: str | None, uncertainty: bool,
+        uncertainty_mode: str, **opts: Any) -> None:
     """Fit STACK_DIR (or --sample, or --aoi with --start/--end) and write a COG plus shifts.
 
     With --aoi the stack is fetched first into a cache folder keyed by the query (reused by
@@ -81,4 +89,4 @@ def fit(stack_dir: str | None, sample: bool, plain: bool, progress: bool | None,
     # what is left of opts is named as run_fit's arguments: out, mkdir, cache_dir,
     # resolution_m, init_shifts, report_dir
     run_fit(source, config=fit_config(opts, **fixed), tiles=tiles, psf_sigma_m=psf_sigma_m,
-            log=click.echo, **opts)
+            uncertainty=uncertainty_mode if uncertainty else False, log=click.echo, **opts)

@@ -22,6 +22,7 @@ from skimage.registration import phase_cross_correlation
 
 MIN_VALID_FRACTION = 0.5  # dates where a band sees less of the area are not used
 SIGNIFICANCE = 3.0  # standard errors an offset must exceed to be applied
+MIN_DATES = 5  # fewer dates give no usable spread (3 dates: a MAD of almost nothing)
 MAX_OFFSET_PX = 0.5  # larger estimates are not trusted (Sentinel-2 bands: within ~0.3 px)
 UPSAMPLE = 50  # phase-correlation precision: 1/50 px
 GRADIENT_UPSAMPLE = 4  # gradient magnitudes computed on a 4x finer (band-limited) grid
@@ -110,13 +111,13 @@ def band_offsets(data: np.ndarray, *, pixel_m: float, reference: int = 0) -> np.
     The median of :func:`offset_estimates` over the dates, per axis kept only where it
     exceeds ``SIGNIFICANCE`` standard errors (1.4826 MAD / sqrt(n)); otherwise 0. A band
     whose offset exceeds ``MAX_OFFSET_PX`` on either axis gets 0 (its edges do not match the
-    reference's). Needs at least 3 usable dates (else all 0).
+    reference's). Needs at least ``MIN_DATES`` usable dates (else all 0).
     """
     est = offset_estimates(data, pixel_m=pixel_m, reference=reference)
     out = np.zeros(est.shape[1:])
     usable = np.isfinite(est).all(axis=(1, 2))
     n = int(usable.sum())
-    if n < 3:
+    if n < MIN_DATES:
         return out
     e = est[usable]
     med = np.median(e, axis=0)  # (B, 2)

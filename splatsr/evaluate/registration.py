@@ -43,7 +43,7 @@ from skimage.registration import phase_cross_correlation
 from splatsr.core.checks import check_stack_array
 from splatsr.errors import ConfigError, StackError
 from splatsr.io.atomic import write_text_atomic
-from splatsr.io.export import read_shifts_csv
+from splatsr.io.export import read_shifts_csv, sigma_path
 from splatsr.io.stack import Stack, read_stack
 
 MIN_VALID_FRACTION = 0.25  # observations seeing less of the area get NaN estimates
@@ -274,8 +274,8 @@ def validate_shifts(stack: Stack | str | os.PathLike, shifts_csv: str | os.PathL
     dict
         JSON-ready: ``pearson_r`` and ``mad_m`` (``{dx, dy}``, fit against phase correlation),
         ``fit`` and ``phasecorr`` (``std_m``, ``max_abs_m`` per axis), ``n_compared``,
-        ``observations`` (``id, dx_m, dy_m, pc_dx_m, pc_dy_m``) and, for a simulated stack,
-        ``planted`` (agreement of each estimate with the planted shifts).
+        ``observations`` (``id, dx_m, dy_m, pc_dx_m, pc_dy_m``), ``sigma``
+        (:func:`sigma_summary`) and, for a simulated stack, ``planted``.
 
     Raises
     ------
@@ -312,7 +312,31 @@ def validate_shifts(stack: Stack | str | os.PathLike, shifts_csv: str | os.PathL
                              **shift_stats(planted)}
         for obs, s in zip(report["observations"], planted):
             obs["planted_dx_m"], obs["planted_dy_m"] = float(s[0]), float(s[1])
+    report["sigma"] = sigma_summary(shifts_csv)  # None unless fit --uncertainty wrote one
     return _json_ready(report)
+
+
+def sigma_summary(shifts_csv: str | os.PathLike) -> dict[str, Any] | None:
+    """Median and 90th percentile per band of the ``.sigma.tif`` beside a shifts CSV, if any.
+
+    ``sr.shifts.csv`` -> ``sr.sigma.tif`` (written by ``splatsr fit --uncertainty``).
+    """
+    import rasterio
+
+    csv_path = Path(shifts_csv)
+    stem = csv_path.name[: -len(".shifts.csv")] if csv_path.name.endswith(".shifts.csv") \
+        else csv_path.stem
+    path = sigma_path(csv_path.with_name(stem + ".tif"))
+    if not path.is_file():
+        return None
+    with rasterio.open(path) as src:
+        sigma = src.read(out_dtype=np.float64)
+        names = [d or f"band{i + 1}" for i, d in enumerate(src.descriptions)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN band gives NaN
+        return {"path": str(path),
+                "median": {n: float(np.nanmedian(b)) for n, b in zip(names, sigma)},
+                "p90": {n: float(np.nanpercentile(b, 90)) for n, b in zip(names, sigma)}}
 
 
 def _read_matching(stack: Stack, path: str | os.PathLike) -> np.ndarray:
@@ -367,6 +391,10 @@ def format_table(report: dict[str, Any]) -> str:
     lines += [f"{name:{width}}  {f(v['dx'], nd):>7}  {f(v['dy'], nd):>7}" for name, v, nd in rows]
     lines.append(f"{report['n_compared']} of {len(report['observations'])} observations "
                  "compared")
+    if report.get("sigma"):
+        med = ", ".join(f"{k} {v:.4f}" for k, v in report["sigma"]["median"].items())
+        lines.append(f"median 1-sigma uncertainty ({Path(report['sigma']['path']).name}): "
+                     f"{med}")
     return "\n".join(lines)
 
 

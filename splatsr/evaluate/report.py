@@ -171,8 +171,9 @@ def plot_shifts(shifts_m: np.ndarray, pc_shifts_m: np.ndarray, path: str | os.Pa
 
 def write_report(result: FitResult, out_dir: str | os.PathLike, *,
                  stack_data: np.ndarray | None = None,
-                 pc_shifts: np.ndarray | None = None) -> dict[str, Path]:
-    """Write the three figures of a fit into ``out_dir``.
+                 pc_shifts: np.ndarray | None = None, sigma: np.ndarray | None = None,
+                 resolution_m: float = 2.5) -> dict[str, Path]:
+    """Write the three figures of a fit (four with ``sigma``) into ``out_dir``.
 
     Parameters
     ----------
@@ -185,11 +186,16 @@ def write_report(result: FitResult, out_dir: str | os.PathLike, *,
     pc_shifts
         (T, 2) phase-correlation shifts; default: computed with
         :func:`splatsr.evaluate.registration.phasecorr_shifts`.
+    sigma
+        (B, H', W') the fit's 1-sigma map at ``resolution_m`` (``StackFit.sigma``): also
+        ``sigma.png`` (the scene beside its uncertainty).
+    resolution_m
+        Output pixel size of the scene panels (and of ``sigma``).
 
     Returns
     -------
     dict
-        ``{"panels", "convergence", "shifts"}`` -> paths written.
+        ``{"panels", "convergence", "shifts"[, "sigma"]}`` -> paths written.
     """
     from splatsr.errors import ConfigError
     from splatsr.evaluate.registration import phasecorr_shifts
@@ -207,10 +213,40 @@ def write_report(result: FitResult, out_dir: str | os.PathLike, *,
         p = (result.stack.meta.get("simulation") or {}).get("shifts_m")
         if p is not None and np.shape(p) == result.shifts_m.shape:
             planted = np.asarray(p, np.float64)
-    return {"panels": plot_panels(result, out / "panels.png", stack_data=stack_data),
-            "convergence": plot_convergence(result.history, out / "convergence.png"),
-            "shifts": plot_shifts(result.shifts_m, np.asarray(pc_shifts, np.float64),
-                                  out / "shifts.png", planted_m=planted)}
+    paths = {"panels": plot_panels(result, out / "panels.png", stack_data=stack_data,
+                                   resolution_m=resolution_m),
+             "convergence": plot_convergence(result.history, out / "convergence.png"),
+             "shifts": plot_shifts(result.shifts_m, np.asarray(pc_shifts, np.float64),
+                                   out / "shifts.png", planted_m=planted)}
+    if sigma is not None:
+        paths["sigma"] = plot_sigma(result.render(resolution_m), sigma, out / "sigma.png",
+                                    band_names=result.band_names, resolution_m=resolution_m)
+    return paths
+
+
+def plot_sigma(scene: np.ndarray, sigma: np.ndarray, path: str | os.PathLike, *,
+               band_names: Sequence[str], resolution_m: float) -> Path:
+    """The scene and its per-pixel 1-sigma uncertainty (first band of ``sigma``), side by side.
+
+    ``scene`` and ``sigma`` are (B, H', W') in reflectance at ``resolution_m``.
+    """
+    fig = _figure((10, 4.4))
+    axes = fig.subplots(1, 2)
+    h, w = sigma.shape[1:]
+    ext = [0, w * resolution_m, h * resolution_m, 0]
+    shown, cmap = _display(scene, band_names, _limits(scene))
+    axes[0].imshow(shown, cmap=cmap, extent=ext, interpolation="nearest")
+    axes[0].set_title(f"scene ({resolution_m:g} m)", fontsize=10)
+    s = sigma[0]
+    top = float(np.nanpercentile(s, 99)) if np.isfinite(s).any() else 1.0
+    im = axes[1].imshow(s, cmap="magma", vmin=0, vmax=top, extent=ext, interpolation="nearest")
+    axes[1].set_title(f"1-sigma uncertainty, {band_names[0]} (median "
+                      f"{float(np.nanmedian(s)):.4f})", fontsize=10)
+    fig.colorbar(im, ax=axes[1], label="reflectance")
+    for ax in axes:
+        ax.set_xlabel("east (m)")
+    axes[0].set_ylabel("south (m)")
+    return _save(fig, path)
 
 
 def plot_sweep(rows: Sequence[dict[str, Any]],

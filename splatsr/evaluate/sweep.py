@@ -50,7 +50,8 @@ from skimage.registration import phase_cross_correlation
 
 from splatsr.core.checks import integer_ratio
 from splatsr.core.psf import heldout_error
-from splatsr.core.solver import FitConfig, fit_arrays
+from splatsr.core.solver import FitConfig, FitResult, fit_arrays
+from splatsr.core.uncertainty import sigma_map
 from splatsr.errors import ConfigError, StackError
 from splatsr.evaluate.registration import phasecorr_seed, shift_from_seed_m
 from splatsr.io.atomic import write_text_atomic
@@ -61,7 +62,8 @@ COMPARE_M = 5.0  # resolution of the truth comparison
 BORDER_M = 20.0  # left out of the truth comparison on every side
 FINE_SIGMA_M = 10.0  # low-pass that separates "fine-scale" content (below ~10 m) in scores
 COLUMNS = ("psf_sigma_m", "n_obs", "splat_spacing_m", "misfit_rms", "heldout_error",
-           "shift_from_seed_m", "seconds", "grad_rms", "psnr_db", "ssim", "fine_error")
+           "shift_from_seed_m", "seconds", "grad_rms", "psnr_db", "ssim", "fine_error",
+           "median_sigma")
 
 
 def subset_indices(n_available: int, n: int, *, how: str = "even") -> np.ndarray:
@@ -211,12 +213,19 @@ def _fit_setting(stack: Stack, data: np.ndarray, idx: np.ndarray, seed_all: np.n
                                heldout_error=math.nan,
                                shift_from_seed_m=shift_from_seed_m(res.shifts_m, seed),
                                seconds=res.seconds, grad_rms=grad_rms(img, COMPARE_M),
-                               psnr_db=math.nan, ssim=math.nan, fine_error=math.nan)
+                               psnr_db=math.nan, ssim=math.nan, fine_error=math.nan,
+                               median_sigma=median_sigma(res, data[idx]))
     if held is not None:
         row["heldout_error"] = heldout_error(res, data[held])[0]
     if truth is not None:
         row.update(truth_scores(img, truth))
     return row, img
+
+
+def median_sigma(result: FitResult, data: np.ndarray) -> float:
+    """Median of the fit's calibrated 1-sigma map at :data:`COMPARE_M` (all bands)."""
+    sigma = sigma_map(result, data, resolution_m=COMPARE_M)
+    return float(np.nanmedian(sigma))
 
 
 def _rms(r: np.ndarray) -> float:
@@ -310,9 +319,9 @@ def write_sweep_tables(rows: list[dict[str, Any]], out_dir: str | os.PathLike, *
     write_text_atomic(out / "sweep.csv", buf.getvalue())
     heads = ["PSF σ (m)", "N obs", "spacing (m)", "misfit RMS", "held-out error",
              "shift from seed (m)", "time (s)", "grad RMS (1/m)", "PSNR (dB)", "SSIM",
-             "fine error"]
+             "fine error", "median σ"]
     fmts = ["{:g}", "{:d}", "{:g}", "{:.5f}", "{:.5f}", "{:.2f}", "{:.1f}", "{:.2e}",
-            "{:.2f}", "{:.3f}", "{:.3f}"]
+            "{:.2f}", "{:.3f}", "{:.3f}", "{:.4f}"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in rows:
         cells = ["–" if isinstance(r[c], float) and math.isnan(r[c]) else f.format(r[c])
@@ -323,6 +332,8 @@ def write_sweep_tables(rows: list[dict[str, Any]], out_dir: str | os.PathLike, *
         notes.append(f"Held-out observation (never fitted): `{held_id}`.")
     if not truth:
         notes.append("No truth known: PSNR/SSIM are empty.")
+    notes.append("median σ: median of the calibrated per-pixel 1-sigma uncertainty at "
+                 f"{COMPARE_M:g} m (reflectance; what `splatsr fit --uncertainty` writes).")
     if skipped:
         notes.append(f"Skipped n_obs {', '.join(map(str, skipped))}: more than the "
                      "observations available (or fewer than 2).")

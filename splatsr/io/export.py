@@ -26,6 +26,12 @@ def shifts_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.stem + ".shifts.csv")
 
 
+def sigma_path(out: str | os.PathLike) -> Path:
+    """``sr.tif`` -> ``sr.sigma.tif`` beside it (the per-pixel 1-sigma uncertainty)."""
+    out = Path(out)
+    return out.with_name(out.stem + ".sigma" + (out.suffix or ".tif"))
+
+
 def band_order(names: Sequence[str]) -> list[int]:
     """Indices that put B04, B03, B02 (when present) first, then the rest in order."""
     first = [names.index(b) for b in RGB_FIRST if b in names]
@@ -58,6 +64,22 @@ def write_cog(path: str | os.PathLike, image: np.ndarray, *, crs: str, transform
                 dst.set_band_description(i, name)
             dst.update_tags(**flat_tags)
     return Path(path)
+
+
+def write_sigma_cog(path: str | os.PathLike, sigma: np.ndarray, *, crs: str,
+                    transform: Affine, band_names: Sequence[str],
+                    tags: Mapping[str, Any] | None = None) -> Path:
+    """Write a (B, H, W) 1-sigma map as a COG in the band order of :func:`write_cog`.
+
+    Band ``i`` is described as ``"<band> sigma"``; the tags say what the values are.
+    """
+    order = band_order(list(band_names))
+    names = [f"{band_names[i]} sigma" for i in order]
+    info = dict(tags or {}, units="reflectance (0-1), 1-sigma",
+                content="per-pixel 1-sigma uncertainty of the scene of the same name without "
+                        ".sigma; NaN where the scene is NaN")
+    return write_cog(path, np.asarray(sigma, np.float32)[order], crs=crs, transform=transform,
+                     band_names=names, tags=info)
 
 
 def write_shifts_csv(path: str | os.PathLike, *, ids: Sequence[str], datetimes: Sequence[str],

@@ -28,15 +28,18 @@ from splatsr.io.export import band_order, shifts_path, write_shifts_csv
 from splatsr.io.stack import Stack
 from splatsr.tiles.plan import Tile, blend_weights
 from splatsr.tiles.sources import TileSource, as_source
-from splatsr.tiles.store import entry_paths
+from splatsr.tiles.store import entry_paths, sigma_entry_path
 
 MOSAIC_BLOCK_PX = 2048  # output pixels per side of one mosaic window (a multiple of 512)
 
 
 def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[str, str],
                  metas: dict[str, dict], *, out: str | os.PathLike, store: Path, factor: int,
-                 overlap: int, config: FitConfig) -> Path:
+                 overlap: int, config: FitConfig, sigma: str | None = None) -> Path:
     """Blend the stored tiles into a COG at ``out``, one window at a time.
+
+    With ``sigma`` (the uncertainty mode the tiles were fitted with) blend their stored 1-sigma
+    maps instead: the blend weights average the variances, ``sqrt(sum w s^2 / sum w)``.
 
     The mosaic is written window by window (``MOSAIC_BLOCK_PX`` output pixels a side) into a
     tiled, ZSTD-compressed GTiff beside ``out``; GDAL's COG driver then copies it (adding
@@ -51,8 +54,9 @@ def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[s
     res_m = grid.pixel_m / f
     transform = Affine(res_m, 0, grid.transform.c, 0, -res_m, grid.transform.f)
     order = band_order(list(grid.bands))
-    names = [grid.bands[i] for i in order]
-    tags = _mosaic_tags(grid.ids, tiles, config=config, overlap=overlap, res_m=res_m)
+    names = [grid.bands[i] + (" sigma" if sigma else "") for i in order]
+    tags = _mosaic_tags(grid.ids, tiles, config=config, overlap=overlap, res_m=res_m,
+                        sigma=sigma)
     live = [t for t in tiles if metas[t.id]["status"] == "fitted"]
     cog_block = next(b for b in (256, 128, 64, 16) if min(H, W) >= b or b == 16)
     weights = {t.id: (blend_weights(t.rows, factor=f, ramp_px=overlap, start_open=not t.top,
@@ -77,7 +81,7 @@ def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[s
                 for c0 in range(0, W, MOSAIC_BLOCK_PX):
                     h, w = min(MOSAIC_BLOCK_PX, H - r0), min(MOSAIC_BLOCK_PX, W - c0)
                     block = _blend_window(live, weights, keys, store=store, f=f, order=order,
-                                          window=Window(c0, r0, w, h))
+                                          window=Window(c0, r0, w, h), sigma=bool(sigma))
                     dst.write(block, window=Window(c0, r0, w, h))
         with atomic_path(out) as tmp:
             rasterio.shutil.copy(gtiff, tmp, driver="COG", COMPRESS="DEFLATE",
@@ -90,41 +94,53 @@ def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[s
 
 
 def _mosaic_tags(ids: Sequence[str], tiles: Sequence[Tile], *, config: FitConfig,
-                 overlap: int, res_m: float) -> dict[str, str]:
-    """The mosaic's dataset tags (non-strings as JSON)."""
+                 overlap: int, res_m: float, sigma: str | None = None) -> dict[str, str]:
+    """The mosaic's dataset tags (non-strings as JSON); for a sigma mosaic, say so."""
     tags = dict(software=f"splatsr {__version__}", psf_sigma_m=config.psf_sigma_m,
                 splat_spacing_m=config.splat_spacing_m, resolution_m=res_m,
                 observations=list(ids), config=asdict(config),
                 units="reflectance (0-1)",
                 tiling=dict(tiles=len(tiles), tile_size=max(t.rows for t in tiles),
                             overlap=overlap))
+    if sigma:
+        tags.update(units="reflectance (0-1), 1-sigma", uncertainty_mode=sigma,
+                    content="per-pixel 1-sigma uncertainty of the mosaic of the same name "
+                            "without .sigma; tiles blended in variance; NaN where it is NaN")
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in tags.items()}
 
 
 def _blend_window(live: Sequence[Tile], weights: dict[str, tuple[np.ndarray, np.ndarray]],
                   keys: dict[str, str], *, store: Path, f: int, order: list[int],
-                  window: Window) -> np.ndarray:
-    """The blended float32 (B, h, w) output ``window``, NaN where no tile covers it."""
+                  window: Window, sigma: bool = False) -> np.ndarray:
+    """The blended float32 (B, h, w) output ``window``, NaN where no tile covers it.
+
+    With ``sigma`` the tiles' 1-sigma maps, blended in variance.
+    """
     r0, c0, h, w = window.row_off, window.col_off, window.height, window.width
     acc = np.zeros((len(order), h, w))
     wsum = np.zeros((h, w))
     for t in live:
-        _accumulate(acc, wsum, t, weights[t.id], store, keys[t.id], f, r0, c0, order)
+        _accumulate(acc, wsum, t, weights[t.id], store, keys[t.id], f, r0, c0, order,
+                    sigma=sigma)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(wsum > 0, acc / wsum, np.nan).astype(np.float32)
+        out = np.where(wsum > 0, acc / wsum, np.nan)
+    return (np.sqrt(out) if sigma else out).astype(np.float32)
 
 
 def _accumulate(acc: np.ndarray, wsum: np.ndarray, t: Tile, w: tuple[np.ndarray, np.ndarray],
-                store: Path, key: str, f: int, r0: int, c0: int, order: list[int]) -> None:
-    """Add tile ``t``'s weighted image to the window at (r0, c0) of the output grid."""
+                store: Path, key: str, f: int, r0: int, c0: int, order: list[int],
+                sigma: bool = False) -> None:
+    """Add tile ``t``'s weighted image (or variance) to the window at (r0, c0)."""
     h, w_ = wsum.shape
     tr0, tc0 = t.row0 * f, t.col0 * f
     a0, a1 = max(r0, tr0), min(r0 + h, tr0 + t.rows * f)
     b0, b1 = max(c0, tc0), min(c0 + w_, tc0 + t.cols * f)
     if a0 >= a1 or b0 >= b1:
         return
-    img = np.load(entry_paths(store, t, key)[1], mmap_mode="r")  # (B, rows * f, cols * f)
+    path = entry_paths(store, t, key)[1]
+    img = np.load(sigma_entry_path(path) if sigma else path, mmap_mode="r")  # (B, rows f, cols f)
     part = np.asarray(img[:, a0 - tr0:a1 - tr0, b0 - tc0:b1 - tc0], np.float64)[order]
+    part = part * part if sigma else part
     ww = np.outer(w[0][a0 - tr0:a1 - tr0], w[1][b0 - tc0:b1 - tc0])
     ok = np.isfinite(part).all(axis=0)
     ww = np.where(ok, ww, 0.0)

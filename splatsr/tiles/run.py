@@ -28,8 +28,10 @@ from tqdm import tqdm  # not tqdm.auto: its import warns in notebooks without ip
 
 from splatsr.core.checks import MIN_OBSERVATIONS, integer_ratio
 from splatsr.core.solver import FitConfig, fit_arrays
+from splatsr.core.uncertainty import sigma_map
 from splatsr.errors import ConfigError, FetchError, StackError, TileError
 from splatsr.io.atomic import atomic_path, write_text_atomic
+from splatsr.io.export import sigma_path
 from splatsr.io.fetch import plan_scenes, remote_gdal_env
 from splatsr.io.query import SceneQuery, as_query, split_query
 from splatsr.io.stack import Stack, read_stack
@@ -41,6 +43,7 @@ from splatsr.tiles.store import (
     default_store,
     entry_paths,
     load_entry,
+    sigma_entry_path,
     tile_key,
 )
 
@@ -50,7 +53,8 @@ _LOCAL_READS = threading.BoundedSemaphore(4)  # bounds reads when no Dask semaph
 
 def fit_tile(source: TileSource, tile: Tile, *, config: dict[str, Any], resolution_m: float,
              store: str, entry_key: str, read_slots: Any = None,
-             torch_threads: int | None = None) -> dict[str, Any]:
+             torch_threads: int | None = None, uncertainty: str | None = None
+             ) -> dict[str, Any]:
     """Fit one tile and store it (the Dask task). Returns the tile's metadata.
 
     Parameters
@@ -71,6 +75,8 @@ def fit_tile(source: TileSource, tile: Tile, *, config: dict[str, Any], resoluti
         per-process bound of 4).
     torch_threads
         Set torch's intra-op threads in this worker first (None: leave as is).
+    uncertainty
+        ``"full"`` or ``"fast"``: also store the tile's 1-sigma map (:func:`sigma_entry_path`).
 
     Returns
     -------
@@ -80,7 +86,7 @@ def fit_tile(source: TileSource, tile: Tile, *, config: dict[str, Any], resoluti
         ... Empty tiles (fewer than two observations with valid pixels) store no image.
     """
     done = load_entry(store, tile, entry_key)
-    if done is not None:
+    if done is not None and has_sigma(done, uncertainty):
         return dict(done, reused=True)
     _prepare_torch(config, torch_threads)
     with read_slots if read_slots is not None else _LOCAL_READS:
@@ -95,7 +101,8 @@ def fit_tile(source: TileSource, tile: Tile, *, config: dict[str, Any], resoluti
                     seconds=0.0)
     else:
         meta.update(_fit_and_store(source, data, seen, config=config,
-                                   resolution_m=resolution_m, img_path=img_path))
+                                   resolution_m=resolution_m, img_path=img_path,
+                                   uncertainty=uncertainty))
     write_text_atomic(meta_path, json.dumps(meta) + "\n")
     return dict(meta, reused=False)
 
@@ -111,27 +118,44 @@ def _prepare_torch(config: dict[str, Any], torch_threads: int | None) -> None:
 
 
 def _fit_and_store(source: TileSource, data: np.ndarray, seen: np.ndarray, *,
-                   config: dict[str, Any], resolution_m: float, img_path: Path
-                   ) -> dict[str, Any]:
-    """Fit the dates ``seen`` of a tile's ``data``, save the rendering; the tile's metadata."""
+                   config: dict[str, Any], resolution_m: float, img_path: Path,
+                   uncertainty: str | None = None) -> dict[str, Any]:
+    """Fit the dates ``seen`` of a tile's ``data``, save the rendering (and its 1-sigma map
+    with ``uncertainty``); the tile's metadata."""
     dates = np.asarray(source.datetimes, dtype=object)
-    result = fit_arrays(data if seen.all() else data[seen], pixel_m=source.pixel_m,
-                        config=FitConfig(**config), band_names=source.bands,
-                        dates=dates if seen.all() else dates[seen])
+    fitted = data if seen.all() else data[seen]
+    result = fit_arrays(fitted, pixel_m=source.pixel_m, config=FitConfig(**config),
+                        band_names=source.bands, dates=dates if seen.all() else dates[seen])
     image = result.render(resolution_m)  # (B, rows * f, cols * f)
-    with atomic_path(img_path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, image.astype(np.float32))
+    _save_npy(img_path, image)
+    if uncertainty:
+        _save_npy(sigma_entry_path(img_path), sigma_map(result, fitted, mode=uncertainty,
+                                                        resolution_m=resolution_m, scene=image))
     shifts = np.full((len(data), 2), np.nan)
     rms = np.full(len(data), np.nan)
     shifts[seen], rms[seen] = result.shifts_m, result.residual_rms
     meta = dict(status="fitted", shifts_m=_nulls(shifts), residual_rms=_nulls(rms),
-                seconds=result.seconds)
+                seconds=result.seconds, sigma=uncertainty)
     if result.time_weight is not None:
         tw = np.full(len(data), np.nan)
         tw[seen] = result.time_weight
         meta["time_weight"] = _nulls(tw)
     return meta
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array.astype(np.float32))
+
+
+def has_sigma(meta: dict[str, Any] | None, uncertainty: str | None) -> bool:
+    """Whether a stored tile serves a run that asks for ``uncertainty`` (None: no sigma).
+
+    Empty tiles serve every run; fitted ones need a stored sigma of the same mode.
+    """
+    return (uncertainty is None or meta is None or meta.get("status") != "fitted"
+            or meta.get("sigma") == uncertainty)
 
 
 def _nulls(a: np.ndarray) -> list[Any]:
@@ -165,6 +189,8 @@ class TiledResult:
     store: Path | None = None  # tile store folder
     seconds: float = 0.0  # wall time of the whole run
     observations: list[str] = field(default_factory=list)  # observation ids, in order
+    uncertainty: str | None = None  # "full"/"fast" when the tiles' 1-sigma maps are made
+    sigma_tif: Path | None = None  # the mosaic's 1-sigma map, with uncertainty
     dropped: list[dict[str, Any]] = field(default_factory=list)  # fit_aoi_tiled: unused items
 
 
@@ -172,7 +198,8 @@ def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.P
               tile_size: int, overlap: int, config: FitConfig | None = None,
               resolution_m: float = 2.5, client: Any = None, address: str | None = None,
               store: str | os.PathLike | None = None, n_workers: int | None = None,
-              retries: int = 2, max_reads: int = 4, progress: bool = False) -> TiledResult:
+              retries: int = 2, max_reads: int = 4, progress: bool = False,
+              uncertainty: str | None = None) -> TiledResult:
     """Fit a stack tile by tile on Dask distributed and write one blended COG.
 
     Parameters
@@ -181,7 +208,8 @@ def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.P
         A stack directory, a :class:`Stack`, or a :mod:`splatsr.tiles.sources` source.
     out
         The mosaic COG. Beside it: ``<stem>.shifts.csv`` (per date, mean over tiles),
-        ``<stem>.tile_shifts.csv`` (per tile and date) and ``<stem>.shifts.tif``.
+        ``<stem>.tile_shifts.csv`` (per tile and date), ``<stem>.shifts.tif`` and, with
+        ``uncertainty`` ("full"/"fast"), ``<stem>.sigma.tif`` (the tiles' sigma, blended).
     tile_size, overlap
         Tile side and least overlap in 10 m pixels (see :func:`plan_tiles`).
     config, resolution_m
@@ -194,9 +222,9 @@ def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.P
         there are reused. Workers and client must both see it (and a stack directory).
     n_workers
         Workers of the default LocalCluster (default: one per GPU, else one per CPU core).
-    retries, max_reads, progress
+    retries, max_reads, progress, uncertainty
         Extra attempts of a failing tile; tiles reading their window at once (across the
-        cluster); a progress bar over tiles on stderr.
+        cluster); a progress bar over tiles on stderr; see ``out``.
 
     Returns
     -------
@@ -209,16 +237,14 @@ def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.P
     StackError
         No tile has valid pixels in at least two observations.
     """
-    t0 = time.perf_counter()
-    source = _tile_source(source)
-    cfg = config or FitConfig()
-    cfg.validate()
+    t0, source = time.perf_counter(), _tile_source(source)
+    (cfg := config or FitConfig()).validate()
     factor = _factor(source.pixel_m, resolution_m)
     tiles = plan_tiles(height=source.height, width=source.width, tile_size=tile_size,
                        overlap=overlap)
-    store, keys, metas = _open_store(store, out, source, tiles, cfg, resolution_m)
+    store, keys, metas = _open_store(store, out, source, tiles, cfg, resolution_m, uncertainty)
     res = TiledResult(path=Path(out), tiles=tiles, store=store, observations=source.ids,
-                      reused=[t.id for t in tiles if metas[t.id] is not None])
+                      reused=[t.id for t in tiles if metas[t.id]], uncertainty=uncertainty)
     if todo := [t for t in tiles if metas[t.id] is None]:
         _raise_failures(_run_tiles(source, todo, keys, metas, res, cfg=cfg,
                                    resolution_m=resolution_m, store=store, client=client,
@@ -231,15 +257,18 @@ def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.P
 
 
 def _open_store(store: str | os.PathLike | None, out: str | os.PathLike, source: TileSource,
-                tiles: list[Tile], cfg: FitConfig, resolution_m: float
+                tiles: list[Tile], cfg: FitConfig, resolution_m: float,
+                uncertainty: str | None = None
                 ) -> tuple[Path, dict[str, str], dict[str, dict | None]]:
-    """The store folder (made), each tile's key and its finished entry (None if not yet)."""
+    """The store folder (made), each tile's key and its finished entry (None if not yet, or
+    if it lacks the 1-sigma map that ``uncertainty`` asks for)."""
     store = Path(store) if store is not None else default_store(out)
     store.mkdir(parents=True, exist_ok=True)
     fp = source.fingerprint()
     keys = {t.id: tile_key(fingerprint=fp, tile=t, config=cfg, resolution_m=resolution_m)
             for t in tiles}
-    return store, keys, {t.id: load_entry(store, t, keys[t.id]) for t in tiles}
+    metas = {t.id: load_entry(store, t, keys[t.id]) for t in tiles}
+    return store, keys, {k: m if has_sigma(m, uncertainty) else None for k, m in metas.items()}
 
 
 def _write_outputs(res: TiledResult, source: TileSource, keys: dict[str, str],
@@ -253,6 +282,10 @@ def _write_outputs(res: TiledResult, source: TileSource, keys: dict[str, str],
                          f"{MIN_OBSERVATIONS} observations; nothing to mosaic")
     write_mosaic(source, tiles, keys, metas, out=res.path, store=res.store, factor=factor,
                  overlap=overlap, config=config)
+    if res.uncertainty:
+        res.sigma_tif = write_mosaic(source, tiles, keys, metas, out=sigma_path(res.path),
+                                     store=res.store, factor=factor, overlap=overlap,
+                                     config=config, sigma=res.uncertainty)
     res.shifts_m, res.tile_shifts_csv, res.shifts_tif = write_shifts(source, tiles, metas,
                                                                      out=res.path)
 
@@ -378,7 +411,8 @@ def _run_tiles(source: TileSource, todo: list[Tile], keys: dict[str, str],
             fut = client.submit(fit_tile, source, t, config=tile_cfg,
                                 resolution_m=resolution_m, store=str(store.resolve()),
                                 entry_key=keys[t.id], read_slots=slots,
-                                torch_threads=torch_threads, retries=retries, pure=False,
+                                torch_threads=torch_threads, uncertainty=res.uncertainty,
+                                retries=retries, pure=False,
                                 resources={"GPU": 1} if gpu else None)
             by_future[fut] = t
         bar = tqdm(total=len(todo), disable=not progress, desc="tiles", unit="tile")

@@ -34,6 +34,11 @@ def entry_paths(store: Path, tile: Tile, key: str) -> tuple[Path, Path]:
     return stem.with_suffix(".json"), stem.with_suffix(".npy")
 
 
+def sigma_entry_path(image_path: Path) -> Path:
+    """The stored 1-sigma map beside a tile's image: ``<tile>-<key>.sigma.npy``."""
+    return image_path.with_name(image_path.stem + ".sigma.npy")
+
+
 def load_entry(store: str | os.PathLike, tile: Tile, key: str) -> dict[str, Any] | None:
     """The stored metadata of a finished tile, or None when it is not (completely) stored."""
     meta_path, img_path = entry_paths(Path(store), tile, key)

@@ -46,6 +46,18 @@ def test_fit_writes_cog_and_shifts(small_stack, tmp_path):
     assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["sr.shifts.csv", "sr.tif"]
 
 
+def test_fit_uncertainty_writes_sigma_beside_the_cog(small_stack, tmp_path):
+    out = tmp_path / "sr.tif"
+    r = run("fit", small_stack.root, "--out", out, "--resolution", 5, "--uncertainty",
+            "--uncertainty-mode", "fast", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "sr.sigma.tif" in r.output
+    with rasterio.open(out) as a, rasterio.open(tmp_path / "sr.sigma.tif") as s:
+        assert (a.crs, a.transform, a.shape) == (s.crs, s.transform, s.shape)
+        assert s.tags()["uncertainty_mode"] == "fast"
+        assert np.isfinite(s.read()).all()
+
+
 def test_fit_plain_has_no_radiometry(small_stack, tmp_path):
     out = tmp_path / "sr.tif"
     r = run("fit", small_stack.root, "--out", out, "--plain", *FAST)

@@ -110,7 +110,7 @@ def test_validate_rejects_mismatched_csv(small_stack, tmp_path):
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "Error:" in r.output
 
 
-def test_must_show_fit_then_validate(texture, tmp_path):
+def test_fit_then_validate_planted_shifts(texture, tmp_path):
     """Planted shifts (std 1.5 m): phase correlation r >= 0.95, fit vs phase corr. r >= 0.975."""
     stack = splatsr.simulate_stack(tmp_path / "stack", texture[0, :192, :192],
                                    truth_pixel_m=2.5, n_obs=16, shift_std_m=1.5,
@@ -131,3 +131,21 @@ def test_must_show_fit_then_validate(texture, tmp_path):
     assert min(compare_shifts(pc, planted)["pearson_r"].values()) >= 0.95
     assert min(rep["pearson_r"].values()) >= 0.975, rep["pearson_r"]
     assert compare_shifts(fitted, pc)["pearson_r"] == pytest.approx(rep["pearson_r"], abs=1e-5)
+
+
+def test_validate_summarises_the_sigma_beside_the_shifts(small_stack, tmp_path):
+    from splatsr.io.export import write_sigma_cog
+
+    ids = [o.id for o in small_stack.observations]
+    csv_path = write_shifts_csv(tmp_path / "sr.shifts.csv", ids=ids,
+                                datetimes=[o.datetime for o in small_stack.observations],
+                                shifts_m=np.zeros((len(ids), 2)))
+    assert validate_shifts(small_stack.root, csv_path, pc_shifts_m=np.zeros((len(ids), 2)))[
+        "sigma"] is None
+    sigma = np.full((2, 4, 4), 0.01, np.float32)
+    sigma[1] = 0.02
+    write_sigma_cog(tmp_path / "sr.sigma.tif", sigma, crs=small_stack.crs,
+                    transform=small_stack.transform, band_names=["B03", "B04"])
+    report = validate_shifts(small_stack.root, csv_path, pc_shifts_m=np.zeros((len(ids), 2)))
+    assert report["sigma"]["median"] == pytest.approx({"B04 sigma": 0.02, "B03 sigma": 0.01})
+    assert "median 1-sigma uncertainty (sr.sigma.tif): B04 sigma 0.0200" in format_table(report)

@@ -55,10 +55,10 @@ def _check_values(stack, planted: dict[str, Planted]) -> None:
         np.testing.assert_array_equal(data[t], expect, err_msg=obs.id)
 
 
-# --------------------------------------------------------------------------- must show
+# --------------------------------------------------------------------------- end to end
 
 
-def test_must_show_cli(server, planted, tmp_path):
+def test_fetch_cli_end_to_end(server, planted, tmp_path):
     out = tmp_path / "STACK"
     res = CliRunner().invoke(main, ["fetch", "--aoi", AOI_TEXT, "--start", "2021-06-01",
                                     "--end", "2025-09-30", "--stac-url", server.url,

@@ -1,0 +1,189 @@
+"""The per-pixel uncertainty: exact pieces against brute force, calibration against truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from splatsr.core.model import SplatGrid, render_latent, render_observations
+from splatsr.core.solver import FitConfig, fit_arrays
+from splatsr.core.prior import smoothed_tv
+from splatsr.core.uncertainty import (
+    COMPONENTS,
+    data_precision,
+    date_variance,
+    fit_uncertainty,
+    latent_operators,
+    latent_variance,
+    observation_operators,
+    sigma_map,
+    texture_energy,
+    tv_curvature,
+)
+from splatsr.errors import ConfigError
+from splatsr.evaluate.simulate import simulate
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+BORDER = 8  # output pixels (20 m) left out of the truth comparisons
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    grid = SplatGrid.for_raster(height=3, width=4, pixel_m=10.0, spacing_m=5.0,
+                                psf_sigma_m=4.0, max_shift_m=3.0)
+    rng = np.random.default_rng(0)
+    shifts = rng.normal(0, 1.5, (3, 2))
+    return grid, shifts, rng
+
+
+def test_observation_operators_reproduce_the_render(tiny):
+    grid, shifts, rng = tiny
+    w = rng.normal(size=(2, grid.ny, grid.nx))
+    a_y, a_x = observation_operators(grid, shifts, psf_sigma_m=4.0)
+    a_y, a_x = (np.stack([m.toarray() for m in a]) for a in (a_y, a_x))
+    mine = np.einsum("tik,bkl,tjl->tbij", a_y, w, a_x)
+    ref = render_observations(torch.from_numpy(w), torch.from_numpy(shifts), grid=grid,
+                              psf_sigma_m=4.0).numpy()
+    np.testing.assert_allclose(mine, ref, atol=1e-9)
+
+
+def test_data_precision_is_the_exact_jacobian_diagonal(tiny):
+    grid, shifts, rng = tiny
+    sp_y, sp_x = observation_operators(grid, shifts, psf_sigma_m=4.0)
+    a_y, a_x = (np.stack([m.toarray() for m in a]) for a in (sp_y, sp_x))
+    pw = rng.uniform(0, 1, (3, 1, grid.height, grid.width))
+    jac = np.einsum("tik,tjl->tijkl", a_y, a_x).reshape(-1, grid.ny * grid.nx)
+    ref = np.einsum("pk,p,pk->k", jac, pw.reshape(-1), jac).reshape(grid.ny, grid.nx)
+    np.testing.assert_allclose(data_precision(sp_y, sp_x, pw)[0], ref, rtol=1e-10, atol=1e-14)
+
+
+def test_tv_curvature_is_the_hessian_diagonal():
+    w = torch.from_numpy(np.random.default_rng(1).normal(size=(1, 5, 6)))
+    hess = torch.autograd.functional.hessian(lambda x: smoothed_tv(x.reshape(1, 5, 6)),
+                                             w.reshape(-1))
+    np.testing.assert_allclose(tv_curvature(w.numpy())[0].ravel(), hess.diagonal().numpy(),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_latent_variance_matches_sampling(tiny):
+    grid, _, rng = tiny
+    l_y, l_x = latent_operators(grid, resolution_m=2.5)
+    var_w = rng.uniform(0.5, 2.0, (1, grid.ny, grid.nx))
+    w = rng.normal(size=(4000, grid.ny, grid.nx)) * np.sqrt(var_w)
+    samples = render_latent(torch.from_numpy(w), grid=grid, resolution_m=2.5).numpy()
+    # 4000 samples: the sample variance is within ~3 x sqrt(2 / 4000) = 7 % of the truth
+    np.testing.assert_allclose(samples.var(0), latent_variance(var_w, l_y, l_x)[0], rtol=0.07)
+
+
+def test_date_variance_is_the_weighted_mean_variance():
+    r = np.array([1.0, -1.0, 2.0, np.nan]).reshape(4, 1, 1, 1)
+    u = np.array([1.0, 1.0, 0.5, 1.0]).reshape(4, 1, 1, 1)
+    out = date_variance(r, u, factor=2)
+    assert out.shape == (1, 2, 2)
+    np.testing.assert_allclose(out, (1 + 1 + 1) / 2.5 ** 2)
+
+
+def test_date_variance_fills_unseen_pixels_with_the_largest():
+    r = np.ones((3, 1, 1, 2))
+    r[:, 0, 0, 1] = np.nan
+    out = date_variance(r, np.ones_like(r), factor=1)
+    np.testing.assert_allclose(out[0, 0], [1 / 3, 1 / 3], atol=0.05)
+
+
+def test_texture_energy_marks_edges_not_flat_ground():
+    data = np.zeros((4, 1, 20, 20))
+    data[..., 10:] = 0.2
+    tex = texture_energy(data, factor=4)
+    assert tex.shape == (1, 80, 80)
+    assert tex[0, :, 38:42].min() > 100 * tex[0, :, :8].max()
+
+
+def _case(truth, *, n_obs, cloudy=0, noise=0.003, seed=3):
+    data, _ = simulate(truth, truth_pixel_m=2.5, n_obs=n_obs, noise_sigma=noise, seed=seed)
+    if cloudy:  # the last `cloudy` dates lose the left 60 % of the scene (masked as NaN)
+        data[-cloudy:, :, :, : round(0.6 * data.shape[3])] = np.nan
+    res = fit_arrays(data, pixel_m=10.0, config=FitConfig())
+    return data, res
+
+
+@pytest.fixture(scope="module")
+def fits(texture):
+    truth = texture[2, :128, :128].astype(np.float64)  # a crop the calibration did not see
+    out = {}
+    for name, kw in {"clean16": dict(n_obs=16), "cloudy10": dict(n_obs=10, cloudy=7),
+                     "clean8": dict(n_obs=8), "noisy16": dict(n_obs=16, noise=0.006)}.items():
+        data, res = _case(truth, **kw)
+        sigma = sigma_map(res, data, resolution_m=2.5)[0]
+        out[name] = (data, res, sigma)
+    return truth, out
+
+
+def _inner(a):
+    return a[BORDER:-BORDER, BORDER:-BORDER]
+
+
+@pytest.mark.parametrize("case", ["clean16", "cloudy10"])
+def test_sigma_is_calibrated_and_ranks_errors(fits, case):
+    truth, out = fits
+    _, res, sigma = out[case]
+    err = _inner(np.abs(res.render(2.5)[0] - truth))
+    sig = _inner(sigma)
+    coverage = float((err <= sig).mean())
+    # calibrated to 72 % on other crops; measured 66-76 % on the benchmark's scenes and
+    # 57-59 % on this crop (a scene whose edges are harder than the calibration crops')
+    assert 0.5 <= coverage <= 0.9, coverage
+    n = err.shape[0] // 8 * 8
+    blocks = (lambda a: np.sqrt((a[:n, :n] ** 2).reshape(n // 8, 8, n // 8, 8).mean((1, 3))))
+    rho = spearmanr(blocks(sig).ravel(), blocks(err).ravel()).statistic
+    assert rho >= 0.4, rho
+
+
+def test_clouded_area_has_larger_sigma(fits):
+    _, out = fits
+    data, _, sigma = out["cloudy10"]
+    left = _inner(sigma)[:, : round(0.6 * 112) - 8]
+    right = _inner(sigma)[:, round(0.6 * 112) + 8:]
+    assert np.median(left) > np.median(right)
+
+
+def test_more_dates_and_less_noise_lower_sigma(fits):
+    _, out = fits
+    s16, s8, noisy = (_inner(out[k][2]) for k in ("clean16", "clean8", "noisy16"))
+    assert np.median(s16) < np.median(s8) and s16.mean() < s8.mean()
+    assert np.median(s16) < np.median(noisy) and s16.mean() < noisy.mean()
+    # per pixel it holds for most pixels, not all: the prior's curvature is taken on the
+    # data's composite, whose noise differs between the two stacks (measured: 57 % of pixels
+    # for 16 vs 8 dates on this crop, 73-80 % on the benchmark's; > 98 % for the noise)
+    assert (s16 <= s8).mean() > 0.5 and (s16 <= noisy).mean() > 0.9
+
+
+def test_components_are_finite_and_non_negative(fits):
+    _, out = fits
+    data, res, _ = out["cloudy10"]
+    parts = fit_uncertainty(res, data, resolution_m=2.5)
+    for k in COMPONENTS:
+        v = getattr(parts, k)
+        assert v.shape == (1, 128, 128) and np.isfinite(v).all() and (v >= 0).all(), k
+    fast = fit_uncertainty(res, data, resolution_m=2.5, mode="fast")
+    assert not fast.posterior.any()
+
+
+def test_nan_scene_gives_nan_sigma(fits):
+    _, out = fits
+    data, res, _ = out["clean8"]
+    scene = res.render(5.0)
+    scene[0, :3, :3] = np.nan
+    sigma = sigma_map(res, data, resolution_m=5.0, scene=scene)
+    assert sigma.dtype == np.float32 and sigma.shape == scene.shape
+    assert np.isnan(sigma[0, :3, :3]).all() and np.isfinite(sigma[0, 3:]).all()
+
+
+def test_bad_mode_and_resolution_are_config_errors(fits):
+    _, out = fits
+    data, res, _ = out["clean8"]
+    with pytest.raises(ConfigError, match="mode must be one of"):
+        fit_uncertainty(res, data, resolution_m=2.5, mode="slow")
+    with pytest.raises(ConfigError, match="divides 10 m"):
+        fit_uncertainty(res, data, resolution_m=4.0)
