@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import subprocess
 import sys
@@ -132,22 +133,25 @@ def static_config() -> FitConfig:
 
 def fit_configs(target: str, change_m: float | None) -> dict[str, FitConfig]:
     """The fits of one window: the static defaults, the default, the target-date fit (and
-    both with a change layer of ``change_m`` when given)."""
-    cfgs = {"static_fit": static_config(), "default": FitConfig(),
-            "target": FitConfig(target_date=target)}
+    both with a change layer of ``change_m`` when given). Fits that need a FitConfig field
+    this version lacks are left out (so the benchmark also runs on older versions)."""
+    names = {f.name for f in dataclasses.fields(FitConfig)}
+    want = {"static_fit": None, "default": {}, "target": {"target_date": target}}
     if change_m:
-        cfgs["default_change"] = FitConfig(change_cell_m=change_m)
-        cfgs["target_change"] = FitConfig(target_date=target, change_cell_m=change_m)
+        want["default_change"] = {"change_cell_m": change_m}
+        want["target_change"] = {"target_date": target, "change_cell_m": change_m}
     for name, fields in EXTRA.items():  # "target_date": "held" -> the held-out date
-        cfgs[name] = FitConfig(**{k: target if v == "held" else v for k, v in fields.items()})
-    return cfgs
+        want[name] = {k: target if v == "held" else v for k, v in fields.items()}
+    return {k: static_config() if v is None else FitConfig(**v) for k, v in want.items()
+            if v is None or set(v) <= names}
 
 
 def fit_render(obs: np.ndarray, cfg: FitConfig, dates: list[str], bands: list[str]
                ) -> tuple[np.ndarray, float]:
     """Fit in memory (the same solver as ``splatsr fit``) -> (B, H, W) at 5 m, seconds."""
     t0 = time.perf_counter()
-    res = fit_arrays(obs, pixel_m=PIXEL_M, config=cfg, dates=dates, band_names=tuple(bands))
+    when = {"dates": dates} if "dates" in inspect.signature(fit_arrays).parameters else {}
+    res = fit_arrays(obs, pixel_m=PIXEL_M, config=cfg, band_names=tuple(bands), **when)
     return res.render(SCENE_M), time.perf_counter() - t0
 
 
