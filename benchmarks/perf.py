@@ -27,14 +27,11 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import csv
-import datetime as _dt
 import json
 import math
 import multiprocessing as mp
 import os
-import platform
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,6 +41,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
+from _common import machine as common_machine
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -160,20 +158,12 @@ def fit_case(size: int, T: int, *, spacing_m: float, device: torch.device) -> di
 
 
 def machine() -> dict:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=ROOT, capture_output=True, text=True).stdout.strip())
-    info = dict(uname=" ".join(platform.uname()), nproc=os.cpu_count(), torch=torch.__version__,
-                threads=torch.get_num_threads(),
-                date=_dt.datetime.now().isoformat(timespec="seconds"),
-                commit=commit + (" (+ uncommitted changes)" if dirty else ""))
+    """:func:`_common.machine` plus the load average at the start (the machine is shared)."""
+    info: dict = dict(common_machine())
     try:
         info["loadavg_start"] = os.getloadavg()
     except OSError:
         pass
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
     return info
 
 
