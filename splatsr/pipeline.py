@@ -85,7 +85,7 @@ def check_out(out: str | os.PathLike, *, mkdir: bool = False) -> Path:
     parent = out.parent
     if not mkdir and not parent.is_dir():
         raise ConfigError(f"output folder {parent} does not exist; create it or pass --mkdir "
-                          "(mkdir=True)")
+                          "(mkdir=True in Python)")
     if out.suffix.lower() not in COG_SUFFIXES:
         warnings.warn(f"{out.name} does not end in .tif or .tiff; it is written as a GeoTIFF "
                       "(COG) all the same", UserWarning, stacklevel=2)
