@@ -171,9 +171,7 @@ def run_case(s: Series, season: str, held: str, n: int, *, change_m: float | Non
     seed = 100 * n + h
     obs = observe(s.data[idx], s.clear[idx], seed=seed)
     ref_date = s.data[h]
-    comp = np.nanmedian(np.where(s.clear[idx][:, None], s.data[idx], np.nan), axis=0)
-    comp = np.where(np.isfinite(comp), comp, np.median(s.data[idx], axis=0))
-    refs = {"held_out": ref_date, "composite": comp}
+    refs = {"held_out": ref_date, "composite": composite(s, idx)}
     outs = {"bicubic_median": (bicubic_median(obs, factor=FACTOR), 0.0),
             "map_tv": (map_tv(obs, factor=FACTOR, pixel_m=PIXEL_M,
                               shifts_m=phasecorr(obs, pixel_m=PIXEL_M)), 0.0)}
@@ -209,18 +207,31 @@ def ceiling(s: Series, idx: list[int], h: int, dates: list[str], *, seed: int, b
 
 def run_api(quick: bool, change_m: float | None) -> list[dict]:
     """All windows (``quick``: the worldcereal ones, 7 dates only)."""
-    rows, cache = [], {}
+    rows = []
+    for s, season, held, n in each_window(quick):
+        got = run_case(s, season, held, n, change_m=change_m)
+        rows += got
+        print(f"{s.name} {season} N={n}: " + ", ".join(
+            f"{r['method']} {r['cpsnr_held_out']:.2f}/{r['cpsnr_composite']:.2f}"
+            for r in got), flush=True)
+    return rows
+
+
+def each_window(quick: bool):
+    """(series, season, held-out date, N) of every window (``quick``: worldcereal, N = 7)."""
+    cache: dict[str, Series] = {}
     for name, season, held in WINDOWS:
         if quick and name != "worldcereal":
             continue
         s = cache.setdefault(name, load_series(name))
         for n in (NS[:1] if quick else NS):
-            got = run_case(s, season, held, n, change_m=change_m)
-            rows += got
-            print(f"{name} {season} N={n}: " + ", ".join(
-                f"{r['method']} {r['cpsnr_held_out']:.2f}/{r['cpsnr_composite']:.2f}"
-                for r in got), flush=True)
-    return rows
+            yield s, season, held, n
+
+
+def composite(s: Series, idx: list[int]) -> np.ndarray:
+    """(B, H, W) per-pixel median of the clear real 10 m dates ``idx`` (all dates where none)."""
+    comp = np.nanmedian(np.where(s.clear[idx][:, None], s.data[idx], np.nan), axis=0)
+    return np.where(np.isfinite(comp), comp, np.median(s.data[idx], axis=0))
 
 
 def gain(rows: list[dict], method: str, ref: str, base: str = "bicubic_median") -> float:
@@ -282,28 +293,23 @@ def cli_fit(stack: Path, out: Path, bands: list[str], *extra: str
 
 def run_cli(quick: bool) -> list[dict]:
     """The two must-show commands on every window, through the real CLI."""
-    rows, cache = [], {}
-    for name, season, held in WINDOWS:
-        if quick and name != "worldcereal":
-            continue
-        s = cache.setdefault(name, load_series(name))
-        for n in (NS[:1] if quick else NS):
-            idx, h = window(s, held, n), s.dates.index(held)
-            dates = [s.dates[k] for k in idx]
-            obs = observe(s.data[idx], s.clear[idx], seed=100 * n + h)
-            comp = np.nanmedian(np.where(s.clear[idx][:, None], s.data[idx], np.nan), axis=0)
-            comp = np.where(np.isfinite(comp), comp, np.median(s.data[idx], axis=0))
-            bic = bicubic_median(obs, factor=FACTOR)
-            with tempfile.TemporaryDirectory() as tmp:
-                st = write_window(Path(tmp) / "stack", s, obs, dates)
-                tgt, t_s = cli_fit(st, Path(tmp) / "t.tif", s.bands, "--target-date", held)
-                dft, d_s = cli_fit(st, Path(tmp) / "d.tif", s.bands)
-            rows.append(dict(series=name, season=season, held_out=held, n_dates=n,
-                             target_gain=cpsnr(tgt, s.data[h]) - cpsnr(bic, s.data[h]),
-                             default_gain=cpsnr(dft, comp) - cpsnr(bic, comp),
-                             target_s=t_s, default_s=d_s))
-            print(f"CLI {name} {season} N={n}: target {rows[-1]['target_gain']:+.2f}, "
-                  f"default {rows[-1]['default_gain']:+.2f}", flush=True)
+    rows = []
+    for s, season, held, n in each_window(quick):
+        idx, h = window(s, held, n), s.dates.index(held)
+        dates = [s.dates[k] for k in idx]
+        obs = observe(s.data[idx], s.clear[idx], seed=100 * n + h)
+        comp = composite(s, idx)
+        bic = bicubic_median(obs, factor=FACTOR)
+        with tempfile.TemporaryDirectory() as tmp:
+            st = write_window(Path(tmp) / "stack", s, obs, dates)
+            tgt, t_s = cli_fit(st, Path(tmp) / "t.tif", s.bands, "--target-date", held)
+            dft, d_s = cli_fit(st, Path(tmp) / "d.tif", s.bands)
+        rows.append(dict(series=s.name, season=season, held_out=held, n_dates=n,
+                         target_gain=cpsnr(tgt, s.data[h]) - cpsnr(bic, s.data[h]),
+                         default_gain=cpsnr(dft, comp) - cpsnr(bic, comp),
+                         target_s=t_s, default_s=d_s))
+        print(f"CLI {s.name} {season} N={n}: target {rows[-1]['target_gain']:+.2f}, "
+              f"default {rows[-1]['default_gain']:+.2f}", flush=True)
     return rows
 
 
