@@ -122,3 +122,19 @@ def test_run_fit_refuses_a_stack_too_large_for_any_tile(small_stack, tmp_path, m
     with pytest.raises(ConfigError, match="does not fit"):
         run_fit(small_stack.root, tmp_path / "sr.tif", config=FAST)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_fit_too_large_for_the_device_goes_tiled_with_its_sigma(tmp_path, monkeypatch):
+    """A budget a third of the whole fit's estimate: the tiled route, sigma map included."""
+    from splatsr.core.memory import plan_fit_memory
+
+    st = splatsr.sample_stack()  # 100 x 101 px: room for several tiles
+    cfg = splatsr.FitConfig(adam_steps=5, lbfgs_iters=2, coarse_levels=0, device="cpu")
+    whole = plan_fit_memory(height=st.height, width=st.width, n_obs=len(st.observations),
+                            n_bands=len(st.bands), pixel_m=st.pixel_m,
+                            spacing_m=cfg.splat_spacing_m, psf_sigma_m=cfg.psf_sigma_m).total
+    monkeypatch.setenv("SPLATSR_MEMORY_BUDGET_MIB", str(whole / 2 ** 20 / 3))
+    lines: list[str] = []
+    run = run_fit(st, tmp_path / "sr.tif", config=cfg, uncertainty=True, log=lines.append)
+    assert "fitting in tiles of" in lines[0] and run.tiled is not None
+    assert {"sr.tif", "sr.sigma.tif", "sr.shifts.csv"} <= {p.name for p in tmp_path.iterdir()}
