@@ -25,7 +25,8 @@ import splatsr  # noqa: E402
 import splatsr.core.objective as objective  # noqa: E402
 from splatsr.core.solver import FitConfig, fit_arrays  # noqa: E402
 
-RENDER_NODES = ("_RowPassBackward", "_TapsBackward", "_WindowsBackward", "_AssembleBackward")
+RENDER_NODES = ("RowPassBackward", "ColPassBackward", "TapsBackward", "WindowsBackward",
+                "AssembleBackward")
 
 
 def _inside(e, names) -> bool:

@@ -19,7 +19,8 @@ from tqdm import tqdm  # not tqdm.auto: its import warns in notebooks without ip
 
 from splatsr.core.config import FitConfig
 from splatsr.core.model import SplatGrid, resample_weights
-from splatsr.core.objective import Objective
+from splatsr.core.objective import DIVERGED, Objective
+from splatsr.errors import ConfigError
 
 # Loss evaluations per L-BFGS iteration, on average (torch's default budget). In noise units
 # the unit step is nearly always accepted at once; the strong-Wolfe search spends the rest
@@ -82,11 +83,15 @@ def initial_weights(y: np.ndarray, valid: np.ndarray, grid: SplatGrid) -> np.nda
 
 @dataclass
 class FitLog:
-    """History rows (one per loss evaluation) and the progress bar of a fit."""
+    """History rows (one per loss evaluation) and the progress bar of a fit.
+
+    Losses are kept as tensors and read in one go when :attr:`history` is asked for, so
+    recording a step does not wait for the device.
+    """
 
     total: int  # optimiser steps in the whole fit (bar length)
     progress: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
     t0: float = field(default_factory=time.perf_counter)
 
     def __post_init__(self) -> None:
@@ -96,10 +101,20 @@ class FitLog:
     def record(self, level: Level, stage: str, step: int, loss: torch.Tensor,
                data_term: torch.Tensor) -> None:
         """Append one row: level, spacing, stage, step, loss, data term, elapsed time."""
-        self.history.append(dict(level=level.index, spacing_m=level.grid.spacing_m,
-                                 stage=stage, step=step, loss=float(loss),
-                                 data_loss=float(data_term),
-                                 time_s=time.perf_counter() - self.t0))
+        self.rows.append(dict(level=level.index, spacing_m=level.grid.spacing_m,
+                              stage=stage, step=step, loss=loss, data_loss=data_term,
+                              time_s=time.perf_counter() - self.t0))
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The rows with the losses as floats (one host read for all pending ones)."""
+        pending = [r for r in self.rows if isinstance(r["loss"], torch.Tensor)]
+        if pending:
+            values = torch.stack([torch.stack([r["loss"], r["data_loss"]])
+                                  for r in pending]).double().cpu().tolist()
+            for r, (loss, data) in zip(pending, values):
+                r["loss"], r["data_loss"] = loss, data
+        return self.rows
 
     def close(self) -> None:
         self.bar.close()
@@ -131,6 +146,8 @@ def run_lbfgs(params: list[torch.Tensor],
     def closure() -> torch.Tensor:
         lbfgs.zero_grad(set_to_none=True)
         loss, data_term = loss_fn()
+        if not math.isfinite(float(loss.detach())):  # L-BFGS reads the loss anyway
+            raise ConfigError(DIVERGED)
         loss.backward()
         it = state.get("n_iter", 0)  # iterations begun so far
         log(it, loss.detach(), data_term.detach())
@@ -142,10 +159,24 @@ def run_lbfgs(params: list[torch.Tensor],
     bar.update(n_iter - done[0])
 
 
+# Adam steps between host reads: the shifts' extent (it sizes the renderer's band, with
+# room for this many steps) and the divergence check. Nothing else in a step waits for the
+# device.
+ADAM_STEPS_PER_READ = 10
+# How far one Adam step can move a parameter, in units of its step size: |m| / sqrt(v) <=
+# (1 - beta1) / sqrt(1 - beta2) ~ 3.2 with torch's defaults (~1 in practice).
+ADAM_MAX_STEP = 3.2
+
+
 def run_adam(obj: Objective, level: Level, log: FitLog) -> None:
     """Adam warm-up of one level; on the first level the loss scale narrows half-way."""
     opt = torch.optim.Adam(obj.adam_groups(), fused=True)  # one kernel for all parameters
+    reach = ADAM_STEPS_PER_READ * ADAM_MAX_STEP * obj.cfg.adam_lr_shifts_m
+    loss = None
     for step in range(level.adam_steps):
+        if step % ADAM_STEPS_PER_READ == 0:
+            check_finite(loss)
+            obj.bound_shifts(reach if obj.cfg.fit_shifts else 0.0)
         if level.index == 0 and step == level.adam_steps // 2:
             obj.update_robust(first=True, weights=False)  # narrow the loss early
         opt.zero_grad(set_to_none=True)
@@ -154,6 +185,14 @@ def run_adam(obj: Objective, level: Level, log: FitLog) -> None:
         opt.step()
         log.record(level, "adam", step, loss.detach(), data_term.detach())
         log.bar.update(1)
+    check_finite(loss)
+    obj.delta_max_m = None  # L-BFGS and the robust updates read the shifts themselves
+
+
+def check_finite(loss: torch.Tensor | None) -> None:
+    """Raise :class:`ConfigError` if ``loss`` (a 0-d tensor) is not finite (a host read)."""
+    if loss is not None and not math.isfinite(float(loss.detach())):
+        raise ConfigError(DIVERGED)
 
 
 def fit_level(obj: Objective, level: Level, log: FitLog) -> None:

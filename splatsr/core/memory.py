@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from splatsr.core.model import SplatGrid
-from splatsr.core.render import TILE_PIXELS_COLS, TILE_PIXELS_ROWS, axis_tiling
+from splatsr.core.tiling import TILE_PIXELS_COLS, TILE_PIXELS_ROWS, axis_tiling
 
 BYTES = 4  # float32
 IMAGE_COPIES = 10  # data, mask, prediction, residual, loss terms and their gradients

@@ -127,12 +127,10 @@ def render_observations(weights: torch.Tensor, shifts_m: torch.Tensor, *, grid: 
         psf = band_psf_sigma(psf_sigma_m, n_bands=B)
         sigma = torch.sqrt(grid.sigma_m ** 2 + psf.detach().double() ** 2)
         sigma = sigma if sigma.dim() else float(sigma)
-    # rows grow southwards, so a northward displacement is a negative row displacement
-    if not dense:  # the fast path takes per-band shifts (T, B) and widths (B,) natively
-        if delta_max_m is None:  # one host read for both axes
-            delta_max_m = float(shifts_m.detach().abs().max()) if shifts_m.numel() else 0.0
-        return _r.render(weights, ax_y=ay, ax_x=ax, sigma_m=sigma, dy_m=-shifts_m[..., 1],
-                         dx_m=shifts_m[..., 0], delta_max_m=delta_max_m)
+    if not dense:  # the fast path takes per-band shifts and widths (B,) natively
+        shift = shifts_m if shifts_m.dim() == 3 else shifts_m.view(shifts_m.shape[0], 1, 2)
+        return _r.render_xy(weights, ax_y=ay, ax_x=ax, sigma_m=sigma, shift_m=shift,
+                            delta_max_m=delta_max_m)
     shifts = shifts_m if shifts_m.dim() == 3 else shifts_m[:, None].expand(-1, B, 2)
     psf = psf.expand(B)
     out = [_r.render_dense(weights[b:b + 1], ax_y=ay, ax_x=ax,

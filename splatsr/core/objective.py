@@ -24,7 +24,7 @@ from splatsr.core.robust import (
     MIN_SIGMA,
     apply_radiometry,
     observation_weights,
-    rho,
+    penalty_sum,
     robust_sigma,
 )
 from splatsr.errors import ConfigError
@@ -94,6 +94,11 @@ class Objective:
             # a rough change costs like a difference over the cell's pixels
             self.change_scale = config.change_weight * (config.change_cell_m / pixel_m) ** 2
         self.grid: SplatGrid | None = None
+        # (T, T) centring matrix: x - mean_t(x) as one matrix product (the mean-zero gauge)
+        self.centre = torch.eye(T, dtype=dt, device=device) - 1.0 / T
+        # bound of |shift| (m) that sizes the renderer's band; None = read the shifts
+        self.delta_max_m: float | None = None
+        self._data_weights()
 
     @staticmethod
     def _initial_shifts(init: np.ndarray | None, T: int, device: torch.device) -> torch.Tensor:
@@ -127,41 +132,75 @@ class Objective:
 
     def shifts(self) -> torch.Tensor:
         """(T, 2) shifts in the mean-zero gauge."""
-        return self.theta - self.theta.mean(0)
+        return torch.mm(self.centre, self.theta)
 
-    def residuals(self) -> torch.Tensor:
-        """(T, B, H, W) masked residuals ``prediction - data``, normalised units."""
-        if not bool(torch.isfinite(self.theta).all()):
-            raise ConfigError(DIVERGED)
+    def render_shifts(self) -> torch.Tensor:
+        """(T, 2) shifts, or (T, B, 2) with the band offsets added, as the renderer takes them."""
         shifts = self.shifts()  # (T, 2)
         if self.band_off is not None:
             shifts = shifts[:, None, :] + self.band_off[None]  # (T, B, 2)
-        # on CUDA the band is sized for the grid's margin (no host read of the shifts)
-        bound = {"delta_max_m": MAX_SHIFT_M} if self.y.is_cuda else {}
+        return shifts
+
+    def bound_shifts(self, allowance_m: float) -> None:
+        """Size the renderer's band for the shifts as they are plus ``allowance_m`` (how far
+        the optimiser may move them before the next call): one host read, then none per
+        evaluation. Raises :class:`ConfigError` if the shifts are not finite (divergence)."""
+        with torch.no_grad():
+            extent = float(self.render_shifts().abs().max())
+        if not math.isfinite(extent):
+            raise ConfigError(DIVERGED)
+        self.delta_max_m = min(extent + allowance_m, MAX_SHIFT_M)
+
+    def predict(self) -> torch.Tensor:
+        """(T, B, H, W) predicted observations, normalised units."""
+        shifts = self.render_shifts()
+        bound = self.delta_max_m
+        if bound is None:  # read the shifts (a host sync): outside Adam's steps
+            with torch.no_grad():
+                bound = float(shifts.abs().max())
+            if not math.isfinite(bound):
+                raise ConfigError(DIVERGED)
         pred = render_observations(self.w, shifts, grid=self.grid,
-                                   psf_sigma_m=self.cfg.psf_sigma_m, **bound)
+                                   psf_sigma_m=self.cfg.psf_sigma_m, delta_max_m=bound)
         if self.cfg.radiometry:
-            pred = apply_radiometry(pred, self.log_gain, self.offset)
+            pred = apply_radiometry(pred, torch.mm(self.centre, self.log_gain),
+                                    torch.mm(self.centre, self.offset))
         if self.change is not None:
             pred = pred + upsample(centred(self.change), self.uy, self.ux)
-        return (pred - self.y) * self.mask
+        return pred
+
+    def residuals(self) -> torch.Tensor:
+        """(T, B, H, W) masked residuals ``prediction - data``, normalised units."""
+        return (self.predict() - self.y) * self.mask
+
+    def _data_weights(self) -> None:
+        """Fold the robust state into the data term: ``sum weight * f(r * inv_scale)``
+        equals ``sum_valid date_w * rho(r / sigma) * sigma**2 / n_valid`` (see
+        :func:`~splatsr.core.robust.rho`). Called whenever the state changes."""
+        s, c = self.sigma, self.c
+        robust = self.cfg.loss != "l2" and math.isfinite(c)
+        self.loss_kind = self.cfg.loss if robust else "l2"
+        const = {"cauchy": 0.5 * (c * s) ** 2, "charbonnier": (c * s) ** 2, "l2": 0.5}
+        date_w = self.obs_w if self.time_w is None else self.obs_w * self.time_w  # (T,)
+        self.pix_w = self.mask * (date_w * (const[self.loss_kind] / self.n_valid)).view(
+            -1, 1, 1, 1)  # (T, B, H, W)
+        self.inv_scale = torch.tensor(1.0 / (s * c) if robust else 1.0,
+                                      dtype=self.y.dtype, device=self.y.device)
 
     def loss(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, data term): robust weighted data term plus the prior, per valid pixel."""
-        r = self.residuals()
+        """(loss, data term): robust weighted data term plus the prior, per valid pixel.
+
+        No host reads (the caller checks the loss for divergence when it reads it)."""
+        data_term = penalty_sum(self.predict() - self.y, inv_scale=self.inv_scale,
+                                weight=self.pix_w, loss=self.loss_kind)
         s = self.sigma
-        pen = rho(r / s, loss=self.cfg.loss, scale=self.c) * (s * s)
-        date_w = self.obs_w if self.time_w is None else self.obs_w * self.time_w  # (T,)
-        data_term = (pen * date_w[:, None, None, None]).sum() / self.n_valid
         tv = self.cfg.tv_weight
-        loss = data_term + tv * s * prior_penalty(self.w, self.cfg.prior) / self.n_valid \
-            if tv else data_term
+        loss = torch.add(data_term, prior_penalty(self.w, self.cfg.prior),
+                         alpha=tv * s / self.n_valid) if tv else data_term
         if self.change is not None:
             c = centred(self.change)
             pen = roughness(c) + CHANGE_RIDGE * (c * c).sum()
             loss = loss + self.change_scale * s * s * pen / self.n_valid
-        if not math.isfinite(float(loss.detach())):
-            raise ConfigError(DIVERGED)
         return loss, data_term
 
     def widen_loss_scale(self) -> None:
@@ -171,6 +210,7 @@ class Objective:
         with torch.no_grad():
             self.c = max(self.cfg.robust_scale,
                          self.cfg.robust_scale * float(robust_sigma(self.residuals(), self.mask)))
+        self._data_weights()
 
     def update_robust(self, *, first: bool, weights: bool = True) -> None:
         """Re-estimate the noise level (``first`` only), the loss scale and the date weights."""
@@ -182,6 +222,7 @@ class Objective:
                 self.c = self.cfg.robust_scale
             if self.cfg.reweight and weights:
                 self.obs_w = observation_weights(r, self.mask)
+        self._data_weights()
 
     def outlier_fraction(self) -> torch.Tensor:
         """(T,) share of each observation's valid pixels beyond 3 loss scales."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from splatsr.core.scalars import scalar
 from splatsr.errors import ConfigError
 
 LOSSES = ("l2", "charbonnier", "cauchy")
@@ -101,13 +102,55 @@ def observation_weights(r: torch.Tensor, mask: torch.Tensor, *, tolerance: float
 
 def apply_radiometry(pred: torch.Tensor, log_gain: torch.Tensor, offset: torch.Tensor
                      ) -> torch.Tensor:
-    """``exp(a) * pred + o`` per (observation, band), with ``a`` and ``o`` made mean-zero.
+    """``exp(a) * pred + o`` per (observation, band); ``pred`` is (T, B, H, W), ``log_gain``
+    ``a`` and ``offset`` ``o`` are (T, B) (the caller keeps them mean-zero over the dates)."""
+    T, B = log_gain.shape
+    return torch.addcmul(offset.view(T, B, 1, 1), pred, torch.exp(log_gain).view(T, B, 1, 1))
 
-    ``pred`` is (T, B, H, W); ``log_gain`` and ``offset`` are (T, B).
+
+def penalty_sum(r: torch.Tensor, *, inv_scale: torch.Tensor, weight: torch.Tensor,
+                loss: str) -> torch.Tensor:
+    """``sum(weight * f(r * inv_scale))``: the weighted data term in one autograd node.
+
+    ``f`` is the shape of :func:`rho` at unit scale without its constant: ``u**2`` (l2),
+    ``sqrt(1 + u**2) - 1`` (charbonnier) or ``log1p(u**2)`` (cauchy); ``weight`` (same shape
+    as ``r``) carries the mask, the date weights and the constant. The backward pass is
+    written out (``f'``), a few operations whatever the stack size.
     """
-    a = log_gain - log_gain.mean(0, keepdim=True)
-    o = offset - offset.mean(0, keepdim=True)
-    return pred * torch.exp(a)[:, :, None, None] + o[:, :, None, None]
+    check_loss(loss)
+    return _PenaltySum.apply(r, inv_scale, weight, loss)
+
+
+class _PenaltySum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, r, k, weight, loss: str):  # noqa: D401
+        u = r * k
+        q = u * u
+        if loss == "cauchy":
+            f = torch.log1p(q)
+        elif loss == "charbonnier":  # sqrt(1 + q) - 1 without cancellation near zero
+            root = torch.sqrt(q + scalar(1.0, like=q))
+            f = q / (root + scalar(1.0, like=q))
+            q = root  # backward needs sqrt(1 + q)
+        else:
+            f = q
+        ctx.save_for_backward(u, q, weight, k)
+        ctx.loss = loss
+        return torch.dot(f.view(-1), weight.reshape(-1))
+
+    @staticmethod
+    def backward(ctx, grad):
+        u, q, weight, k = ctx.saved_tensors
+        if ctx.loss == "cauchy":  # f' = 2u / (1 + q)
+            g = (u * weight).div_(q + scalar(1.0, like=q))
+            c = grad * k * scalar(2.0, like=q)
+        elif ctx.loss == "charbonnier":  # f' = u / sqrt(1 + q)
+            g = (u * weight).div_(q)
+            c = grad * k
+        else:  # f' = 2u
+            g = u * weight
+            c = grad * k * scalar(2.0, like=q)
+        return g.mul_(c), None, None, None
 
 
 def weighted_median(x: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -51,7 +51,7 @@ def _ops_per_step(obj: Objective) -> int:
 def test_operator_count_does_not_grow_with_dates_and_bands(monkeypatch):
     """With the renderer replaced by one broadcast, the objective's own work (radiometry,
     robust data term, TV, Adam) is the same number of operators for 2 x 1 and 8 x 4."""
-    def one_op_render(w, shifts, *, grid, psf_sigma_m):
+    def one_op_render(w, shifts, *, grid, psf_sigma_m, **kwargs):
         k = grid.pad
         core = w[:, k:k + grid.height, k:k + grid.width]  # any differentiable (B, H, W) map
         return core[None] + shifts[:, :1, None, None]

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import splatsr.core.render as R
+import splatsr.core.tiling as tiling
 from splatsr.core.model import SplatGrid, render_observations
 
 SPACINGS = [2.0, 2.5, 3.0, 10.0 / 3.0]
@@ -24,7 +25,7 @@ TOL = {torch.float64: 3e-7, torch.float32: 1e-5}
 
 @pytest.fixture(params=[1, 3, 8], ids=["one-period-tiles", "tiny-tiles", "default-tiles"])
 def tiles(request, monkeypatch):
-    monkeypatch.setattr(R, "TILE_PIXELS_ROWS", request.param)
+    monkeypatch.setattr(tiling, "TILE_PIXELS_ROWS", request.param)
     return request.param
 
 
