@@ -16,7 +16,8 @@ of one such matrix per axis.
 Two implementations, checked against each other in forward and backward:
 
 * :func:`axis_matrix` / :func:`render_dense` -- the dense reference: materialise ``A``.
-* :func:`render` -- the fast path (its pieces in :mod:`splatsr.core.tiling`). ``A`` is banded (a pixel only sees splats within a few
+* :func:`render` -- the fast path (its pieces in :mod:`splatsr.core.tiling`).
+  ``A`` is banded (a pixel only sees splats within a few
   sigma) and, when ``pixel_m / spacing_m = P / q`` is rational, periodic: pixel
   ``j = q*m + phi`` sees splat ``k = m*P + l - c`` with a weight that depends only on
   ``(t, phi, l)``. So a tile of ``G`` periods (``G*q`` pixels) reads one window of
