@@ -146,8 +146,7 @@ def run_lbfgs(params: list[torch.Tensor],
     def closure() -> torch.Tensor:
         lbfgs.zero_grad(set_to_none=True)
         loss, data_term = loss_fn()
-        if not math.isfinite(float(loss.detach())):  # L-BFGS reads the loss anyway
-            raise ConfigError(DIVERGED)
+        check_finite(loss)  # L-BFGS reads the loss anyway
         loss.backward()
         it = state.get("n_iter", 0)  # iterations begun so far
         log(it, loss.detach(), data_term.detach())

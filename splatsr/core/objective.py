@@ -145,21 +145,13 @@ class Objective:
         """Size the renderer's band for the shifts as they are plus ``allowance_m`` (how far
         the optimiser may move them before the next call): one host read, then none per
         evaluation. Raises :class:`ConfigError` if the shifts are not finite (divergence)."""
-        with torch.no_grad():
-            extent = float(self.render_shifts().abs().max())
-        if not math.isfinite(extent):
-            raise ConfigError(DIVERGED)
-        self.delta_max_m = min(extent + allowance_m, MAX_SHIFT_M)
+        self.delta_max_m = min(shift_extent(self.render_shifts()) + allowance_m, MAX_SHIFT_M)
 
     def predict(self) -> torch.Tensor:
         """(T, B, H, W) predicted observations, normalised units."""
         shifts = self.render_shifts()
-        bound = self.delta_max_m
-        if bound is None:  # read the shifts (a host sync): outside Adam's steps
-            with torch.no_grad():
-                bound = float(shifts.abs().max())
-            if not math.isfinite(bound):
-                raise ConfigError(DIVERGED)
+        # without a bound, read the shifts (a host sync): outside Adam's steps
+        bound = shift_extent(shifts) if self.delta_max_m is None else self.delta_max_m
         pred = render_observations(self.w, shifts, grid=self.grid,
                                    psf_sigma_m=self.cfg.psf_sigma_m, delta_max_m=bound)
         if self.cfg.radiometry:
@@ -230,3 +222,13 @@ class Objective:
             z = (self.residuals() / self.sigma).abs()
             out = ((z > 3 * self.c) & (self.mask > 0)).float().sum((1, 2, 3))
             return out / self.mask.sum((1, 2, 3)).clamp(min=1)
+
+
+def shift_extent(shifts: torch.Tensor) -> float:
+    """``max |shift|`` in metres (a host read); :class:`ConfigError` if not finite (the fit
+    diverged)."""
+    with torch.no_grad():
+        extent = float(shifts.abs().max())
+    if not math.isfinite(extent):
+        raise ConfigError(DIVERGED)
+    return extent
