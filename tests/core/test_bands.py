@@ -9,6 +9,7 @@ from scipy.signal.windows import tukey
 
 import splatsr
 from splatsr.core.bands import band_offsets, gradient_magnitude, registering_shift
+from splatsr.core.bands import tukey as our_tukey
 from splatsr.evaluate.simulate import simulate
 
 OFFSETS_M = np.array([[0.0, 0.0], [0.0, 0.0], [1.5, 0.0], [0.0, -1.2]])  # B04 east, B08 south
@@ -80,3 +81,9 @@ def test_bands_without_shared_edges_get_no_offset(texture):
     peak (measured: 80 m); anything beyond half a pixel is not corrected."""
     truth = np.stack([texture[0, :128, :128], texture[1, :128, :128]])
     assert not band_offsets(_stack(truth, 0 * OFFSETS_M[:2]), pixel_m=10.0).any()
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 64, 97, 384])
+@pytest.mark.parametrize("alpha", [0.25, 0.5, 1.0])
+def test_tukey_matches_scipy(n, alpha):
+    np.testing.assert_allclose(our_tukey(n, alpha), tukey(n, alpha), atol=1e-12)
