@@ -119,7 +119,7 @@ def observe(scenes: np.ndarray, clear: np.ndarray | None, *, seed: int) -> np.nd
 # FitConfig fields of the dynamic model, and the value that turns each off (those present)
 DYNAMIC_OFF = {"target_date": None, "change_cell_m": None, "band_offsets": False,
                "fit_band_offsets": False, "band_psf": False, "fit_band_psf": False,
-               "prior": "tv"}
+               "prior": "tv", "median_anchor": False}
 
 
 EXTRA: dict[str, dict] = {}  # more fits: name -> FitConfig fields (``--extra`` JSON)

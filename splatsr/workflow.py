@@ -138,7 +138,11 @@ class StackFit(FitResult):
                     resolution_m=resolution_m, observations=ids, config=asdict(cfg),
                     units="reflectance (0-1)")
         if cfg.target_date is not None:
-            tags.update(target_date=cfg.target_date, time_window_days=cfg.time_window_days)
+            tags.update(product="scene at target date", target_date=cfg.target_date,
+                        time_window_days=cfg.time_window_days)
+        else:
+            tags["product"] = "consensus, median-anchored" if self.anchor is not None \
+                else "consensus"
         if self.band_offsets_m is not None:  # (dx_m, dy_m) of each band against the first
             tags["band_offsets_m"] = {b: [round(float(v), 4) for v in o]
                                       for b, o in zip(self.band_names, self.band_offsets_m)}

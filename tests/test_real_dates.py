@@ -40,7 +40,9 @@ def test_default_fit_beats_bicubic_of_median_on_real_cloudy_dates():
     plain = fit_arrays(obs, pixel_m=10.0, config=FitConfig(**PLAIN))
     got, got_plain = cpsnr(robust.render(2.5), dates[h]), cpsnr(plain.render(2.5), dates[h])
     # measured (2026-11-23): bicubic-of-median 20.1, robust 23.9, plain 18.6 dB. The target
-    # is +0.5 dB; the margin asked here is 1 dB below the measured +3.7.
+    # is +0.5 dB; the margin asked here is 1 dB below the measured +3.7. Since the consensus
+    # is anchored to the median of the dates (2026-12-05): +3.3 dB; half the dates are bright
+    # outliers, so the median counts them with the fit's robust weights (without that: +0.4).
     assert got > base + 2.5, (got, base)
     # the cloudy dates (inputs 0 and 1) are the ones given (almost) no weight
     assert robust.obs_weights[:2].max() < 0.2 < robust.obs_weights[2:].min()

@@ -59,6 +59,10 @@ class FitConfig:
     # prior on the scene: "tv" (smoothed total variation), "huber" (quadratic below one noise
     # unit: smooth ramps instead of plateaus) or "vtv" (vectorial TV: couples the bands' edges)
     prior: str = "tv"
+    # the consensus (no target date) takes its pixel-scale content from the per-pixel median
+    # of the dates and its detail from the fit (splatsr.core.consensus); False = the fitted
+    # scene as it is
+    median_anchor: bool = True
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` if a value is out of range."""

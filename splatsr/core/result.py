@@ -10,6 +10,7 @@ import torch
 
 from splatsr.core.change import ChangeGrid, at_target, upsample
 from splatsr.core.config import FitConfig
+from splatsr.core.consensus import upsample as upsample_pixels
 from splatsr.core.model import SplatGrid, render_latent, render_observations
 
 
@@ -34,6 +35,7 @@ class FitResult:
     change: np.ndarray | None = None  # (T, B, ny, nx) change layer nodes, mean zero over T
     change_grid: ChangeGrid | None = None  # its node lattice
     band_offsets_m: np.ndarray | None = None  # (B, 2) (dx_m, dy_m) of each band vs the first
+    anchor: np.ndarray | None = None  # (B, H, W) median-anchor correction at the pixel grid
 
     def band_shifts(self, shifts_m: torch.Tensor) -> torch.Tensor:
         """Date shifts (N, 2) as rendered: (N, B, 2) with the band offsets, else unchanged."""
@@ -55,12 +57,28 @@ class FitResult:
     def render(self, resolution_m: float = 2.5) -> np.ndarray:
         """The latent scene over the stack's extent at ``resolution_m``: (B, H', W').
 
-        With a target date and a change layer, the layer at the target is added."""
+        With a target date and a change layer, the layer at the target is added; for the
+        consensus, the median-anchor correction (:mod:`splatsr.core.consensus`)."""
         w = torch.from_numpy(self.weights.astype(np.float64))
         with torch.no_grad():
             img = render_latent(w, grid=self.grid, resolution_m=resolution_m).numpy()
         change = self.change_at(resolution_m)
-        return (img if change is None else img + change).astype(np.float32)
+        if change is not None:
+            img = img + change
+        if self.anchor is not None:
+            img = img + upsample_pixels(self.anchor, pixel_m=self.grid.pixel_m,
+                                        resolution_m=resolution_m,
+                                        band_offsets_m=self.band_offsets_m)
+        return img.astype(np.float32)
+
+    def seen(self) -> np.ndarray:
+        """(B, H, W) the fitted scene as the sensor sees it at zero shift (each band at its
+        band offset), no radiometry: the median date's reflectance."""
+        w = torch.from_numpy(self.weights.astype(np.float64))
+        s = self.band_shifts(torch.zeros(1, 2, dtype=torch.float64))
+        with torch.no_grad():
+            return render_observations(w, s, grid=self.grid,
+                                       psf_sigma_m=self.config.psf_sigma_m).numpy()[0]
 
     def predict(self) -> np.ndarray:
         """The observations as the model predicts them: (T, B, H, W), reflectance."""

@@ -23,6 +23,7 @@ from splatsr.core.bands import band_offsets
 from splatsr.core.change import centred
 from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array
 from splatsr.core.config import PLAIN, FitConfig
+from splatsr.core.consensus import median_correction, median_weights
 from splatsr.core.dates import target_time_weights
 from splatsr.core.levels import FitLog, fit_level, level_schedule, start_weights
 from splatsr.core.objective import Objective
@@ -105,6 +106,12 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     pred = result.predict()
     with np.errstate(invalid="ignore"):
         result.residual_rms = np.sqrt(np.nanmean(((pred - data) ** 2).reshape(T, -1), axis=1))
+    if cfg.median_anchor and cfg.target_date is None:
+        seen = result.seen()
+        weights = median_weights(data, seen, obs_weights=result.obs_weights,
+                                 noise_level=result.noise_level)
+        result.anchor = median_correction(data, seen, noise_level=result.noise_level,
+                                          date_weights=weights)
     return result
 
 

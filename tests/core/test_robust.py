@@ -95,8 +95,10 @@ def dirty(texture):
 
 def test_robust_fit_beats_plain_fit_on_a_dirty_stack(dirty):
     truth, data, _ = dirty
-    robust = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST))
-    plain = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, **OLD))
+    # the fits themselves (the median anchor of the consensus also removes the cloud and the
+    # haze from the plain fit: measured 27.1 vs 24.8 dB, robust 29.9 vs 30.1 dB)
+    robust = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, median_anchor=False))
+    plain = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, **OLD, median_anchor=False))
     gain_db = _psnr_5m(robust, truth) - _psnr_5m(plain, truth)
     assert gain_db > 3.0, gain_db  # measured: see docs/quality.md
     assert robust.obs_weights[3] < 0.5 <= min(np.delete(robust.obs_weights, [3, 5]))
@@ -109,8 +111,10 @@ def test_robust_fit_beats_plain_fit_on_a_dirty_stack(dirty):
 def test_clean_stack_gains_near_one_and_no_loss_of_quality(small_stack):
     data = small_stack.load()[:, :1]  # one band keeps it fast
     truth = read_truth(small_stack.root / "truth.tif")[0]
-    robust = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST))
-    plain = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, **OLD))
+    # the fits themselves (the median anchor of the consensus also removes the cloud and the
+    # haze from the plain fit: measured 27.1 vs 24.8 dB, robust 29.9 vs 30.1 dB)
+    robust = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, median_anchor=False))
+    plain = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, **OLD, median_anchor=False))
     assert np.abs(robust.gains - 1).max() < 0.02 and np.abs(robust.offsets).max() < 0.003
     assert robust.obs_weights.min() > 0.9
     # the noise level the fit worked in is the simulated one (0.002), not the texture-inflated

@@ -1,0 +1,141 @@
+"""The season's consensus: the fitted scene anchored to the per-pixel median of the dates.
+
+On a real series the scene changes between dates (crops grow, fields are harvested). The
+joint fit still sharpens what the dates share (field edges, roads, buildings), but its
+field-scale content is whatever state the robust loss settled on, which can be far from the
+median composite a user compares it with (measured: about 4 dB below it on real windows,
+docs/real_series.md). The consensus product therefore takes its pixel-scale content from the
+per-pixel median of the dates and its detail from the fit:
+
+``consensus = scene + U(median_t(y_t) - D(scene))``
+
+``D`` is the sensor (PSF, pixel integration) at zero shift, so ``D(scene)`` is the fit's own
+scene as a 10 m image, and ``U`` is cubic interpolation back to the output grid. Where the
+median and the fit agree to within the median's noise the correction is soft-thresholded to
+zero, so a static scene keeps the fit unchanged (the median of ``n`` noisy dates has a noise
+of ``1.2533 sigma / sqrt(n)``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+MEDIAN_NOISE = 1.2533  # std of the median of n normal samples, in sigma / sqrt(n)
+KEYS_A = -0.5  # cubic convolution kernel parameter (Keys 1981; bicubic interpolation)
+
+
+def weighted_median(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Median over the first axis of ``x`` (T, ...) with per-date ``weights`` (T,) >= 0,
+    NaN ignored; equal weights give :func:`numpy.nanmedian` (the mean of the two middle
+    values where the weight splits evenly). NaN where no date has weight."""
+    w = np.broadcast_to(np.asarray(weights, np.float64).reshape(-1, *[1] * (x.ndim - 1)),
+                        x.shape) * np.isfinite(x)
+    order = np.argsort(np.where(np.isfinite(x), x, np.inf), axis=0)
+    xs = np.take_along_axis(x, order, 0)
+    cw = np.cumsum(np.take_along_axis(w, order, 0), 0)
+    half = 0.5 * cw[-1]
+    j = np.argmax(cw >= half * (1 - 1e-12), axis=0)[None]  # first date reaching half
+    k = np.argmax(cw > half * (1 + 1e-12), axis=0)[None]  # first date past half
+    lo = np.take_along_axis(xs, j, 0)[0]
+    hi = np.take_along_axis(xs, k, 0)[0]
+    even = np.isclose(np.take_along_axis(cw, j, 0)[0], half) & np.isfinite(hi)
+    med = np.where(even, 0.5 * (lo + hi), lo)
+    return np.where(half > 0, med, np.nan)
+
+
+def median_weights(data: np.ndarray, seen: np.ndarray, *, obs_weights: np.ndarray,
+                   noise_level: np.ndarray) -> np.ndarray:
+    """(T,) weight of each date in the median: 1 for every date, unless half or more of the
+    dates are bright outliers, which the median cannot reject on its own; those then count
+    with the fit's robust weight.
+
+    A bright outlier is a date the fit down-weighted (robust weight < 1) that is brighter
+    than the fitted scene in every band by more than the noise over most of its pixels: an
+    unmasked cloud, haze or snow, which raise the reflectance of all bands, where a change
+    of the ground (growth, harvest) raises some bands and lowers others.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a band with no valid pixel
+        lift = np.nanmedian((data - seen[None]).reshape(len(data), data.shape[1], -1), axis=2)
+    bright = (lift > np.asarray(noise_level)[None]).all(axis=1) & (obs_weights < 1)  # (T,)
+    if 2 * bright.sum() < len(data):  # a minority: the median rejects them itself
+        return np.ones(len(data))
+    return np.where(bright, obs_weights, 1.0)
+
+
+def median_correction(data: np.ndarray, seen: np.ndarray, *, noise_level: np.ndarray,
+                      date_weights: np.ndarray | None = None) -> np.ndarray:
+    """(B, H, W) correction at the pixel grid: median of the dates minus ``seen``.
+
+    Parameters
+    ----------
+    data
+        (T, B, H, W) observations, NaN where invalid.
+    seen
+        (B, H, W) the fitted scene as the sensor sees it at zero shift (each band at its
+        band offset).
+    noise_level
+        (B,) noise sigma of one observation, same units as ``data``.
+    date_weights
+        (T,) weight of each date in the median (the fit's robust date weights: a date the
+        fit found unreliable, such as an unmasked cloud, counts less); default equal.
+
+    The difference, less its median over the pixels of each band (the scene keeps its
+    radiometry), is soft-thresholded at the median's own noise, ``1.2533 sigma /
+    sqrt(n)`` with ``n`` the number of valid dates of the pixel; 0 where no date is valid.
+    """
+    weights = np.ones(len(data)) if date_weights is None else date_weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+        med = weighted_median(data, weights)  # (B, H, W)
+    n = np.isfinite(data).sum(axis=0)  # (B, H, W)
+    tau = MEDIAN_NOISE * np.asarray(noise_level)[:, None, None] / np.sqrt(np.maximum(n, 1))
+    diff = np.where(np.isfinite(med), med - seen, 0.0)
+    # the scene keeps its radiometry (the median date's): only the spatial pattern moves
+    diff = diff - np.median(diff.reshape(len(diff), -1), axis=1)[:, None, None]
+    return (np.sign(diff) * np.maximum(np.abs(diff) - tau, 0.0)).astype(np.float32)
+
+
+def keys_kernel(x: np.ndarray) -> np.ndarray:
+    """Cubic convolution weights at distances ``x`` (in input pixels)."""
+    x = np.abs(x)
+    a = KEYS_A
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
+
+
+def cubic_matrix(n_in: int, *, pixel_m: float, resolution_m: float, extent_m: float,
+                 at_m: float = 0.0) -> np.ndarray:
+    """(n_out, n_in) cubic interpolation from pixel centres of ``pixel_m`` to those of
+    ``resolution_m`` over ``extent_m``, sampling the input ``at_m`` further along the axis
+    (edges replicated; rows sum to 1)."""
+    n_out = round(extent_m / resolution_m)
+    pos = ((np.arange(n_out) + 0.5) * resolution_m + at_m) / pixel_m - 0.5  # input index
+    j0 = np.floor(pos).astype(int)
+    m = np.zeros((n_out, n_in))
+    for k in range(-1, 3):
+        j = j0 + k
+        np.add.at(m, (np.arange(n_out), np.clip(j, 0, n_in - 1)), keys_kernel(pos - j))
+    return m
+
+
+def upsample(correction: np.ndarray, *, pixel_m: float, resolution_m: float,
+             band_offsets_m: np.ndarray | None = None) -> np.ndarray:
+    """(B, H, W) pixel-grid correction -> (B, H', W') on the ``resolution_m`` grid.
+
+    Band ``b``'s correction lives in that band's observed frame, displaced by its band
+    offset ``(dx_m, dy_m)`` (east, north) from the output frame: it is sampled there.
+    """
+    B, H, W = correction.shape
+    off = np.zeros((B, 2)) if band_offsets_m is None else np.asarray(band_offsets_m)
+    out = []
+    for b in range(B):  # rows grow southwards: a northward offset is a smaller row
+        my = cubic_matrix(H, pixel_m=pixel_m, resolution_m=resolution_m,
+                          extent_m=H * pixel_m, at_m=-off[b, 1])
+        mx = cubic_matrix(W, pixel_m=pixel_m, resolution_m=resolution_m,
+                          extent_m=W * pixel_m, at_m=off[b, 0])
+        out.append(my @ correction[b].astype(np.float64) @ mx.T)
+    return np.stack(out).astype(np.float32)
