@@ -33,6 +33,7 @@ def test_fit_writes_cog_and_shifts(small_stack, tmp_path):
         assert src.descriptions == ("B04", "B03")  # red first for natural colour in QGIS
         tags = src.tags()
         assert tags["psf_sigma_m"] == "4.0" and tags["software"].startswith("splatsr")
+        assert tags["product"] == "consensus, median-anchored"
         assert json.loads(tags["observations"]) == [o.id for o in small_stack.observations]
         img = src.read()
     assert np.isfinite(img).all() and 0.0 < img.mean() < 0.5
@@ -216,6 +217,8 @@ def test_target_date_flags(monkeypatch, small_stack, tmp_path):
             "2019-06-01", "--time-window", 12)
     assert r.exit_code == 0, r.output
     assert (seen["config"].target_date, seen["config"].time_window_days) == ("2019-06-01", 12)
+    r = run("fit", small_stack.root, "--out", tmp_path / "x.tif", "--no-median-anchor")
+    assert r.exit_code == 0 and seen["config"].median_anchor is False, r.output
     for bad in (["--target-date", "2019-02-30"], ["--time-window", "0"]):
         r = run("fit", small_stack.root, "--out", tmp_path / "x.tif", *bad)
         assert r.exit_code == 2, r.output
