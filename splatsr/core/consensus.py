@@ -30,7 +30,10 @@ def weighted_median(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Median over the first axis of ``x`` (T, ...) with per-date ``weights`` (T,) >= 0,
     NaN ignored; equal weights give :func:`numpy.nanmedian` (the mean of the two middle
     values where the weight splits evenly). NaN where no date has weight."""
-    w = np.broadcast_to(np.asarray(weights, np.float64).reshape(-1, *[1] * (x.ndim - 1)),
+    weights = np.asarray(weights, np.float64)
+    if np.all(weights == weights[0]) and weights[0] > 0:  # equal weights: the plain median
+        return np.nanmedian(x, axis=0)
+    w = np.broadcast_to(weights.reshape(-1, *[1] * (x.ndim - 1)),
                         x.shape) * np.isfinite(x)
     order = np.argsort(np.where(np.isfinite(x), x, np.inf), axis=0)
     xs = np.take_along_axis(x, order, 0)
@@ -58,7 +61,8 @@ def median_weights(data: np.ndarray, seen: np.ndarray, *, obs_weights: np.ndarra
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a band with no valid pixel
-        lift = np.nanmedian((data - seen[None]).reshape(len(data), data.shape[1], -1), axis=2)
+        lift = np.stack([np.nanmedian((d - seen).reshape(len(d), -1), axis=1)
+                         for d in data])  # (T, B), one date at a time (memory)
     bright = (lift > np.asarray(noise_level)[None]).all(axis=1) & (obs_weights < 1)  # (T,)
     if 2 * bright.sum() < len(data):  # a minority: the median rejects them itself
         return np.ones(len(data))

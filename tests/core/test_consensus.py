@@ -114,8 +114,10 @@ def test_weighted_median_matches_nanmedian_and_drops_zero_weights():
     x = rng.random((9, 2, 5, 5))
     x[rng.random(x.shape) < 0.3] = np.nan
     for T in (9, 8, 2):  # odd and even counts of valid dates
-        np.testing.assert_allclose(weighted_median(x[:T], np.ones(T)),
-                                   np.nanmedian(x[:T], axis=0), atol=0)
+        # the general path: one extra date of weight 0 (equal weights take nanmedian)
+        xz = np.concatenate([x[:T], rng.random((1, 2, 5, 5))])
+        np.testing.assert_allclose(weighted_median(xz, np.r_[np.ones(T), 0.0]),
+                                   np.nanmedian(x[:T], axis=0), atol=1e-12)
     w = np.ones(9)
     w[[0, 3]] = 0.0
     np.testing.assert_allclose(weighted_median(x, w), np.nanmedian(x[w > 0], axis=0))
