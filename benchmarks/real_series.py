@@ -117,7 +117,7 @@ def observe(scenes: np.ndarray, clear: np.ndarray | None, *, seed: int) -> np.nd
 
 
 # FitConfig fields of the dynamic model, and the value that turns each off (those present)
-DYNAMIC_OFF = {"target_date": None, "change_cell_m": None, "band_offsets": False,
+DYNAMIC_OFF = {"target_date": None, "change_cell_m": 0.0, "band_offsets": False,
                "fit_band_offsets": False, "band_psf": False, "fit_band_psf": False,
                "prior": "tv", "median_anchor": False}
 

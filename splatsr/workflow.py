@@ -139,7 +139,8 @@ class StackFit(FitResult):
                     units="reflectance (0-1)")
         if cfg.target_date is not None:
             tags.update(product="scene at target date", target_date=cfg.target_date,
-                        time_window_days=cfg.time_window_days)
+                        time_window_days=cfg.time_window_days,
+                        change_cell_m=cfg.change_cell() or 0.0)
         else:
             tags["product"] = "consensus, median-anchored" if self.anchor is not None \
                 else "consensus"

@@ -94,7 +94,8 @@ CONFIG_OPTIONS: tuple[ConfigOption, ...] = tuple(row for row in (
                  POSITIVE, metavar="DAYS", sweep="none"),
     ConfigOption("change_cell_m", "--change-cell",
                  "Fit a smooth per-date change layer on a lattice of this spacing in metres "
-                 "(40-80) [default: off].", POSITIVE, metavar="METRES"),
+                 "(20-80; 0 = off) [default: 40 with --target-date, else off].",
+                 click.FloatRange(min=0), metavar="METRES"),
     ConfigOption("change_weight", "--change-weight",
                  "Roughness penalty of the change layer (noise units).",
                  click.FloatRange(min=0)),

@@ -85,14 +85,15 @@ class Objective:
         self.band_off = None if band_offsets_m is None or not np.any(band_offsets_m) else \
             torch.as_tensor(band_offsets_m, dtype=dt, device=device)  # (B, 2) fixed
         self.change_grid, self.change = None, None  # (T, B, ny, nx) node values when on
-        if config.change_cell_m is not None:
+        cell_m = config.change_cell()
+        if cell_m is not None:
             H, W = y.shape[2:]
-            self.change_grid = ChangeGrid(H * pixel_m, W * pixel_m, config.change_cell_m)
+            self.change_grid = ChangeGrid(H * pixel_m, W * pixel_m, cell_m)
             self.uy, self.ux = self.change_grid.matrices(pixel_m, device=device)
             self.change = torch.zeros(T, B, self.change_grid.ny, self.change_grid.nx,
                                       dtype=dt, device=device, requires_grad=True)
             # a rough change costs like a difference over the cell's pixels
-            self.change_scale = config.change_weight * (config.change_cell_m / pixel_m) ** 2
+            self.change_scale = config.change_weight * (cell_m / pixel_m) ** 2
         self.grid: SplatGrid | None = None
         # (T, T) centring matrix: x - mean_t(x) as one matrix product (the mean-zero gauge)
         self.centre = torch.eye(T, dtype=dt, device=device) - 1.0 / T

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -62,3 +63,16 @@ def test_change_layer_absorbs_per_date_gradients(texture):
     assert res.change.shape == (8, 1, 7, 7)
     np.testing.assert_allclose(res.change.mean(0), 0.0, atol=1e-6)
     assert res.predict().shape == obs.shape
+
+
+def test_change_cell_is_automatic_for_target_dates_only():
+    from splatsr.core.config import TARGET_CHANGE_CELL_M
+    from splatsr.errors import ConfigError
+
+    assert splatsr.FitConfig().change_cell() is None  # the consensus: off
+    target = splatsr.FitConfig(target_date="2024-06-08")
+    assert target.change_cell() == TARGET_CHANGE_CELL_M
+    assert splatsr.FitConfig(target_date="2024-06-08", change_cell_m=0).change_cell() is None
+    assert splatsr.FitConfig(change_cell_m=60.0).change_cell() == 60.0
+    with pytest.raises(ConfigError, match="change_cell_m"):
+        splatsr.FitConfig(change_cell_m=-1.0).validate()

@@ -226,3 +226,4 @@ def test_target_date_is_saved_in_the_csv_and_the_tags(small_stack, tmp_path):
     with rasterio.open(out) as src:
         assert src.tags()["target_date"] == "2025-04-03"
         assert src.tags()["product"] == "scene at target date"
+        assert src.tags()["change_cell_m"] == "40.0"  # the automatic change layer
