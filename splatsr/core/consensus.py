@@ -3,8 +3,8 @@
 On a real series the scene changes between dates (crops grow, fields are harvested). The
 joint fit still sharpens what the dates share (field edges, roads, buildings), but its
 field-scale content is whatever state the robust loss settled on, which can be far from the
-median composite a user compares it with (measured: about 4 dB below it on real windows,
-docs/real_series.md). The consensus product therefore takes its pixel-scale content from the
+median composite a user compares it with (measured on 8 real windows: 2.5 dB worse than
+bicubic-of-median against that composite; anchored, 1.2 dB better; docs/real_series.md). The consensus product therefore takes its pixel-scale content from the
 per-pixel median of the dates and its detail from the fit:
 
 ``consensus = scene + U(median_t(y_t) - D(scene))``
@@ -83,8 +83,7 @@ def median_correction(data: np.ndarray, seen: np.ndarray, *, noise_level: np.nda
     noise_level
         (B,) noise sigma of one observation, same units as ``data``.
     date_weights
-        (T,) weight of each date in the median (the fit's robust date weights: a date the
-        fit found unreliable, such as an unmasked cloud, counts less); default equal.
+        (T,) weight of each date in the median (:func:`median_weights`); default equal.
 
     The difference, less its median over the pixels of each band (the scene keeps its
     radiometry), is soft-thresholded at the median's own noise, ``1.2533 sigma /
