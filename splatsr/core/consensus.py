@@ -21,6 +21,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy import sparse
 
 MEDIAN_NOISE = 1.2533  # std of the median of n normal samples, in sigma / sqrt(n)
 KEYS_A = -0.5  # cubic convolution kernel parameter (Keys 1981; bicubic interpolation)
@@ -111,18 +112,18 @@ def keys_kernel(x: np.ndarray) -> np.ndarray:
 
 
 def cubic_matrix(n_in: int, *, pixel_m: float, resolution_m: float, extent_m: float,
-                 at_m: float = 0.0) -> np.ndarray:
-    """(n_out, n_in) cubic interpolation from pixel centres of ``pixel_m`` to those of
+                 at_m: float = 0.0) -> sparse.csr_matrix:
+    """(n_out, n_in) sparse cubic interpolation from pixel centres of ``pixel_m`` to those of
     ``resolution_m`` over ``extent_m``, sampling the input ``at_m`` further along the axis
-    (edges replicated; rows sum to 1)."""
+    (edges replicated; rows sum to 1; 4 entries per row)."""
     n_out = round(extent_m / resolution_m)
     pos = ((np.arange(n_out) + 0.5) * resolution_m + at_m) / pixel_m - 0.5  # input index
-    j0 = np.floor(pos).astype(int)
-    m = np.zeros((n_out, n_in))
-    for k in range(-1, 3):
-        j = j0 + k
-        np.add.at(m, (np.arange(n_out), np.clip(j, 0, n_in - 1)), keys_kernel(pos - j))
-    return m
+    j = np.floor(pos).astype(int)[:, None] + np.arange(-1, 3)[None]  # (n_out, 4)
+    rows = np.repeat(np.arange(n_out), 4)
+    vals = keys_kernel(pos[:, None] - j).ravel()
+    # duplicates (replicated edges) are summed by the conversion
+    return sparse.coo_matrix((vals, (rows, np.clip(j, 0, n_in - 1).ravel())),
+                             shape=(n_out, n_in)).tocsr()
 
 
 def upsample(correction: np.ndarray, *, pixel_m: float, resolution_m: float,
@@ -140,5 +141,5 @@ def upsample(correction: np.ndarray, *, pixel_m: float, resolution_m: float,
                           extent_m=H * pixel_m, at_m=-off[b, 1])
         mx = cubic_matrix(W, pixel_m=pixel_m, resolution_m=resolution_m,
                           extent_m=W * pixel_m, at_m=off[b, 0])
-        out.append(my @ correction[b].astype(np.float64) @ mx.T)
+        out.append(my @ (mx @ correction[b].astype(np.float64).T).T)  # (H', W')
     return np.stack(out).astype(np.float32)
