@@ -4,8 +4,9 @@ On a real series the scene changes between dates (crops grow, fields are harvest
 joint fit still sharpens what the dates share (field edges, roads, buildings), but its
 field-scale content is whatever state the robust loss settled on, which can be far from the
 median composite a user compares it with (measured on 8 real windows: 2.5 dB worse than
-bicubic-of-median against that composite; anchored, 1.2 dB better; docs/real_series.md). The consensus product therefore takes its pixel-scale content from the
-per-pixel median of the dates and its detail from the fit:
+bicubic-of-median against that composite; anchored, 1.2 dB better; docs/real_series.md).
+The consensus product therefore takes its pixel-scale content from the per-pixel median of
+the dates and its detail from the fit:
 
 ``consensus = scene + U(median_t(y_t) - D(scene))``
 
@@ -23,30 +24,10 @@ import warnings
 import numpy as np
 from scipy import sparse
 
+from splatsr.core.robust import weighted_median
+
 MEDIAN_NOISE = 1.2533  # std of the median of n normal samples, in sigma / sqrt(n)
 KEYS_A = -0.5  # cubic convolution kernel parameter (Keys 1981; bicubic interpolation)
-
-
-def weighted_median(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Median over the first axis of ``x`` (T, ...) with per-date ``weights`` (T,) >= 0,
-    NaN ignored; equal weights give :func:`numpy.nanmedian` (the mean of the two middle
-    values where the weight splits evenly). NaN where no date has weight."""
-    weights = np.asarray(weights, np.float64)
-    if np.all(weights == weights[0]) and weights[0] > 0:  # equal weights: the plain median
-        return np.nanmedian(x, axis=0)
-    w = np.broadcast_to(weights.reshape(-1, *[1] * (x.ndim - 1)),
-                        x.shape) * np.isfinite(x)
-    order = np.argsort(np.where(np.isfinite(x), x, np.inf), axis=0)
-    xs = np.take_along_axis(x, order, 0)
-    cw = np.cumsum(np.take_along_axis(w, order, 0), 0)
-    half = 0.5 * cw[-1]
-    j = np.argmax(cw >= half * (1 - 1e-12), axis=0)[None]  # first date reaching half
-    k = np.argmax(cw > half * (1 + 1e-12), axis=0)[None]  # first date past half
-    lo = np.take_along_axis(xs, j, 0)[0]
-    hi = np.take_along_axis(xs, k, 0)[0]
-    even = np.isclose(np.take_along_axis(cw, j, 0)[0], half) & np.isfinite(hi)
-    med = np.where(even, 0.5 * (lo + hi), lo)
-    return np.where(half > 0, med, np.nan)
 
 
 def median_weights(data: np.ndarray, seen: np.ndarray, *, obs_weights: np.ndarray,
@@ -90,10 +71,13 @@ def median_correction(data: np.ndarray, seen: np.ndarray, *, noise_level: np.nda
     radiometry), is soft-thresholded at the median's own noise, ``1.2533 sigma /
     sqrt(n)`` with ``n`` the number of valid dates of the pixel; 0 where no date is valid.
     """
-    weights = np.ones(len(data)) if date_weights is None else date_weights
+    weights = np.ones(len(data)) if date_weights is None else np.asarray(date_weights)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
-        med = weighted_median(data, weights)  # (B, H, W)
+        if np.all(weights == weights[0]) and weights[0] > 0:  # equal weights: the median
+            med = np.nanmedian(data, axis=0)  # (B, H, W)
+        else:
+            med = weighted_median(data, weights, mean_of_middle=True)
     n = np.isfinite(data).sum(axis=0)  # (B, H, W)
     tau = MEDIAN_NOISE * np.asarray(noise_level)[:, None, None] / np.sqrt(np.maximum(n, 1))
     diff = np.where(np.isfinite(med), med - seen, 0.0)

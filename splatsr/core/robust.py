@@ -153,17 +153,29 @@ class _PenaltySum(torch.autograd.Function):
         return g.mul_(c), None, None, None
 
 
-def weighted_median(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Median of ``x`` (T, ...) over axis 0 with date weights ``w`` (T,) > 0.
+def weighted_median(x: np.ndarray, w: np.ndarray, *, mean_of_middle: bool = False
+                    ) -> np.ndarray:
+    """Median of ``x`` (T, ...) over axis 0 with date weights ``w`` (T,) >= 0, NaN ignored.
 
-    The smallest value whose cumulative weight reaches half the total (the lower median);
-    with equal weights and odd T the ordinary median.
+    The smallest value whose cumulative weight reaches half the total (the lower median;
+    with equal weights and odd T the ordinary median). With ``mean_of_middle``, where the
+    weight splits exactly in half, the mean of the two values on either side: equal weights
+    then give :func:`numpy.nanmedian`. NaN where no date has weight.
     """
-    order = np.argsort(x, axis=0, kind="stable")
+    w = np.broadcast_to(np.asarray(w, np.float64).reshape(-1, *[1] * (x.ndim - 1)),
+                        x.shape) * np.isfinite(x)
+    order = np.argsort(np.where(np.isfinite(x), x, np.inf), axis=0, kind="stable")
     xs = np.take_along_axis(x, order, axis=0)
-    cw = np.cumsum(np.asarray(w, np.float64)[order], axis=0)
-    k = np.argmax(cw >= 0.5 * cw[-1:], axis=0)
-    return np.take_along_axis(xs, k[None], axis=0)[0]
+    cw = np.cumsum(np.take_along_axis(w, order, axis=0), axis=0)
+    half = 0.5 * cw[-1:]
+    k = np.argmax(cw >= half, axis=0)[None]  # first date reaching half the weight
+    med = np.take_along_axis(xs, k, axis=0)[0]
+    if mean_of_middle:
+        nxt = np.argmax(cw > half * (1 + 1e-12), axis=0)[None]  # first date past half
+        hi = np.take_along_axis(xs, nxt, axis=0)[0]
+        even = np.isclose(np.take_along_axis(cw, k, axis=0)[0], half[0]) & np.isfinite(hi)
+        med = np.where(even, 0.5 * (med + hi), med)
+    return np.where(half[0] > 0, med, np.nan)
 
 
 def regauge(weights: np.ndarray, log_gain: np.ndarray, offset: np.ndarray,

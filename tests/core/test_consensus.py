@@ -14,6 +14,7 @@ from splatsr.core.consensus import (
     median_correction,
     upsample,
 )
+from splatsr.core.robust import weighted_median
 
 
 def test_keys_kernel_interpolates():
@@ -109,18 +110,19 @@ def target_date_has_no_anchor(data: np.ndarray) -> bool:
 
 
 def test_weighted_median_matches_nanmedian_and_drops_zero_weights():
-    from splatsr.core.consensus import weighted_median
     rng = np.random.default_rng(0)
     x = rng.random((9, 2, 5, 5))
     x[rng.random(x.shape) < 0.3] = np.nan
     for T in (9, 8, 2):  # odd and even counts of valid dates
-        # the general path: one extra date of weight 0 (equal weights take nanmedian)
-        xz = np.concatenate([x[:T], rng.random((1, 2, 5, 5))])
-        np.testing.assert_allclose(weighted_median(xz, np.r_[np.ones(T), 0.0]),
+        np.testing.assert_allclose(weighted_median(x[:T], np.ones(T), mean_of_middle=True),
                                    np.nanmedian(x[:T], axis=0), atol=1e-12)
     w = np.ones(9)
     w[[0, 3]] = 0.0
-    np.testing.assert_allclose(weighted_median(x, w), np.nanmedian(x[w > 0], axis=0))
+    np.testing.assert_allclose(weighted_median(x, w, mean_of_middle=True),
+                               np.nanmedian(x[w > 0], axis=0))
+    # without the flag: the lower of the two middle values (what regauge uses)
+    full = rng.random((8, 3))
+    np.testing.assert_allclose(weighted_median(full, np.ones(8)), np.sort(full, axis=0)[3])
 
 
 def test_median_weights_only_when_bright_outliers_are_half_the_dates():
