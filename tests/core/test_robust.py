@@ -10,7 +10,7 @@ import torch
 
 import splatsr
 from splatsr.core.model import SplatGrid, render_observations
-from splatsr.core.robust import observation_weights, regauge, rho
+from splatsr.core.robust import observation_weights, penalty_sum, regauge, rho
 from splatsr.core.solver import PLAIN, FitConfig, fit_arrays
 from splatsr.errors import ConfigError
 from splatsr.evaluate.simulate import read_truth
@@ -35,6 +35,27 @@ def _psnr_5m(result, truth):
 def test_losses_are_quadratic_near_zero(loss):
     r = torch.tensor([1e-3, -2e-3])
     assert torch.allclose(rho(r, loss=loss, scale=2.0), 0.5 * r * r, rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["l2", "charbonnier", "cauchy"])
+def test_penalty_sum_matches_rho_in_value_and_gradient(loss):
+    """The one-node data term (hand-written backward) against autograd of the reference
+    ``sum(weight' * rho(r / sigma, scale=c) * sigma**2)`` in float64, as the objective
+    folds it (weight = weight' * const, inv_scale = 1 / (sigma c))."""
+    gen = torch.Generator().manual_seed(0)
+    r = (torch.randn(3, 2, 5, 4, generator=gen, dtype=torch.float64) * 4).requires_grad_()
+    w = torch.rand(3, 2, 5, 4, generator=gen, dtype=torch.float64)
+    s, c = 0.7, 2.0
+    const = {"cauchy": 0.5 * (c * s) ** 2, "charbonnier": (c * s) ** 2, "l2": 0.5}[loss]
+    k = torch.tensor(1.0 / (s * c) if loss != "l2" else 1.0, dtype=torch.float64)
+    got = penalty_sum(r, inv_scale=k, weight=w * const, loss=loss)
+    (g_got,) = torch.autograd.grad(got, r)
+    scale = c if loss != "l2" else float("inf")
+    want = (w * rho(r / s, loss=loss, scale=scale) * s * s).sum() if loss != "l2" \
+        else (w * rho(r, loss=loss, scale=scale)).sum()
+    (g_want,) = torch.autograd.grad(want, r)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-15)
 
 
 def test_cauchy_bounds_the_pull_of_outliers():
