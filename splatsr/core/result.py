@@ -71,22 +71,22 @@ class FitResult:
                                         band_offsets_m=self.band_offsets_m)
         return img.astype(np.float32)
 
-    def seen(self) -> np.ndarray:
-        """(B, H, W) the fitted scene as the sensor sees it at zero shift (each band at its
-        band offset), no radiometry: the median date's reflectance."""
+    def sensor_view(self, shifts_m: np.ndarray) -> np.ndarray:
+        """(N, B, H, W) the fitted scene as the sensor sees it at date shifts (N, 2) (each
+        band at its band offset), no radiometry: the median date's reflectance, float64."""
         w = torch.from_numpy(self.weights.astype(np.float64))
-        s = self.band_shifts(torch.zeros(1, 2, dtype=torch.float64))
+        s = self.band_shifts(torch.from_numpy(np.asarray(shifts_m, np.float64)))
         with torch.no_grad():
             return render_observations(w, s, grid=self.grid,
-                                       psf_sigma_m=self.config.psf_sigma_m).numpy()[0]
+                                       psf_sigma_m=self.config.psf_sigma_m).numpy()
+
+    def seen(self) -> np.ndarray:
+        """(B, H, W) :meth:`sensor_view` at zero shift: what the median anchor compares."""
+        return self.sensor_view(np.zeros((1, 2)))[0]
 
     def predict(self) -> np.ndarray:
         """The observations as the model predicts them: (T, B, H, W), reflectance."""
-        w = torch.from_numpy(self.weights.astype(np.float64))
-        s = self.band_shifts(torch.from_numpy(self.shifts_m.astype(np.float64)))
-        with torch.no_grad():
-            pred = render_observations(w, s, grid=self.grid,
-                                       psf_sigma_m=self.config.psf_sigma_m).numpy()
+        pred = self.sensor_view(self.shifts_m)
         if self.gains is not None:
             pred = pred * self.gains[:, :, None, None]
         if self.offsets is not None:
