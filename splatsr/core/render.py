@@ -28,6 +28,7 @@ Two implementations, checked against each other in forward and backward:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -168,15 +169,8 @@ def render_xy(weights: torch.Tensor, *, ax_y: Axis, ax_x: Axis,
     return tl.Assemble.apply(out, shape6, ty.n, ax_y.n_pix, ax_x.n_pix)
 
 
-_ZSIGN: dict = {}
-
-
+@functools.lru_cache(maxsize=64)
 def _zsign(sigmas: tuple[float, ...], dt: torch.dtype, dev: torch.device) -> torch.Tensor:
     """(Bz, 2) ``(z, -z)`` with ``z = 1 / (sigma sqrt 2)`` per width (cached)."""
-    key = (sigmas, dt, dev)
-    if key not in _ZSIGN:
-        if len(_ZSIGN) > 64:
-            _ZSIGN.clear()
-        z = 1.0 / (_SQRT2 * torch.tensor(sigmas, dtype=torch.float64))
-        _ZSIGN[key] = torch.stack([z, -z], -1).to(dev, dt)
-    return _ZSIGN[key]
+    z = 1.0 / (_SQRT2 * torch.tensor(sigmas, dtype=torch.float64))
+    return torch.stack([z, -z], -1).to(dev, dt)

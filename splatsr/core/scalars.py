@@ -7,19 +7,17 @@ CUDA); ``x * scalar(0.5, like=x)`` reuses one tensor of the right dtype and devi
 
 from __future__ import annotations
 
-import torch
+import functools
 
-_CACHE: dict[tuple[float, torch.dtype, torch.device], torch.Tensor] = {}
-_MAX_ENTRIES = 256
+import torch
 
 
 def scalar(value: float, *, like: torch.Tensor) -> torch.Tensor:
     """A 0-d tensor holding ``value`` with ``like``'s dtype and device (cached, read-only
     by convention: never modify it in place)."""
-    key = (float(value), like.dtype, like.device)
-    t = _CACHE.get(key)
-    if t is None:
-        if len(_CACHE) >= _MAX_ENTRIES:
-            _CACHE.clear()
-        t = _CACHE[key] = torch.tensor(float(value), dtype=like.dtype, device=like.device)
-    return t
+    return _scalar(float(value), like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=256)
+def _scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.tensor(value, dtype=dtype, device=device)

@@ -19,6 +19,7 @@ of operator calls (GPU kernel launches) of a render does not depend on the raste
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -92,9 +93,7 @@ def axis_tiling(axis: Axis, *, sigma_m: float, delta_max_m: float, tile_px: int)
 
 # ----------------------------------------------------------------------------- tap matrices
 
-_GEOMETRY: dict = {}
-
-
+@functools.lru_cache(maxsize=64)
 def tap_geometry(axis: Axis, tl: Tiling, sigmas: tuple[float, ...], dtype: torch.dtype,
                  device: torch.device, *, transpose: bool) -> tuple[torch.Tensor, ...]:
     """Constants of one axis's tap matrices (cached: built once per geometry).
@@ -104,24 +103,19 @@ def tap_geometry(axis: Axis, tl: Tiling, sigmas: tuple[float, ...], dtype: torch
     width in ``sigmas``), ``inside`` (Gq, win) the band mask times ``0.5 * spacing / pixel``
     and ``slope = -inside * 2 / sqrt(pi)``. ``transpose`` swaps the last two axes.
     """
-    key = (axis, tl, sigmas, dtype, device, transpose)
-    if key not in _GEOMETRY:
-        if len(_GEOMETRY) > 64:
-            _GEOMETRY.clear()
-        f64 = torch.float64
-        g = torch.arange(tl.G, dtype=f64)[:, None, None]
-        phi = torch.arange(tl.q, dtype=f64)[None, :, None]
-        tap = torch.arange(tl.win, dtype=f64)[None, None, :] - tl.P * g
-        base = axis.pix_origin_m - axis.splat_origin_m
-        x0 = (base + phi * axis.pixel_m + (tl.c - tap) * axis.spacing_m).reshape(-1, tl.win)
-        inside = ((tap >= 0) & (tap < tl.L)).expand(tl.G, tl.q, tl.win).reshape(-1, tl.win)
-        inside = inside.to(f64) * (0.5 * axis.spacing_m / axis.pixel_m)  # (Gq, win)
-        z = 1.0 / (math.sqrt(2.0) * torch.tensor(sigmas, dtype=f64))[:, None, None, None]
-        out = (x0 * z, (x0 + axis.pixel_m) * z, inside, inside * (-2.0 / math.sqrt(math.pi)))
-        if transpose:
-            out = tuple(t.transpose(-1, -2) for t in out)
-        _GEOMETRY[key] = tuple(t.contiguous().to(device, dtype) for t in out)
-    return _GEOMETRY[key]
+    f64 = torch.float64
+    g = torch.arange(tl.G, dtype=f64)[:, None, None]
+    phi = torch.arange(tl.q, dtype=f64)[None, :, None]
+    tap = torch.arange(tl.win, dtype=f64)[None, None, :] - tl.P * g
+    base = axis.pix_origin_m - axis.splat_origin_m
+    x0 = (base + phi * axis.pixel_m + (tl.c - tap) * axis.spacing_m).reshape(-1, tl.win)
+    inside = ((tap >= 0) & (tap < tl.L)).expand(tl.G, tl.q, tl.win).reshape(-1, tl.win)
+    inside = inside.to(f64) * (0.5 * axis.spacing_m / axis.pixel_m)  # (Gq, win)
+    z = 1.0 / (math.sqrt(2.0) * torch.tensor(sigmas, dtype=f64))[:, None, None, None]
+    out = (x0 * z, (x0 + axis.pixel_m) * z, inside, inside * (-2.0 / math.sqrt(math.pi)))
+    if transpose:
+        out = tuple(t.transpose(-1, -2) for t in out)
+    return tuple(t.contiguous().to(device, dtype) for t in out)
 
 
 class Taps(torch.autograd.Function):
