@@ -2,7 +2,7 @@
 
 One command (from the repository root)::
 
-    python benchmarks/real_series.py [--quick] [--cli] [--out benchmarks/results/real_series]
+    python benchmarks/real_series.py [--quick] [--cli] [--windows check] [--out DIR]
 
 Protocol (Wald): every real 10 m date is read as the scene at 5 m and observed by a simulated
 10 m sensor (sub-pixel shift N(0, 1.5 m) per date, Gaussian PSF 4 m, 2 x 2 pixel integration,
@@ -62,6 +62,13 @@ MIN_CLEAR = 0.3  # dates with fewer clear pixels are not inputs
 WINDOWS = [("worldcereal", "spring", "2019-04-16"), ("worldcereal", "summer", "2019-07-05"),
            ("eolearn_ndvi", "spring", "2017-04-21"), ("eolearn_ndvi", "summer", "2017-07-20")]
 NS = (7, 14)
+# other windows (``--windows check``), kept out of the choices made on WINDOWS to check them
+CHECK_WINDOWS = [("worldcereal", "autumn18", "2018-10-13"),
+                 ("worldcereal", "lsummer", "2019-08-24"),
+                 ("worldcereal", "autumn19", "2019-10-13"),
+                 ("eolearn_ndvi", "summer16", "2016-08-14"),
+                 ("eolearn_ndvi", "autumn17", "2017-10-13"),
+                 ("eolearn_ndvi", "winter16", "2016-01-07")]
 
 
 @dataclass
@@ -379,7 +386,9 @@ def figure(s: Series, season: str, held: str, n: int, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=str(RESULTS / "real_series"))
+    ap.add_argument("--out", help="default: benchmarks/results/real_series[_check]")
+    ap.add_argument("--windows", choices=["main", "check"], default="main",
+                    help="check: 6 other windows (autumn, late summer, winter), not figures")
     ap.add_argument("--quick", action="store_true", help="worldcereal, 7 dates only")
     ap.add_argument("--cli", action="store_true", help="also the must-show commands via the CLI")
     ap.add_argument("--change-m", type=float, default=60.0, help="change layer cell (0 = none)")
@@ -391,7 +400,10 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     EXTRA.update(json.loads(a.extra))
-    out = Path(a.out)
+    if a.windows == "check":
+        WINDOWS[:] = CHECK_WINDOWS
+        a.no_figures = True
+    out = Path(a.out or RESULTS / ("real_series" + ("_check" if a.windows == "check" else "")))
     out.mkdir(parents=True, exist_ok=True)
     rows = run_api(a.quick, a.change_m or None)
     cli = run_cli(a.quick) if a.cli else []

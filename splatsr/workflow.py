@@ -137,13 +137,13 @@ class StackFit(FitResult):
                     splat_spacing_m=self.grid.spacing_m, splat_sigma_m=self.grid.sigma_m,
                     resolution_m=resolution_m, observations=ids, config=asdict(cfg),
                     units="reflectance (0-1)")
+        anchored = ", median-anchored" if self.anchor is not None else ""
         if cfg.target_date is not None:
-            tags.update(product="scene at target date", target_date=cfg.target_date,
-                        time_window_days=cfg.time_window_days,
+            tags.update(product="scene at target date" + anchored,
+                        target_date=cfg.target_date, time_window_days=cfg.time_window_days,
                         change_cell_m=cfg.change_cell() or 0.0)
         else:
-            tags["product"] = "consensus, median-anchored" if self.anchor is not None \
-                else "consensus"
+            tags["product"] = "consensus" + anchored
         if self.band_offsets_m is not None:  # (dx_m, dy_m) of each band against the first
             tags["band_offsets_m"] = {b: [round(float(v), 4) for v in o]
                                       for b, o in zip(self.band_names, self.band_offsets_m)}

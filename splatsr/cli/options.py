@@ -103,8 +103,8 @@ CONFIG_OPTIONS: tuple[ConfigOption, ...] = tuple(row for row in (
                  "Estimate per-band sub-pixel offsets from the bands' shared edges and put "
                  "every band in the first band's frame."),
     ConfigOption("median_anchor", "--median-anchor/--no-median-anchor",
-                 "Without --target-date: take the pixel-scale content from the per-pixel "
-                 "median of the dates, the detail from the fit.", sweep="none"),
+                 "Take the pixel-scale content from the per-pixel median of the dates "
+                 "(time-weighted with --target-date), the detail from the fit.", sweep="none"),
     ConfigOption("prior", "--prior", "Scene prior: tv, huber (smooth where undetermined) or "
                  "vtv (couples the bands' edges).", click.Choice(list(PRIORS))),
 ) if row.field in _FIELDS)

@@ -64,9 +64,9 @@ class FitConfig:
     # prior on the scene: "tv" (smoothed total variation), "huber" (quadratic below one noise
     # unit: smooth ramps instead of plateaus) or "vtv" (vectorial TV: couples the bands' edges)
     prior: str = "tv"
-    # the consensus (no target date) takes its pixel-scale content from the per-pixel median
-    # of the dates and its detail from the fit (splatsr.core.consensus); False = the fitted
-    # scene as it is
+    # take the pixel-scale content from the per-pixel median of the dates (with a target
+    # date: of their residuals, time- and robust-weighted) and the detail from the fit
+    # (splatsr.core.consensus); False = the fitted scene as it is
     median_anchor: bool = True
 
     def change_cell(self) -> float | None:

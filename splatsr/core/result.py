@@ -35,7 +35,7 @@ class FitResult:
     change: np.ndarray | None = None  # (T, B, ny, nx) change layer nodes, mean zero over T
     change_grid: ChangeGrid | None = None  # its node lattice
     band_offsets_m: np.ndarray | None = None  # (B, 2) (dx_m, dy_m) of each band vs the first
-    anchor: np.ndarray | None = None  # (B, H, W) median-anchor correction at the pixel grid
+    anchor: np.ndarray | None = None  # (B, H, W) anchor correction at the pixel grid
 
     def band_shifts(self, shifts_m: torch.Tensor) -> torch.Tensor:
         """Date shifts (N, 2) as rendered: (N, B, 2) with the band offsets, else unchanged."""
@@ -57,8 +57,8 @@ class FitResult:
     def render(self, resolution_m: float = 2.5) -> np.ndarray:
         """The latent scene over the stack's extent at ``resolution_m``: (B, H', W').
 
-        With a target date and a change layer, the layer at the target is added; for the
-        consensus, the median-anchor correction (:mod:`splatsr.core.consensus`)."""
+        With a target date and a change layer, the layer at the target is added; then the
+        anchor correction (:mod:`splatsr.core.consensus`), if any."""
         w = torch.from_numpy(self.weights.astype(np.float64))
         with torch.no_grad():
             img = render_latent(w, grid=self.grid, resolution_m=resolution_m).numpy()

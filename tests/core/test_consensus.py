@@ -12,6 +12,7 @@ from splatsr.core.consensus import (
     cubic_matrix,
     keys_kernel,
     median_correction,
+    target_correction,
     upsample,
 )
 from splatsr.core.robust import weighted_median
@@ -99,14 +100,36 @@ def test_anchor_leaves_a_static_stack_alone(texture):
     # of the pixels move (edges, where the median of shifted dates is blurred), by at most
     # 0.0015
     assert np.abs(res.anchor).max() < 0.003, np.abs(moved).max()
-    assert target_date_has_no_anchor(data)
-
-
-def target_date_has_no_anchor(data: np.ndarray) -> bool:
+    # a target-date fit of the same stack: its anchor is as small
     dates = [f"2024-06-{d:02d}" for d in range(1, len(data) + 1)]
-    res = splatsr.fit_arrays(data, pixel_m=10.0, dates=dates,
-                             config=splatsr.FitConfig(target_date="2024-06-03"))
-    return res.anchor is None
+    target = splatsr.fit_arrays(data, pixel_m=10.0, dates=dates,
+                                config=splatsr.FitConfig(target_date="2024-06-03"))
+    assert target.anchor is not None and np.abs(target.anchor).max() < 0.003
+
+
+def test_target_correction_follows_the_weighted_majority():
+    # 5 dates; the 3 near the target (weights 1) show a square 0.05 brighter than predicted,
+    # the 2 far ones (weights 0.2) do not: the weighted median is the square
+    rng = np.random.default_rng(3)
+    pred = np.full((5, 1, 16, 16), 0.2)
+    data = pred + rng.normal(0, 0.001, pred.shape)
+    gains = np.array([[1.0], [1.0], [2.0], [1.0], [1.0]])
+    square = np.zeros((16, 16))
+    square[4:12, 4:12] = 0.05
+    near = [1, 2, 3]
+    data[near, 0] += square * gains[near, 0, None, None]  # in each date's radiometry
+    weights = np.array([0.2, 1.0, 1.0, 1.0, 0.2])
+    corr = target_correction(data, pred, gains=gains, date_weights=weights,
+                             noise_level=np.array([0.001]))
+    # demeaned (the per-band median is 0 here: 64 of 256 pixels in the square)
+    np.testing.assert_allclose(corr[0], square, atol=0.002)
+    # a gain near 0 (a date the fit could not use) is clipped at 0.5, not divided by
+    gains[2] = 1e-4
+    data[2, 0] = pred[2, 0] + 0.01 * (square > 0)
+    only = np.array([0.0, 0.0, 1.0, 0.0, 0.0])
+    corr = target_correction(data, pred, gains=gains, date_weights=only,
+                             noise_level=np.array([0.0]))
+    np.testing.assert_allclose(corr[0], 0.02 * (square > 0), atol=1e-6)
 
 
 def test_weighted_median_matches_nanmedian_and_drops_zero_weights():
