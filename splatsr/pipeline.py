@@ -178,7 +178,7 @@ def choose_route(stack: Stack, cfg: FitConfig, *, psf_sigma_m: Any = None, overl
     ConfigError
         If not even a small tile fits.
     """
-    psf = psf_sigma_m if isinstance(psf_sigma_m, (int, float)) else cfg.psf_sigma_m
+    psf = psf_sigma_m if isinstance(psf_sigma_m, (int, float)) else cfg.widest_psf_m()
     T, B = len(stack.observations), len(stack.bands)
     kw = dict(n_obs=T, n_bands=B, pixel_m=stack.pixel_m, spacing_m=cfg.splat_spacing_m,
               psf_sigma_m=psf, lbfgs_history=cfg.lbfgs_history)
@@ -258,7 +258,7 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
     run = FitRun(path=out, stack=stack, fit=result)
     sel, seed_m = result.psf_selection, result.seed_shifts_m
     if sel is not None:
-        run.psf_curve = write_psf_curve(psf_curve_path(out), sel)
+        run.psf_curve = write_psf_curve(psf_curve_path(out), sel, result.band_names)
         log(f"psf sigma auto: {sel.psf_sigma_m:g} m (held-out error per sigma in "
             f"{run.psf_curve.name})")
     run.path = result.save(out, resolution_m=resolution_m)

@@ -13,6 +13,7 @@ outputs (COG, shifts CSV, report figures)::
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -147,6 +148,9 @@ class StackFit(FitResult):
         if self.band_offsets_m is not None:  # (dx_m, dy_m) of each band against the first
             tags["band_offsets_m"] = {b: [round(float(v), 4) for v in o]
                                       for b, o in zip(self.band_names, self.band_offsets_m)}
+        if cfg.band_psf_sigma_m is not None:
+            tags["band_psf_sigma_m"] = {b: float(v) for b, v in
+                                        zip(self.band_names, cfg.band_psf_sigma_m)}
         if self.psf_selection is not None:
             tags.update(selection_tags(self.psf_selection))
         return tags
@@ -214,7 +218,7 @@ def fit(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
     sel = None
     if psf_sigma_m == "auto":
         sel = choose_psf(data, pixel_m=stack.pixel_m, config=cfg, band_names=stack.bands)
-        cfg = replace(cfg, psf_sigma_m=sel.psf_sigma_m)
+        cfg = replace(cfg, psf_sigma_m=sel.psf_sigma_m, band_psf_sigma_m=None)
     res = fit_arrays(data, pixel_m=stack.pixel_m, config=cfg, band_names=stack.bands,
                      init_shifts_m=init_shifts_m, dates=[o.datetime for o in stack.observations])
     out = StackFit(**{f.name: getattr(res, f.name) for f in fields(FitResult)})
@@ -253,10 +257,17 @@ def psf_curve_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.stem + ".psf.csv")
 
 
-def write_psf_curve(path: str | os.PathLike, sel: PsfSelection) -> Path:
-    """Write the selection curve as CSV (``psf_sigma_m,heldout_rmse,fit_seconds,chosen``)."""
-    lines = ["psf_sigma_m,heldout_rmse,fit_seconds,chosen"]
-    lines += [f"{r['psf_sigma_m']:g},{r['heldout_rmse']:.6g},{r['fit_seconds']:.2f},"
-              f"{int(r['psf_sigma_m'] == sel.psf_sigma_m)}" for r in sel.curve]
+def write_psf_curve(path: str | os.PathLike, sel: PsfSelection,
+                    band_names: Sequence[str] = ()) -> Path:
+    """Write the selection curve as CSV: ``psf_sigma_m,heldout_rmse,fit_seconds,chosen``,
+    then each band's own held-out error, ``heldout_rmse_<band>`` (``band_names``)."""
+    bands = list(band_names)
+    lines = [",".join(["psf_sigma_m,heldout_rmse,fit_seconds,chosen",
+                       *(f"heldout_rmse_{b}" for b in bands)])]
+    for r in sel.curve:
+        cells = [f"{r['psf_sigma_m']:g}", f"{r['heldout_rmse']:.6g}", f"{r['fit_seconds']:.2f}",
+                 f"{int(r['psf_sigma_m'] == sel.psf_sigma_m)}"]
+        cells += [f"{r['band_heldout_rmse'][k]:.6g}" for k in range(len(bands))]
+        lines.append(",".join(cells))
     write_text_atomic(path, "\n".join(lines) + "\n")
     return Path(path)

@@ -50,6 +50,8 @@ def _console() -> Iterator[None]:
         signal.signal(signal.SIGINT, _on_sigint)
     try:
         with warnings.catch_warnings():
+            # other packages' deprecations are for their callers' developers, not users
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("always", category=UserWarning, module=r"splatsr\b")
             warnings.showwarning = show
             yield

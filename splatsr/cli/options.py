@@ -39,6 +39,22 @@ def psf_sigma_value(ctx: click.Context, param: click.Parameter, value: Any) -> f
     return sigma
 
 
+def band_psf_value(ctx: click.Context, param: click.Parameter, value: Any
+                   ) -> tuple[float, ...] | None:
+    """``--band-psf-sigma``: comma-separated numbers >= 0, one per band (a usage error
+    otherwise); None when not given."""
+    if value is None:
+        return None
+    try:
+        widths = tuple(float(v) for v in str(value).split(","))
+    except ValueError:
+        widths = (-1.0,)
+    if not all(w >= 0 for w in widths):
+        raise click.BadParameter(f"expected one number >= 0 per band, comma-separated "
+                                 f"(e.g. 4.2,4,3.8,4.5), got {value!r}")
+    return widths
+
+
 def iso_date(value: Any) -> str | None:
     """A parsed ``click.DateTime`` as ``YYYY-MM-DD`` text (JSON-safe in the COG's tags)."""
     return None if value is None else value.date().isoformat()
@@ -66,9 +82,14 @@ class ConfigOption:
 CONFIG_OPTIONS: tuple[ConfigOption, ...] = tuple(row for row in (
     ConfigOption("psf_sigma_m", "--psf-sigma",
                  "Gaussian PSF sigma in metres, or 'auto': chosen by held-out-date prediction "
-                 "error (5 extra fits; the curve goes to OUT's stem + .psf.csv).",
+                 "error, one for every band (5 extra fits; the curve, with each band's own "
+                 "error, goes to OUT's stem + .psf.csv).",
                  metavar="SIGMA|auto", callback=psf_sigma_value, sweep="list",
                  list_help="PSF sigmas in metres, comma-separated: one fit per value."),
+    ConfigOption("band_psf_sigma_m", "--band-psf-sigma",
+                 "PSF sigma of each band in metres, comma-separated in the stack's band "
+                 "order [default: --psf-sigma for every band].",
+                 metavar="S1,S2,...", callback=band_psf_value, sweep="none"),
     ConfigOption("splat_spacing_m", "--splat-spacing",
                  "Distance between splat centres in metres.", POSITIVE, sweep="list",
                  list_help="Splat spacings in metres, comma-separated: one fit per value."),

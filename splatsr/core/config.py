@@ -29,6 +29,10 @@ class FitConfig:
     """Settings of one fit. Every field has a default that works for Sentinel-2 10 m."""
 
     psf_sigma_m: float = 4.0  # Gaussian PSF width; S2's 10 m MTF suggests 3-4 m
+    # Gaussian PSF width per band (m, one per band in the stack's order), for bands whose
+    # optics differ and are known; None = psf_sigma_m for every band (held-out dates do not
+    # tell the bands' widths apart reliably: docs/quality.md)
+    band_psf_sigma_m: tuple[float, ...] | None = None
     splat_spacing_m: float = 2.0  # distance between splat centres at the finest level
     splat_sigma_m: float | None = None  # splat width; None = 0.8 x the spacing
     coarse_levels: int = 1  # extra levels before the finest, each at twice the spacing
@@ -69,6 +73,22 @@ class FitConfig:
     # (splatsr.core.consensus); False = the fitted scene as it is
     median_anchor: bool = True
 
+    def psf_widths_m(self) -> float | tuple[float, ...]:
+        """The renderer's PSF width: one per band when ``band_psf_sigma_m`` is set."""
+        return self.psf_sigma_m if self.band_psf_sigma_m is None else \
+            tuple(float(v) for v in self.band_psf_sigma_m)
+
+    def widest_psf_m(self) -> float:
+        """The widest PSF of any band (metres): it sizes the splat grid's margin."""
+        return self.psf_sigma_m if self.band_psf_sigma_m is None else \
+            float(max(self.band_psf_sigma_m))
+
+    def check_bands(self, n_bands: int) -> None:
+        """Raise :class:`ConfigError` if ``band_psf_sigma_m`` does not give one width per band."""
+        if self.band_psf_sigma_m is not None and len(self.band_psf_sigma_m) != n_bands:
+            raise ConfigError(f"band_psf_sigma_m gives {len(self.band_psf_sigma_m)} PSF width(s) "
+                              f"for a stack of {n_bands} bands; give one per band, or None")
+
     def change_cell(self) -> float | None:
         """The change layer's spacing in metres, or None when the layer is off."""
         if self.change_cell_m is None:
@@ -79,6 +99,9 @@ class FitConfig:
         """Raise :class:`ConfigError` if a value is out of range."""
         checks = [
             (self.psf_sigma_m >= 0, f"psf_sigma_m must be >= 0, got {self.psf_sigma_m}"),
+            (self.band_psf_sigma_m is None or (len(self.band_psf_sigma_m) > 0
+                                               and min(self.band_psf_sigma_m) >= 0),
+             f"band_psf_sigma_m must be one width >= 0 per band, got {self.band_psf_sigma_m}"),
             (self.splat_spacing_m > 0,
              f"splat_spacing_m must be > 0, got {self.splat_spacing_m}"),
             (self.coarse_levels >= 0, f"coarse_levels must be >= 0, got {self.coarse_levels}"),

@@ -50,7 +50,7 @@ def level_schedule(cfg: FitConfig, *, height: int, width: int, pixel_m: float) -
             cfg.splat_sigma_m * spacing / cfg.splat_spacing_m
         grid = SplatGrid.for_raster(height=height, width=width, pixel_m=pixel_m,
                                     spacing_m=spacing, sigma_m=sigma,
-                                    psf_sigma_m=cfg.psf_sigma_m)
+                                    psf_sigma_m=cfg.widest_psf_m())
         adam, lbfgs = (cfg.adam_steps, cfg.lbfgs_iters) if j == 0 else \
             (cfg.adam_steps // 2, cfg.lbfgs_iters // 2)
         levels.append(Level(k, grid, adam, lbfgs, last=j == 0))

@@ -154,7 +154,7 @@ class Objective:
         # without a bound, read the shifts (a host sync): outside Adam's steps
         bound = shift_extent(shifts) if self.delta_max_m is None else self.delta_max_m
         pred = render_observations(self.w, shifts, grid=self.grid,
-                                   psf_sigma_m=self.cfg.psf_sigma_m, delta_max_m=bound)
+                                   psf_sigma_m=self.cfg.psf_widths_m(), delta_max_m=bound)
         if self.cfg.radiometry:
             pred = apply_radiometry(pred, torch.mm(self.centre, self.log_gain),
                                     torch.mm(self.centre, self.offset))

@@ -78,7 +78,7 @@ class FitResult:
         s = self.band_shifts(torch.from_numpy(np.asarray(shifts_m, np.float64)))
         with torch.no_grad():
             return render_observations(w, s, grid=self.grid,
-                                       psf_sigma_m=self.config.psf_sigma_m).numpy()
+                                       psf_sigma_m=self.config.psf_widths_m()).numpy()
 
     def seen(self) -> np.ndarray:
         """(B, H, W) :meth:`sensor_view` at zero shift: what the median anchor compares."""
@@ -109,6 +109,9 @@ class FitResult:
             for b, band in enumerate(self.band_names):
                 cols[f"dx_m_{band}"] = self.shifts_m[:, 0] + self.band_offsets_m[b, 0]
                 cols[f"dy_m_{band}"] = self.shifts_m[:, 1] + self.band_offsets_m[b, 1]
+        if self.config.band_psf_sigma_m is not None:  # the same for every observation
+            for band, psf_m in zip(self.band_names, self.config.band_psf_sigma_m):
+                cols[f"psf_sigma_m_{band}"] = np.full(len(self.shifts_m), psf_m)
         for name, arr in (("gain", self.gains), ("offset", self.offsets)):
             if arr is not None:
                 for b, band in enumerate(self.band_names):

@@ -84,6 +84,7 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     cfg.validate()
     data = check_stack_array(data)
     T, B, H, W = data.shape
+    cfg.check_bands(B)
     valid = valid_mask(data)
     band_names = tuple(band_names or (f"band{i + 1}" for i in range(B)))
     time_w = target_time_weights(dates, n_obs=T, target_date=cfg.target_date,

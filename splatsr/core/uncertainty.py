@@ -263,7 +263,8 @@ def posterior_variance(result: Any, *, resolution_m: float, pixel_weight: np.nda
     of more dates is sharper, with less TV curvature at its edges).
     """
     cfg, grid = result.config, result.grid
-    a_y, a_x = observation_operators(grid, result.shifts_m, psf_sigma_m=cfg.psf_sigma_m)
+    psf_m = float(np.mean(cfg.psf_widths_m()))  # per-band widths: one operator at their mean
+    a_y, a_x = observation_operators(grid, result.shifts_m, psf_sigma_m=psf_m)
     precision = data_precision(a_y, a_x, pixel_weight)  # (B, Ky, Kx), per unit noise variance
     if cfg.tv_weight:
         s_fit = np.asarray(result.noise_level, np.float64) / scale  # prior strength, normalised

@@ -47,6 +47,18 @@ def test_fit_writes_cog_and_shifts(small_stack, tmp_path):
     assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["sr.shifts.csv", "sr.tif"]
 
 
+def test_fit_band_psf_widths_reach_the_csv_and_tags(small_stack, tmp_path):
+    out = tmp_path / "sr.tif"
+    r = run("fit", small_stack.root, "--out", out, "--band-psf-sigma", "3.5,4.5", *FAST)
+    assert r.exit_code == 0, r.output
+    with rasterio.open(out) as src:
+        assert json.loads(src.tags()["band_psf_sigma_m"]) == {"B03": 3.5, "B04": 4.5}
+    with open(tmp_path / "sr.shifts.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(float(x["psf_sigma_m_B03"]), float(x["psf_sigma_m_B04"])) for x in rows} == \
+        {(3.5, 4.5)}
+
+
 def test_fit_uncertainty_writes_sigma_beside_the_cog(small_stack, tmp_path):
     out = tmp_path / "sr.tif"
     r = run("fit", small_stack.root, "--out", out, "--resolution", 5, "--uncertainty",
@@ -109,6 +121,10 @@ def test_simulate_command(tmp_path, texture):
      "does not exist; create it or pass --mkdir", True),
     (["fit", "{stack}", "--out", "{tmp}/o.tif", "--tile-size", "16", "--psf-sigma", "auto"],
      2, "not available with --tile-size", True),
+    (["fit", "{stack}", "--out", "{tmp}/o.tif", "--band-psf-sigma", "4,wide"], 2,
+     "one number >= 0 per band", False),
+    (["fit", "{stack}", "--out", "{tmp}/o.tif", "--band-psf-sigma", "4"], 2,
+     "gives 1 PSF width(s) for a stack of 2 bands", True),
 ])
 def test_bad_input_one_line_error_and_no_output(small_stack, tmp_path, args, code, message,
                                                 one_line):
@@ -167,6 +183,8 @@ def test_cli_psf_auto_and_bad_value(small_stack, tmp_path):
         rows = list(csv.DictReader(f))
     assert [float(x["psf_sigma_m"]) for x in rows] == [2.0, 3.0, 4.0, 5.0, 6.0]
     assert sum(int(x["chosen"]) for x in rows) == 1
+    assert all(float(x["heldout_rmse_B03"]) > 0 and float(x["heldout_rmse_B04"]) > 0
+               for x in rows)  # each band's own held-out error
     with open(tmp_path / "sr.shifts.csv") as f:
         cols = next(csv.reader(f))
     assert {"weight", "outlier_fraction", "gain_B03", "offset_B04"} <= set(cols)
