@@ -131,6 +131,14 @@ def heldout_band_errors(result: FitResult, obs: np.ndarray, *, shift_m: np.ndarr
                      else math.nan for b in range(len(r))])
 
 
+def band_mean(errors: np.ndarray) -> np.ndarray:
+    """(B,) mean over the held-out dates of (D, B) per-band errors, NaN ignored (NaN where a
+    band has no error on any of them)."""
+    ok = np.isfinite(errors)
+    return np.where(ok.any(0), np.where(ok, errors, 0.0).sum(0) / np.maximum(ok.sum(0), 1),
+                    np.nan)
+
+
 def _holdout_indices(T: int, n_holdout: int) -> list[int]:
     """``n_holdout`` indices spread evenly over ``range(T)`` (never the first or last)."""
     return sorted({int(round((k + 1) * T / (n_holdout + 1))) % T for k in range(n_holdout)})
@@ -192,7 +200,7 @@ def select_psf_sigma(data: np.ndarray, *, pixel_m: float,
         found = [heldout_error(res, data[t]) for t in hold]  # (error, shift) per date
         band = [heldout_band_errors(res, data[t], shift_m=sh) for t, (_, sh) in zip(hold, found)]
         curve.append(dict(psf_sigma_m=c, heldout_rmse=float(np.mean([e for e, _ in found])),
-                          band_heldout_rmse=np.nanmean(band, axis=0).tolist(),
+                          band_heldout_rmse=band_mean(np.array(band)).tolist(),
                           fit_seconds=res.seconds))
     best = pick_psf_sigma(cands, [row["heldout_rmse"] for row in curve], tolerance=tolerance,
                           min_rise=min_rise)

@@ -149,8 +149,10 @@ def _figures(rows: list[dict[str, Any]], recons: list[tuple[dict[str, Any], np.n
 
 
 def _scaled(cfg: FitConfig, psf_sigma_m: float, spacing_m: float) -> FitConfig:
-    """``cfg`` with this PSF width and splat spacing (a set splat width scales with it)."""
-    return replace(cfg, psf_sigma_m=float(psf_sigma_m), splat_spacing_m=float(spacing_m),
+    """``cfg`` with this PSF width for every band and this splat spacing (a set splat width
+    scales with it)."""
+    return replace(cfg, psf_sigma_m=float(psf_sigma_m), band_psf_sigma_m=None,
+                   splat_spacing_m=float(spacing_m),
                    splat_sigma_m=None if cfg.splat_sigma_m is None
                    else cfg.splat_sigma_m * spacing_m / cfg.splat_spacing_m)
 
