@@ -11,6 +11,7 @@ smooths away detail that the unseen date shows.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -84,12 +85,9 @@ def heldout_error(result: FitResult, obs: np.ndarray, *, search_m: float = 6.0,
     if obs.shape != (len(result.band_names), g.height, g.width):
         raise ConfigError(f"held-out observation must be (B, H, W) = "
                           f"{(len(result.band_names), g.height, g.width)}, got {obs.shape}")
-    valid_np = np.isfinite(obs)
-    if not valid_np.any():
+    if not np.isfinite(obs).any():
         raise StackError("the held-out observation has no valid pixels")
-    w = torch.from_numpy(result.weights.astype(np.float64))
-    valid = torch.from_numpy(valid_np)
-    y = torch.from_numpy(np.where(valid_np, obs, 0.0))
+    w, y, valid = _tensors(result, obs)
 
     def search(centre: np.ndarray, half_m: float, step: float) -> tuple[float, np.ndarray]:
         n = int(round(half_m / step))
@@ -118,10 +116,7 @@ def heldout_band_errors(result: FitResult, obs: np.ndarray, *, shift_m: np.ndarr
                         ) -> np.ndarray:
     """(B,) robust held-out error of each band (1.4826 x the median absolute error) at the
     shift ``shift_m`` (2,) that :func:`heldout_error` found, gain and offset fitted per band."""
-    obs = np.asarray(obs, np.float64)
-    valid = torch.from_numpy(np.isfinite(obs))
-    y = torch.from_numpy(np.where(valid.numpy(), obs, 0.0))
-    w = torch.from_numpy(result.weights.astype(np.float64))
+    w, y, valid = _tensors(result, np.asarray(obs, np.float64))
     shifts = result.band_shifts(torch.from_numpy(np.asarray(shift_m, np.float64)[None]))
     with torch.no_grad():
         pred = render_observations(w, shifts, grid=result.grid,
@@ -131,12 +126,13 @@ def heldout_band_errors(result: FitResult, obs: np.ndarray, *, shift_m: np.ndarr
                      else math.nan for b in range(len(r))])
 
 
-def band_mean(errors: np.ndarray) -> np.ndarray:
-    """(B,) mean over the held-out dates of (D, B) per-band errors, NaN ignored (NaN where a
-    band has no error on any of them)."""
-    ok = np.isfinite(errors)
-    return np.where(ok.any(0), np.where(ok, errors, 0.0).sum(0) / np.maximum(ok.sum(0), 1),
-                    np.nan)
+def _tensors(result: FitResult, obs: np.ndarray
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fit's splat weights, the held-out observation (NaN -> 0) and its valid mask, as
+    float64 / bool tensors."""
+    valid = np.isfinite(obs)
+    return (torch.from_numpy(result.weights.astype(np.float64)),
+            torch.from_numpy(np.where(valid, obs, 0.0)), torch.from_numpy(valid))
 
 
 def _holdout_indices(T: int, n_holdout: int) -> list[int]:
@@ -200,11 +196,19 @@ def select_psf_sigma(data: np.ndarray, *, pixel_m: float,
         found = [heldout_error(res, data[t]) for t in hold]  # (error, shift) per date
         band = [heldout_band_errors(res, data[t], shift_m=sh) for t, (_, sh) in zip(hold, found)]
         curve.append(dict(psf_sigma_m=c, heldout_rmse=float(np.mean([e for e, _ in found])),
-                          band_heldout_rmse=band_mean(np.array(band)).tolist(),
+                          band_heldout_rmse=_nan_mean(band).tolist(),
                           fit_seconds=res.seconds))
     best = pick_psf_sigma(cands, [row["heldout_rmse"] for row in curve], tolerance=tolerance,
                           min_rise=min_rise)
     return PsfSelection(psf_sigma_m=best, curve=curve, holdout=hold)
+
+
+def _nan_mean(errors: list[np.ndarray]) -> np.ndarray:
+    """(B,) mean over the held-out dates of their (B,) errors, NaN ignored; NaN (quietly)
+    where a band has no valid pixel in any of them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a band with no valid pixel
+        return np.nanmean(errors, axis=0)
 
 
 def pick_psf_sigma(sigmas_m: Sequence[float], errors: Sequence[float], *,
