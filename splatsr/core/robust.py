@@ -36,6 +36,11 @@ MIN_SIGMA = 0.05  # floor of a re-estimated noise level, in units of the initial
 # it are not noise but change between dates (crops, soil, haze). Without the ceiling, real
 # series raised the level 4.5-7.8-fold and with it the TV weight: posterized blobs.
 MAX_SIGMA = 1.0
+# Bound of a date's (centred) log gain: an overflow guard, not a prior. Where the scene is
+# flat (pure noise) a date's gain is undetermined and L-BFGS once let it run off to exp(50),
+# an overflow; within the bound gains are free (a bound of log 8 raised the pure-noise
+# hallucination ratio from 0.70 to 1.01: it moves the fits it is meant to leave alone).
+MAX_LOG_GAIN = 30.0
 
 
 def check_loss(loss: str) -> None:
@@ -103,9 +108,11 @@ def observation_weights(r: torch.Tensor, mask: torch.Tensor, *, tolerance: float
 def apply_radiometry(pred: torch.Tensor, log_gain: torch.Tensor, offset: torch.Tensor
                      ) -> torch.Tensor:
     """``exp(a) * pred + o`` per (observation, band); ``pred`` is (T, B, H, W), ``log_gain``
-    ``a`` and ``offset`` ``o`` are (T, B) (the caller keeps them mean-zero over the dates)."""
+    ``a`` and ``offset`` ``o`` are (T, B) (the caller keeps them mean-zero over the dates);
+    ``a`` is clipped to +-:data:`MAX_LOG_GAIN`."""
     T, B = log_gain.shape
-    return torch.addcmul(offset.view(T, B, 1, 1), pred, torch.exp(log_gain).view(T, B, 1, 1))
+    gain = torch.exp(log_gain.clamp(-MAX_LOG_GAIN, MAX_LOG_GAIN))
+    return torch.addcmul(offset.view(T, B, 1, 1), pred, gain.view(T, B, 1, 1))
 
 
 def penalty_sum(r: torch.Tensor, *, inv_scale: torch.Tensor, weight: torch.Tensor,
@@ -193,7 +200,8 @@ def regauge(weights: np.ndarray, log_gain: np.ndarray, offset: np.ndarray,
     weights
         (B, Ky, Kx) scene (any units the gains and offsets are in).
     log_gain, offset
-        (T, B) as fitted (before centring).
+        (T, B) as fitted (before centring; the centred log gains are clipped to
+        +-:data:`MAX_LOG_GAIN` as in :func:`apply_radiometry`).
     date_weights
         (T,) weights of the dates (a target-date fit's time weights): the median is then
         the weighted median, i.e. the radiometry of the dates near the target.
@@ -203,7 +211,7 @@ def regauge(weights: np.ndarray, log_gain: np.ndarray, offset: np.ndarray,
     weights, gains, offsets
         (B, Ky, Kx), (T, B) gains (not logs) and (T, B) offsets.
     """
-    a = log_gain - log_gain.mean(0, keepdims=True)
+    a = np.clip(log_gain - log_gain.mean(0, keepdims=True), -MAX_LOG_GAIN, MAX_LOG_GAIN)
     o = offset - offset.mean(0, keepdims=True)
     if date_weights is None:
         a_m = np.median(a, axis=0)  # (B,)

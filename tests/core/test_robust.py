@@ -10,7 +10,14 @@ import torch
 
 import splatsr
 from splatsr.core.model import SplatGrid, render_observations
-from splatsr.core.robust import observation_weights, penalty_sum, regauge, rho
+from splatsr.core.robust import (
+    MAX_LOG_GAIN,
+    apply_radiometry,
+    observation_weights,
+    penalty_sum,
+    regauge,
+    rho,
+)
 from splatsr.core.solver import PLAIN, FitConfig, fit_arrays
 from splatsr.errors import ConfigError
 from splatsr.evaluate.simulate import read_truth
@@ -87,6 +94,19 @@ def test_regauge_keeps_predictions_and_anchors_the_median_date():
     # the constant; offsets here are ~0.5)
     np.testing.assert_allclose(predict(w2, g2, o2), predict(w, np.exp(ac), oc), atol=1e-4)
     np.testing.assert_allclose(np.median(g2, axis=0), 1.0, atol=1e-12)
+
+
+def test_a_runaway_log_gain_is_bounded_the_same_way_in_the_fit_and_the_result():
+    # a flat scene leaves a date's gain undetermined; exp(50) once overflowed a fit
+    pred = torch.full((3, 1, 2, 2), 0.5, dtype=torch.float32)
+    a = torch.tensor([[40.0], [-20.0], [-20.0]])  # centred
+    out = apply_radiometry(pred, a, torch.zeros(3, 1))
+    assert torch.isfinite(out).all()
+    np.testing.assert_allclose(out[:, 0, 0, 0].numpy(), 0.5 * np.exp([MAX_LOG_GAIN, -20, -20]),
+                               rtol=1e-5)
+    _, gains, _ = regauge(np.ones((1, 2, 2)), a.numpy().astype(np.float64), np.zeros((3, 1)))
+    # the result's gains are relative to the median date's (-20)
+    np.testing.assert_allclose(gains[:, 0], np.exp([MAX_LOG_GAIN + 20, 0, 0]), rtol=1e-12)
 
 
 def test_observation_weights_downweight_a_noisy_date():
