@@ -6,14 +6,22 @@ scale of ``cell_m`` (40-80 m): values on a node lattice of that spacing, interpo
 bilinearly (tent functions) to any pixel grid. It is kept mean-zero over the dates (the
 static scene holds the common part) and penalised for roughness, so fine detail stays in the
 shared scene while field-scale change goes to the layer. It generalises a per-date offset.
+
+Whether a stack needs the layer is read from the data (:func:`change_ratio`): block means of
+the dates at the layer's scale, less what a per-date gain, offset and sub-pixel shift
+explain, against the noise those means would have on a static scene.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from splatsr.core.scaling import noise_sigma
 
 
 @dataclass(frozen=True)
@@ -81,3 +89,59 @@ def at_target(change: torch.Tensor, time_weight: torch.Tensor | None) -> torch.T
     c = centred(change)
     w = time_weight / time_weight.sum()
     return (c * w[:, None, None, None]).sum(0)
+
+
+def change_ratio(data: np.ndarray, *, cell_px: int) -> float:
+    """How far the dates of a stack differ at the scale of ``cell_px`` pixels, in noise units.
+
+    Parameters
+    ----------
+    data
+        (T, B, H, W) observations, NaN where invalid.
+    cell_px
+        Block size in pixels (the change layer's spacing over the pixel size), >= 1.
+
+    Returns
+    -------
+    float
+        The largest over the bands of the robust spread (1.4826 MAD) of the dates'
+        ``cell_px``-block means, less a per-date least-squares fit of the per-pixel median's
+        block means, a constant and the median's block-mean gradients (gain, offset and a
+        sub-pixel shift), over the noise of a block mean, ``noise_sigma / cell_px``. About 1
+        or less for a static scene with noise and shifts (``noise_sigma`` overestimates the
+        noise where there is texture); field-scale change between the dates raises it (0
+        when no block is valid).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+        med = np.nanmedian(data, axis=0)  # (B, H, W)
+    ratios = [0.0]
+    for b in range(data.shape[1]):
+        m = med[b]
+        regressors = [block_means(a[None], cell_px)[0] for a in
+                      (m, np.gradient(m, axis=1), np.gradient(m, axis=0))]  # (h, w) each
+        ys = block_means(data[:, b], cell_px)  # (T, h, w)
+        resid = [date_residual(y, regressors) for y in ys]
+        e = np.concatenate([r for r in resid if r is not None] or [np.zeros(0)])
+        if e.size:
+            spread = 1.4826 * np.median(np.abs(e - np.median(e)))
+            ratios.append(spread * cell_px / noise_sigma(data[:, b]))
+    return float(max(ratios))
+
+
+def block_means(x: np.ndarray, k: int) -> np.ndarray:
+    """(T, H, W) -> (T, H // k, W // k) means of k x k blocks; NaN where one pixel is."""
+    T, H, W = x.shape
+    x = x[:, :H // k * k, :W // k * k].reshape(T, H // k, k, W // k, k)
+    return x.mean(axis=(2, 4))
+
+
+def date_residual(y: np.ndarray, regressors: list[np.ndarray]) -> np.ndarray | None:
+    """Residual of a least-squares fit of ``y`` (h, w) on the regressors and a constant, over
+    the blocks where all are valid; None where fewer than 8 are."""
+    ok = np.isfinite(y) & np.logical_and.reduce([np.isfinite(r) for r in regressors])
+    if ok.sum() < 8:
+        return None
+    A = np.stack([r[ok] for r in regressors] + [np.ones(int(ok.sum()))], axis=1)
+    coef = np.linalg.lstsq(A, y[ok], rcond=None)[0]
+    return y[ok] - A @ coef

