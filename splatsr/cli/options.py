@@ -115,10 +115,12 @@ CONFIG_OPTIONS: tuple[ConfigOption, ...] = tuple(row for row in (
                  POSITIVE, metavar="DAYS", sweep="none"),
     ConfigOption("change_cell_m", "--change-cell",
                  "Fit a smooth per-date change layer on a lattice of this spacing in metres "
-                 "(20-80; 0 = off) [default: 40 with --target-date, else off].",
+                 "(0 = off) [default: 40 with --target-date; else one node per pixel where "
+                 "the dates change at 40 m, off where they do not].",
                  click.FloatRange(min=0), metavar="METRES"),
     ConfigOption("change_weight", "--change-weight",
-                 "Roughness penalty of the change layer (noise units).",
+                 "Roughness penalty of the change layer (noise units) [default: 1; 0.1 for "
+                 "the automatic layer of the consensus].",
                  click.FloatRange(min=0)),
     ConfigOption("band_offsets", "--band-offsets/--no-band-offsets",
                  "Estimate per-band sub-pixel offsets from the bands' shared edges and put "
