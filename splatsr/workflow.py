@@ -139,7 +139,7 @@ class StackFit(FitResult):
                     resolution_m=resolution_m, observations=ids, config=asdict(cfg),
                     units="reflectance (0-1)")
         anchored = ", median-anchored" if self.anchor is not None else ""
-        tags.update(change_cell_m=cfg.change_cell() or 0.0, change_weight=cfg.change_penalty())
+        tags["change_cell_m"] = cfg.change_cell() or 0.0
         if cfg.target_date is not None:
             tags.update(product="scene at target date" + anchored,
                         target_date=cfg.target_date, time_window_days=cfg.time_window_days)

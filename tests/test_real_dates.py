@@ -44,10 +44,7 @@ def test_default_fit_beats_bicubic_of_median_on_real_cloudy_dates():
     # is anchored to the median of the dates (2026-12-05): +3.3 dB; half the dates are bright
     # outliers, so the median counts them with the fit's robust weights (without that: +0.4).
     assert got > base + 2.5, (got, base)
-    # the cloudy dates (inputs 0 and 1) weigh least. Since the consensus's automatic
-    # pixel-scale change layer (2026-12-06; +3.0 dB here, +3.3 without it) part of input 1's
-    # cloud goes to that date's layer, and the date keeps 0.79 (0.06 without the layer)
-    assert robust.obs_weights[0] < 0.01
-    assert robust.obs_weights[:2].max() < 0.9 < robust.obs_weights[2:].min()
+    # the cloudy dates (inputs 0 and 1) are the ones given (almost) no weight
+    assert robust.obs_weights[:2].max() < 0.2 < robust.obs_weights[2:].min()
     # a least-squares fit is dragged by the clouds below bicubic-of-median: the test has teeth
     assert got_plain < base, (got_plain, base)

@@ -115,12 +115,10 @@ CONFIG_OPTIONS: tuple[ConfigOption, ...] = tuple(row for row in (
                  POSITIVE, metavar="DAYS", sweep="none"),
     ConfigOption("change_cell_m", "--change-cell",
                  "Fit a smooth per-date change layer on a lattice of this spacing in metres "
-                 "(0 = off) [default: 40 with --target-date; else one node per pixel where "
-                 "the dates change at 40 m, off where they do not].",
+                 "(20-80; 0 = off) [default: 40 with --target-date, else off].",
                  click.FloatRange(min=0), metavar="METRES"),
     ConfigOption("change_weight", "--change-weight",
-                 "Roughness penalty of the change layer (noise units) [default: 1; 0.1 for "
-                 "the automatic layer of the consensus].",
+                 "Roughness penalty of the change layer (noise units).",
                  click.FloatRange(min=0)),
     ConfigOption("band_offsets", "--band-offsets/--no-band-offsets",
                  "Estimate per-band sub-pixel offsets from the bands' shared edges and put "

@@ -24,20 +24,12 @@ PLAIN = dict(loss="l2", radiometry=False, reweight=False)
 # 8 real-series windows (40 m; 60 m +0.21, 20 m +0.19), no cost on clean stacks
 # (docs/dynamic_scene.md)
 TARGET_CHANGE_CELL_M = 40.0
-# The consensus gets a change layer where the stack changes at TARGET_CHANGE_CELL_M:
+# The consensus gets the same layer when the stack changes at its scale:
 # splatsr.core.change.change_ratio above this (measured: <= 0.85 on static simulated stacks
-# and pure noise, >= 5.5 on 20 real windows). Its layer has a node at every pixel
-# (CONSENSUS_CHANGE_CELL_PX) and a tenth of the default roughness penalty: against the median
-# composite +1.69 / +1.22 dB over bicubic-of-median on the 8 / 12 real windows, where the
-# 40 m layer gave +1.30 / +0.81 and no layer +1.22 / +0.61 (penalty 0.03 / 0.3 / 1: +1.72 /
-# +1.63 / +1.52 on the 8; 0: +1.12, the layer takes the detail). A target-date fit keeps 40 m
-# (a pixel-scale layer evaluated at the target: +0.95 / +1.90 against the held-out date,
-# 40 m +1.55 / +2.26). On pure noise a layer raised the output's spread (hallucination ratio
-# 1.13), hence the test. docs/dynamic_scene.md.
+# and pure noise, >= 5.5 on 20 real windows). On those windows the layer adds +0.08 / +0.20
+# dB against the median composite (docs/dynamic_scene.md); on pure noise it raised the
+# output's spread (hallucination ratio 1.13), hence the test.
 CONSENSUS_CHANGE_RATIO = 3.0
-CONSENSUS_CHANGE_CELL_PX = 1
-CONSENSUS_CHANGE_WEIGHT = 0.1
-DEFAULT_CHANGE_WEIGHT = 1.0
 
 
 @dataclass
@@ -73,12 +65,10 @@ class FitConfig:
     time_window_days: float = 20.0  # width (Gaussian sigma, days) of that weighting
     # coarse change layer: each date and band may differ from the static scene by a smooth
     # field on a node lattice of this spacing (metres, 20-80 m); 0 = off (scalar gain and
-    # offset per date only); None = automatic: TARGET_CHANGE_CELL_M with a target date; for
-    # the consensus one node per pixel where the stack changes (see with_change_cell())
+    # offset per date only); None = automatic: TARGET_CHANGE_CELL_M with a target date, and
+    # for the consensus where the stack shows change at that scale (see change_cell())
     change_cell_m: float | None = None
-    # roughness penalty of the change layer (noise units); None = automatic: 1, or
-    # CONSENSUS_CHANGE_WEIGHT for the consensus's automatic layer
-    change_weight: float | None = None
+    change_weight: float = 1.0  # roughness penalty of the change layer (noise units)
     # per-band sub-pixel offsets against the first band, shared by the dates, estimated from
     # the bands' common edges before the fit (kept only where significant over the dates);
     # every output band is then in the first band's frame
@@ -107,34 +97,28 @@ class FitConfig:
             raise ConfigError(f"band_psf_sigma_m gives {len(self.band_psf_sigma_m)} PSF width(s) "
                               f"for a stack of {n_bands} bands; give one per band, or None")
 
-    def change_cell(self) -> float | None:
-        """The change layer's spacing in metres, or None when the layer is off (the
-        consensus's automatic layer is decided by :meth:`with_change_cell`, from the data)."""
+    def change_cell(self, *, stack_changes: bool = False) -> float | None:
+        """The change layer's spacing in metres, or None when the layer is off.
+
+        ``stack_changes``: whether the stack changes at the layer's scale
+        (:func:`~splatsr.core.change.change_ratio` above :data:`CONSENSUS_CHANGE_RATIO`);
+        it turns the automatic layer on for the consensus.
+        """
         if self.change_cell_m is None:
-            return TARGET_CHANGE_CELL_M if self.target_date is not None else None
+            on = self.target_date is not None or stack_changes
+            return TARGET_CHANGE_CELL_M if on else None
         return self.change_cell_m or None
 
-    def change_penalty(self) -> float:
-        """The change layer's roughness weight: ``change_weight``, or 1 where automatic."""
-        return DEFAULT_CHANGE_WEIGHT if self.change_weight is None else self.change_weight
-
     def with_change_cell(self, data: np.ndarray, *, pixel_m: float) -> "FitConfig":
-        """This config with the automatic change layer resolved for ``data`` (T, B, H, W) of
-        ``pixel_m`` pixels: a target-date fit gets :data:`TARGET_CHANGE_CELL_M`; the
-        consensus a node per pixel with weight :data:`CONSENSUS_CHANGE_WEIGHT` where
-        :func:`~splatsr.core.change.change_ratio` at that scale exceeds
-        :data:`CONSENSUS_CHANGE_RATIO`, else none (``change_cell_m`` 0). Settings given
-        explicitly are kept."""
-        cell, weight = self.change_cell_m, self.change_weight
-        if cell is None and self.target_date is None:
+        """This config with an automatic change layer resolved for ``data`` (T, B, H, W):
+        ``change_cell_m`` set to the spacing or 0 (off); itself when it is set already."""
+        if self.change_cell_m is not None:
+            return self
+        changes = False
+        if self.target_date is None:
             cell_px = max(1, round(TARGET_CHANGE_CELL_M / pixel_m))
-            if change_ratio(data, cell_px=cell_px) > CONSENSUS_CHANGE_RATIO:
-                cell = CONSENSUS_CHANGE_CELL_PX * pixel_m
-                weight = CONSENSUS_CHANGE_WEIGHT if weight is None else weight
-        if cell is None:
-            cell = self.change_cell() or 0.0
-        return replace(self, change_cell_m=cell,
-                       change_weight=DEFAULT_CHANGE_WEIGHT if weight is None else weight)
+            changes = change_ratio(data, cell_px=cell_px) > CONSENSUS_CHANGE_RATIO
+        return replace(self, change_cell_m=self.change_cell(stack_changes=changes) or 0.0)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` if a value is out of range."""
@@ -156,8 +140,7 @@ class FitConfig:
             (self.change_cell_m is None or self.change_cell_m >= 0,
              f"change_cell_m must be >= 0 (0 = off) or None (automatic), got "
              f"{self.change_cell_m}"),
-            (self.change_weight is None or self.change_weight >= 0,
-             f"change_weight must be >= 0 or None (automatic), got {self.change_weight}"),
+            (self.change_weight >= 0, f"change_weight must be >= 0, got {self.change_weight}"),
             (self.time_window_days > 0,
              f"time_window_days must be > 0, got {self.time_window_days}"),
             (self.device in ("auto", "cpu", "cuda"),

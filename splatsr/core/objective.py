@@ -93,7 +93,7 @@ class Objective:
             self.change = torch.zeros(T, B, self.change_grid.ny, self.change_grid.nx,
                                       dtype=dt, device=device, requires_grad=True)
             # a rough change costs like a difference over the cell's pixels
-            self.change_scale = config.change_penalty() * (cell_m / pixel_m) ** 2
+            self.change_scale = config.change_weight * (cell_m / pixel_m) ** 2
         self.grid: SplatGrid | None = None
         # (T, T) centring matrix: x - mean_t(x) as one matrix product (the mean-zero gauge)
         self.centre = torch.eye(T, dtype=dt, device=device) - 1.0 / T

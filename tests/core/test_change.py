@@ -68,17 +68,10 @@ def test_change_layer_absorbs_per_date_gradients(texture):
     off, _ = error(ramped, 0.0)
     on, res = error(ramped, 40.0)
     assert off > clean * 1.15 and on < clean * 1.03
-    # the automatic setting (None) finds the change and turns a pixel-scale layer on
-    auto = splatsr.FitConfig().with_change_cell(ramped, pixel_m=10.0)
-    assert (auto.change_cell_m, auto.change_weight) == (10.0, 0.1)
-    assert splatsr.FitConfig().with_change_cell(obs, pixel_m=10.0).change_cell_m == 0.0
-    # given settings are kept; a target date gets 40 m whatever the data
-    given = splatsr.FitConfig(change_weight=0.5).with_change_cell(ramped, pixel_m=10.0)
-    assert (given.change_cell_m, given.change_weight) == (10.0, 0.5)
-    given = splatsr.FitConfig(change_cell_m=60.0).with_change_cell(obs, pixel_m=10.0)
-    assert (given.change_cell_m, given.change_weight) == (60.0, 1.0)
-    target = splatsr.FitConfig(target_date="2024-01-01").with_change_cell(obs, pixel_m=10.0)
-    assert (target.change_cell_m, target.change_weight) == (40.0, 1.0)
+    # the automatic setting (None) finds the change and turns the 40 m layer on
+    auto = splatsr.FitConfig()
+    assert auto.with_change_cell(ramped, pixel_m=10.0).change_cell_m == 40.0
+    assert auto.with_change_cell(obs, pixel_m=10.0).change_cell_m == 0.0
     assert res.change.shape == (8, 1, 7, 7)
     np.testing.assert_allclose(res.change.mean(0), 0.0, atol=1e-6)
     assert res.predict().shape == obs.shape
@@ -104,7 +97,8 @@ def test_change_cell_is_automatic():
     from splatsr.core.config import TARGET_CHANGE_CELL_M
     from splatsr.errors import ConfigError
 
-    assert splatsr.FitConfig().change_cell() is None  # the consensus: decided from the data
+    assert splatsr.FitConfig().change_cell() is None  # the consensus of a static stack: off
+    assert splatsr.FitConfig().change_cell(stack_changes=True) == TARGET_CHANGE_CELL_M
     target = splatsr.FitConfig(target_date="2024-06-08")
     assert target.change_cell() == TARGET_CHANGE_CELL_M
     assert splatsr.FitConfig(target_date="2024-06-08", change_cell_m=0).change_cell() is None
