@@ -32,8 +32,8 @@ from splatsr.cli.options import (
               help="Output pixel size in metres (must divide the stack extent).")
 @config_options("fit")
 @click.option("--plain", is_flag=True,
-              help="Plain least-squares fit: no per-date gain/offset, no outlier "
-                   "down-weighting (the default is robust to haze and unmasked clouds; "
+              help="Plain least-squares fit: no per-date gain/offset, change layer or "
+                   "outlier down-weighting (the default is robust to haze and unmasked clouds; "
                    "plain is ~0.3 dB sharper on perfectly clean stacks).")
 @progress_option("Progress bars")
 @click.option("--init-shifts", type=click.Choice(["zeros", "phasecorr"]), default="zeros",

@@ -19,7 +19,8 @@ from splatsr.errors import ConfigError
 # weights): on stacks with haze, clouds and drift the plain fit loses 10-15 dB to it, while on
 # clean stacks simulated from real texture the robust fit costs ~0.25 dB (+2.96 vs +3.21 dB
 # over bicubic at 5 m, 3 crops, 16 dates; docs/quality.md).
-PLAIN = dict(loss="l2", radiometry=False, reweight=False)
+# The automatic change layer is off too (0): plain is the static least-squares model.
+PLAIN = dict(loss="l2", radiometry=False, reweight=False, change_cell_m=0.0)
 # change layer of a target-date fit unless set: +0.23 dB against the held-out date over the
 # 8 real-series windows (40 m; 60 m +0.21, 20 m +0.19), no cost on clean stacks
 # (docs/dynamic_scene.md)
