@@ -115,7 +115,8 @@ CONFIG_OPTIONS: tuple[ConfigOption, ...] = tuple(row for row in (
                  POSITIVE, metavar="DAYS", sweep="none"),
     ConfigOption("change_cell_m", "--change-cell",
                  "Fit a smooth per-date change layer on a lattice of this spacing in metres "
-                 "(20-80; 0 = off) [default: 40 with --target-date, else off].",
+                 "(0 = off) [default: 40 with --target-date, and for the consensus where "
+                 "the dates differ at 40 m beyond noise].",
                  click.FloatRange(min=0), metavar="METRES"),
     ConfigOption("change_weight", "--change-weight",
                  "Roughness penalty of the change layer (noise units).",
