@@ -67,7 +67,7 @@ class FitConfig:
     # coarse change layer: each date and band may differ from the static scene by a smooth
     # field on a node lattice of this spacing (metres, 20-80 m); 0 = off (scalar gain and
     # offset per date only); None = automatic: TARGET_CHANGE_CELL_M with a target date, and
-    # for the consensus where the stack shows change at that scale (see change_cell())
+    # for the consensus where the stack shows change at that scale (see with_change_cell())
     change_cell_m: float | None = None
     change_weight: float = 1.0  # roughness penalty of the change layer (noise units)
     # per-band sub-pixel offsets against the first band, shared by the dates, estimated from
@@ -98,28 +98,27 @@ class FitConfig:
             raise ConfigError(f"band_psf_sigma_m gives {len(self.band_psf_sigma_m)} PSF width(s) "
                               f"for a stack of {n_bands} bands; give one per band, or None")
 
-    def change_cell(self, *, stack_changes: bool = False) -> float | None:
-        """The change layer's spacing in metres, or None when the layer is off.
-
-        ``stack_changes``: whether the stack changes at the layer's scale
-        (:func:`~splatsr.core.change.change_ratio` above :data:`CONSENSUS_CHANGE_RATIO`);
-        it turns the automatic layer on for the consensus.
-        """
+    def change_cell(self) -> float | None:
+        """The change layer's spacing in metres, or None when the layer is off (an automatic
+        consensus layer is off until :meth:`with_change_cell` has read the data)."""
         if self.change_cell_m is None:
-            on = self.target_date is not None or stack_changes
-            return TARGET_CHANGE_CELL_M if on else None
+            return TARGET_CHANGE_CELL_M if self.target_date is not None else None
         return self.change_cell_m or None
 
     def with_change_cell(self, data: np.ndarray, *, pixel_m: float) -> "FitConfig":
         """This config with an automatic change layer resolved for ``data`` (T, B, H, W):
-        ``change_cell_m`` set to the spacing or 0 (off); itself when it is set already."""
+        ``change_cell_m`` set to the spacing or 0 (off); itself when it is set already. The
+        consensus gets :data:`TARGET_CHANGE_CELL_M` where
+        :func:`~splatsr.core.change.change_ratio` at that scale exceeds
+        :data:`CONSENSUS_CHANGE_RATIO`."""
         if self.change_cell_m is not None:
             return self
-        changes = False
-        if self.target_date is None:
+        cell = self.change_cell()
+        if cell is None:
             cell_px = max(1, round(TARGET_CHANGE_CELL_M / pixel_m))
             changes = change_ratio(data, cell_px=cell_px) > CONSENSUS_CHANGE_RATIO
-        return replace(self, change_cell_m=self.change_cell(stack_changes=changes) or 0.0)
+            cell = TARGET_CHANGE_CELL_M if changes else 0.0
+        return replace(self, change_cell_m=cell)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` if a value is out of range."""

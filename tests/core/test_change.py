@@ -97,8 +97,12 @@ def test_change_cell_is_automatic():
     from splatsr.core.config import TARGET_CHANGE_CELL_M
     from splatsr.errors import ConfigError
 
-    assert splatsr.FitConfig().change_cell() is None  # the consensus of a static stack: off
-    assert splatsr.FitConfig().change_cell(stack_changes=True) == TARGET_CHANGE_CELL_M
+    assert splatsr.FitConfig().change_cell() is None  # the consensus: decided from the data
+    noise = np.random.default_rng(1).normal(0.0, 0.01, (4, 1, 16, 16))
+    target = splatsr.FitConfig(target_date="2024-06-08").with_change_cell(noise, pixel_m=10.0)
+    assert target.change_cell_m == TARGET_CHANGE_CELL_M  # whatever the data
+    given = splatsr.FitConfig(change_cell_m=60.0)
+    assert given.with_change_cell(noise, pixel_m=10.0) is given
     target = splatsr.FitConfig(target_date="2024-06-08")
     assert target.change_cell() == TARGET_CHANGE_CELL_M
     assert splatsr.FitConfig(target_date="2024-06-08", change_cell_m=0).change_cell() is None
