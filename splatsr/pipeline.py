@@ -181,7 +181,8 @@ def choose_route(stack: Stack, cfg: FitConfig, *, psf_sigma_m: Any = None, overl
     psf = psf_sigma_m if isinstance(psf_sigma_m, (int, float)) else cfg.widest_psf_m()
     T, B = len(stack.observations), len(stack.bands)
     kw = dict(n_obs=T, n_bands=B, pixel_m=stack.pixel_m, spacing_m=cfg.splat_spacing_m,
-              psf_sigma_m=psf, lbfgs_history=cfg.lbfgs_history)
+              psf_sigma_m=psf, lbfgs_history=cfg.lbfgs_history,
+              change_cell_m=cfg.finest_change_cell(pixel_m=stack.pixel_m))
     plan = memory.plan_fit_memory(height=stack.height, width=stack.width, **kw)
     device = memory.resolve_device(cfg.device)
     budget = budget_bytes or memory.env_budget_bytes() or memory.device_budget_bytes(device)

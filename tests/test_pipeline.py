@@ -105,7 +105,9 @@ def test_choose_route_tiles_what_does_not_fit():
     from splatsr.pipeline import choose_route
 
     cfg = splatsr.FitConfig(device="cpu")
-    geo = dict(n_obs=8, n_bands=4, pixel_m=10.0, spacing_m=2.0, psf_sigma_m=4.0)
+    # planned for the consensus's automatic change layer (a node per pixel) at its finest
+    geo = dict(n_obs=8, n_bands=4, pixel_m=10.0, spacing_m=2.0, psf_sigma_m=4.0,
+               change_cell_m=10.0)
     whole = plan_fit_memory(height=1024, width=1024, **geo).total
     assert choose_route(_fake_stack(1024), cfg, budget_bytes=whole) is None
     lines: list[str] = []
@@ -132,7 +134,8 @@ def test_run_fit_too_large_for_the_device_goes_tiled_with_its_sigma(tmp_path, mo
     cfg = splatsr.FitConfig(adam_steps=5, lbfgs_iters=2, coarse_levels=0, device="cpu")
     whole = plan_fit_memory(height=st.height, width=st.width, n_obs=len(st.observations),
                             n_bands=len(st.bands), pixel_m=st.pixel_m,
-                            spacing_m=cfg.splat_spacing_m, psf_sigma_m=cfg.psf_sigma_m).total
+                            spacing_m=cfg.splat_spacing_m, psf_sigma_m=cfg.psf_sigma_m,
+                            change_cell_m=st.pixel_m).total
     monkeypatch.setenv("SPLATSR_MEMORY_BUDGET_MIB", str(whole / 2 ** 20 / 3))
     lines: list[str] = []
     run = run_fit(st, tmp_path / "sr.tif", config=cfg, uncertainty=True, log=lines.append)

@@ -115,11 +115,12 @@ CONFIG_OPTIONS: tuple[ConfigOption, ...] = tuple(row for row in (
                  POSITIVE, metavar="DAYS", sweep="none"),
     ConfigOption("change_cell_m", "--change-cell",
                  "Fit a smooth per-date change layer on a lattice of this spacing in metres "
-                 "(0 = off) [default: 40 with --target-date, and for the consensus where "
-                 "the dates differ at 40 m beyond noise].",
+                 "(0 = off) [default: 40 with --target-date; for the consensus a node per "
+                 "pixel where the dates differ at 40 m beyond noise, else off].",
                  click.FloatRange(min=0), metavar="METRES"),
     ConfigOption("change_weight", "--change-weight",
-                 "Roughness penalty of the change layer (noise units).",
+                 "Roughness penalty of the change layer (noise units) [default: 0.1 for the "
+                 "consensus's automatic layer, else 1].",
                  click.FloatRange(min=0)),
     ConfigOption("band_offsets", "--band-offsets/--no-band-offsets",
                  "Estimate per-band sub-pixel offsets from the bands' shared edges and put "

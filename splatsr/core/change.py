@@ -42,28 +42,49 @@ class ChangeGrid:
         """Nodes along the columns."""
         return math.ceil(self.width_m / self.cell_m - 1e-9) + 1
 
-    def matrices(self, resolution_m: float, *, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        """(rows x ny, cols x nx) bilinear weights from the nodes to the pixel centres of a
-        ``resolution_m`` grid covering the extent."""
-        return (tent_matrix(self.height_m, self.ny, self.cell_m, resolution_m, dtype, device),
-                tent_matrix(self.width_m, self.nx, self.cell_m, resolution_m, dtype, device))
+    def tents(self, resolution_m: float, *, dtype: torch.dtype = torch.float32,
+              device: torch.device | str = "cpu") -> tuple["Tent", "Tent"]:
+        """Linear interpolation (tent functions) from the nodes to the pixel centres of a
+        ``resolution_m`` grid covering the extent: (along the rows, along the columns)."""
+        return (Tent.along(self.height_m, self.cell_m, resolution_m, dtype, device),
+                Tent.along(self.width_m, self.cell_m, resolution_m, dtype, device))
 
 
-def tent_matrix(extent_m: float, n_nodes: int, cell_m: float, resolution_m: float,
-                dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
-    """(n_pixels, n_nodes) linear-interpolation weights along one axis (rows sum to 1)."""
-    n_px = round(extent_m / resolution_m)
-    centres = (torch.arange(n_px, dtype=torch.float64) + 0.5) * resolution_m
-    nodes = torch.arange(n_nodes, dtype=torch.float64) * cell_m
-    w = (1.0 - (centres[:, None] - nodes[None]).abs() / cell_m).clamp(min=0.0)
-    return w.to(device=device, dtype=dtype)
+@dataclass(frozen=True)
+class Tent:
+    """Linear interpolation along one axis: pixel ``i`` takes
+    ``(1 - frac[i]) * node[lo[i]] + frac[i] * node[lo[i] + 1]``.
+
+    Two gathers per axis, so a lattice as fine as the pixels costs what an image does (a
+    dense interpolation matrix would cost rows x nodes per column).
+    """
+
+    lo: torch.Tensor  # (n_pixels,) int64, the node at or before each pixel centre
+    frac: torch.Tensor  # (n_pixels,) in [0, 1), the distance past it in node spacings
+
+    @classmethod
+    def along(cls, extent_m: float, cell_m: float, resolution_m: float, dtype: torch.dtype,
+              device: torch.device | str) -> "Tent":
+        """Pixel centres of ``resolution_m`` over ``extent_m``, nodes every ``cell_m`` from 0
+        (the lattice of :class:`ChangeGrid` reaches past the last centre)."""
+        n_px = round(extent_m / resolution_m)
+        pos = (torch.arange(n_px, dtype=torch.float64) + 0.5) * resolution_m / cell_m
+        lo = pos.floor()
+        return cls(lo=lo.long().to(device), frac=(pos - lo).to(device=device, dtype=dtype))
+
+    def apply(self, nodes: torch.Tensor, dim: int) -> torch.Tensor:
+        """``nodes`` (..., n_nodes, ...) -> (..., n_pixels, ...) along ``dim``."""
+        a = nodes.index_select(dim, self.lo)
+        b = nodes.index_select(dim, self.lo + 1)
+        shape = [1] * nodes.dim()
+        shape[dim] = -1
+        return torch.lerp(a, b, self.frac.to(nodes.dtype).view(shape))
 
 
-def upsample(change: torch.Tensor, uy: torch.Tensor, ux: torch.Tensor) -> torch.Tensor:
-    """(..., ny, nx) node values -> (..., rows, cols) with the matrices of
-    :meth:`ChangeGrid.matrices` (two matrix products, any leading dimensions)."""
-    return uy @ change @ ux.T
+def upsample(change: torch.Tensor, ty: Tent, tx: Tent) -> torch.Tensor:
+    """(..., ny, nx) node values -> (..., rows, cols) with the tents of
+    :meth:`ChangeGrid.tents` (any leading dimensions)."""
+    return tx.apply(ty.apply(change, -2), -1)
 
 
 def roughness(change: torch.Tensor) -> torch.Tensor:

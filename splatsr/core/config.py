@@ -25,12 +25,17 @@ PLAIN = dict(loss="l2", radiometry=False, reweight=False, change_cell_m=0.0)
 # 8 real-series windows (40 m; 60 m +0.21, 20 m +0.19), no cost on clean stacks
 # (docs/dynamic_scene.md)
 TARGET_CHANGE_CELL_M = 40.0
-# The consensus gets the same layer when the stack changes at its scale:
-# splatsr.core.change.change_ratio above this (measured: <= 0.85 on static simulated stacks
-# and pure noise, >= 5.5 on 20 real windows). On those windows the layer adds +0.08 / +0.20
-# dB against the median composite (docs/dynamic_scene.md); on pure noise it raised the
-# output's spread (hallucination ratio 1.13), hence the test.
+# The consensus gets a change layer when the stack changes at field scale:
+# splatsr.core.change.change_ratio at TARGET_CHANGE_CELL_M above this (measured: <= 0.85 on
+# static simulated stacks and pure noise, >= 5.5 on 20 real windows); on pure noise a layer
+# raised the output's spread (hallucination ratio 1.13), hence the test.
 CONSENSUS_CHANGE_RATIO = 3.0
+# That layer has a node per pixel and a tenth of the roughness penalty: every date may differ
+# from the shared scene by a field smooth at the pixel scale, while what lies below the pixel
+# (seen through the sub-pixel shifts) stays shared. Against the median composite of 20 real
+# windows +0.39 / +0.41 dB over a 40 m layer; ~0.15 dB less on stacks with unmasked clouds,
+# which the layer lets keep their weight (docs/dynamic_scene.md).
+CONSENSUS_CHANGE_WEIGHT = 0.1
 
 
 @dataclass
@@ -64,12 +69,15 @@ class FitConfig:
     # by a Gaussian of their distance in days to it; None = the season's consensus (all equal)
     target_date: str | None = None
     time_window_days: float = 20.0  # width (Gaussian sigma, days) of that weighting
-    # coarse change layer: each date and band may differ from the static scene by a smooth
-    # field on a node lattice of this spacing (metres, 20-80 m); 0 = off (scalar gain and
-    # offset per date only); None = automatic: TARGET_CHANGE_CELL_M with a target date, and
-    # for the consensus where the stack shows change at that scale (see with_change_cell())
+    # change layer: each date and band may differ from the static scene by a smooth field
+    # on a node lattice of this spacing (metres, from the pixel size to ~80 m); 0 = off
+    # (scalar gain and offset per date only); None = automatic: TARGET_CHANGE_CELL_M with a
+    # target date; for the consensus a node per pixel where the stack changes at field
+    # scale, else off (see with_change_cell())
     change_cell_m: float | None = None
-    change_weight: float = 1.0  # roughness penalty of the change layer (noise units)
+    # roughness penalty of the change layer (noise units); None = automatic:
+    # CONSENSUS_CHANGE_WEIGHT for the consensus's automatic layer, else 1
+    change_weight: float | None = None
     # per-band sub-pixel offsets against the first band, shared by the dates, estimated from
     # the bands' common edges before the fit (kept only where significant over the dates);
     # every output band is then in the first band's frame
@@ -105,20 +113,31 @@ class FitConfig:
             return TARGET_CHANGE_CELL_M if self.target_date is not None else None
         return self.change_cell_m or None
 
+    def finest_change_cell(self, *, pixel_m: float) -> float | None:
+        """The finest change lattice a fit of this config can get, before the data are read
+        (memory planning): :meth:`change_cell`, or a node per pixel for an automatic
+        consensus layer."""
+        if self.change_cell_m is None and self.target_date is None:
+            return pixel_m
+        return self.change_cell()
+
     def with_change_cell(self, data: np.ndarray, *, pixel_m: float) -> "FitConfig":
-        """This config with an automatic change layer resolved for ``data`` (T, B, H, W):
-        ``change_cell_m`` set to the spacing or 0 (off); itself when it is set already. The
-        consensus gets :data:`TARGET_CHANGE_CELL_M` where
-        :func:`~splatsr.core.change.change_ratio` at that scale exceeds
-        :data:`CONSENSUS_CHANGE_RATIO`."""
-        if self.change_cell_m is not None:
-            return self
-        cell = self.change_cell()
-        if cell is None:
+        """This config with the automatic change layer resolved for ``data`` (T, B, H, W):
+        ``change_cell_m`` set to the spacing or 0 (off), ``change_weight`` to its penalty.
+
+        A target-date fit gets :data:`TARGET_CHANGE_CELL_M`, roughness weight 1. The
+        consensus gets a node per pixel (``pixel_m``) and :data:`CONSENSUS_CHANGE_WEIGHT`
+        where :func:`~splatsr.core.change.change_ratio` at :data:`TARGET_CHANGE_CELL_M`
+        exceeds :data:`CONSENSUS_CHANGE_RATIO`, else no layer. Values set are kept.
+        """
+        cell, weight = self.change_cell(), 1.0
+        if self.change_cell_m is None and cell is None:  # the consensus: read the data
             cell_px = max(1, round(TARGET_CHANGE_CELL_M / pixel_m))
-            changes = change_ratio(data, cell_px=cell_px) > CONSENSUS_CHANGE_RATIO
-            cell = TARGET_CHANGE_CELL_M if changes else 0.0
-        return replace(self, change_cell_m=cell)
+            if change_ratio(data, cell_px=cell_px) > CONSENSUS_CHANGE_RATIO:
+                cell, weight = pixel_m, CONSENSUS_CHANGE_WEIGHT
+        if self.change_weight is not None:
+            weight = self.change_weight
+        return replace(self, change_cell_m=cell or 0.0, change_weight=weight)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` if a value is out of range."""
@@ -140,7 +159,8 @@ class FitConfig:
             (self.change_cell_m is None or self.change_cell_m >= 0,
              f"change_cell_m must be >= 0 (0 = off) or None (automatic), got "
              f"{self.change_cell_m}"),
-            (self.change_weight >= 0, f"change_weight must be >= 0, got {self.change_weight}"),
+            (self.change_weight is None or self.change_weight >= 0,
+             f"change_weight must be >= 0 or None (automatic), got {self.change_weight}"),
             (self.time_window_days > 0,
              f"time_window_days must be > 0, got {self.time_window_days}"),
             (self.device in ("auto", "cpu", "cuda"),

@@ -33,25 +33,28 @@ MEDIAN_NOISE = 1.2533  # std of the median of n normal samples, in sigma / sqrt(
 KEYS_A = -0.5  # cubic convolution kernel parameter (Keys 1981; bicubic interpolation)
 
 
-def median_weights(data: np.ndarray, seen: np.ndarray, *, obs_weights: np.ndarray,
+def median_weights(data: np.ndarray, *, obs_weights: np.ndarray,
                    noise_level: np.ndarray) -> np.ndarray:
     """(T,) weight of each date in the median: 1 for every date, unless half or more of the
-    dates are bright outliers, which the median cannot reject on its own; those then count
-    with the fit's robust weight.
+    dates are bright outliers, which the median cannot reject on its own; those are then
+    left out (weight 0).
 
-    A bright outlier is a date the fit down-weighted (robust weight < 1) that is brighter
-    than the fitted scene in every band by more than the noise over most of its pixels: an
-    unmasked cloud, haze or snow, which raise the reflectance of all bands, where a change
-    of the ground (growth, harvest) raises some bands and lowers others.
+    A bright outlier is a date the fit down-weighted (robust weight < 1) that is brighter in
+    every band, by more than the noise over most of its pixels, than the median of the
+    dates weighted by the fit's robust weights (the dates the fit trusts): an unmasked
+    cloud, haze or snow, which raise the reflectance of all bands, where a change of the
+    ground (growth, harvest) raises some bands and lowers others.
     """
+    w = np.asarray(obs_weights, np.float64)
+    trusted = weighted_median(data, w)  # (B, H, W)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a band with no valid pixel
-        lift = np.stack([np.nanmedian((d - seen).reshape(len(d), -1), axis=1)
+        lift = np.stack([np.nanmedian((d - trusted).reshape(len(d), -1), axis=1)
                          for d in data])  # (T, B), one date at a time (memory)
-    bright = (lift > np.asarray(noise_level)[None]).all(axis=1) & (obs_weights < 1)  # (T,)
-    if 2 * bright.sum() < len(data):  # a minority: the median rejects them itself
+    bright = (lift > np.asarray(noise_level)[None]).all(axis=1) & (w < 1)  # (T,)
+    if 2 * bright.sum() < len(data) or bright.all():  # the median rejects a minority itself
         return np.ones(len(data))
-    return np.where(bright, obs_weights, 1.0)
+    return np.where(bright, 0.0, 1.0)
 
 
 def median_correction(data: np.ndarray, seen: np.ndarray, *, noise_level: np.ndarray,

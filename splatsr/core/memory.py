@@ -2,9 +2,10 @@
 
 The estimate counts the tensors a fit holds at its peak (the finest level's L-BFGS): the data
 and mask, a handful of image-sized intermediates of the loss and their gradients, the
-renderer's row-pass intermediate ``z`` and its gradient, and the parameters with their
-L-BFGS history. It is a plan, not a measurement: on CUDA the fit's real peak
-(``torch.cuda.max_memory_allocated``) is logged beside it so the two can be compared.
+renderer's row-pass intermediate ``z`` and its gradient, and the parameters (the scene's
+weights and any change layer) with their L-BFGS history. It is a plan, not a measurement: on
+CUDA the fit's real peak (``torch.cuda.max_memory_allocated``) is logged beside it so the two
+can be compared.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from splatsr.core.change import ChangeGrid
 from splatsr.core.model import SplatGrid
 from splatsr.core.tiling import TILE_PIXELS_COLS, TILE_PIXELS_ROWS, axis_tiling
 
@@ -41,7 +43,8 @@ class MemoryPlan:
 
 def plan_fit_memory(*, n_obs: int, n_bands: int, height: int, width: int, pixel_m: float,
                     spacing_m: float, psf_sigma_m: float, lbfgs_history: int = 20,
-                    max_shift_m: float = 30.0) -> MemoryPlan:
+                    max_shift_m: float = 30.0, change_cell_m: float | None = None
+                    ) -> MemoryPlan:
     """Estimate the peak memory of a fit of a (T, B, H, W) stack at the finest level.
 
     Parameters
@@ -54,6 +57,8 @@ def plan_fit_memory(*, n_obs: int, n_bands: int, height: int, width: int, pixel_
         L-BFGS memory (pairs of parameter-sized vectors).
     max_shift_m
         Largest shift the band is sized for.
+    change_cell_m
+        Spacing of the change layer (a parameter per date, band and node), None without.
     """
     grid = SplatGrid.for_raster(height=height, width=width, pixel_m=pixel_m,
                                 spacing_m=spacing_m, psf_sigma_m=psf_sigma_m)
@@ -64,6 +69,9 @@ def plan_fit_memory(*, n_obs: int, n_bands: int, height: int, width: int, pixel_
     image = n_obs * n_bands * height * width
     z = n_obs * n_bands * ty.n_alloc * ty.G * ty.q * tx.n * tx.win
     n_params = n_bands * grid.ny * grid.nx
+    if change_cell_m:
+        lattice = ChangeGrid(height * pixel_m, width * pixel_m, change_cell_m)
+        n_params += n_obs * n_bands * lattice.ny * lattice.nx
     return MemoryPlan(images=IMAGE_COPIES * image * BYTES, render=Z_COPIES * z * BYTES,
                       params=(PARAM_COPIES + 2 * lbfgs_history) * n_params * BYTES)
 
@@ -112,7 +120,8 @@ def resolve_device(name: str) -> torch.device:
 
 def largest_tile(*, n_obs: int, n_bands: int, pixel_m: float, spacing_m: float,
                  psf_sigma_m: float, overlap: int, budget_bytes: int,
-                 lbfgs_history: int = 20, smallest: int = 32) -> int | None:
+                 lbfgs_history: int = 20, change_cell_m: float | None = None,
+                 smallest: int = 32) -> int | None:
     """The largest square tile side (a multiple of 32 px, with ``overlap`` on each side)
     whose fit fits in ``budget_bytes``; None if not even ``smallest`` does."""
     best = None
@@ -121,7 +130,8 @@ def largest_tile(*, n_obs: int, n_bands: int, pixel_m: float, spacing_m: float,
         n = side + 2 * overlap
         plan = plan_fit_memory(n_obs=n_obs, n_bands=n_bands, height=n, width=n,
                                pixel_m=pixel_m, spacing_m=spacing_m,
-                               psf_sigma_m=psf_sigma_m, lbfgs_history=lbfgs_history)
+                               psf_sigma_m=psf_sigma_m, lbfgs_history=lbfgs_history,
+                               change_cell_m=change_cell_m)
         if plan.total > budget_bytes:
             break
         best, side = side, side * 2 if side < 256 else side + 256

@@ -89,7 +89,7 @@ class Objective:
         if cell_m is not None:
             H, W = y.shape[2:]
             self.change_grid = ChangeGrid(H * pixel_m, W * pixel_m, cell_m)
-            self.uy, self.ux = self.change_grid.matrices(pixel_m, device=device)
+            self.tents = self.change_grid.tents(pixel_m, device=device)
             self.change = torch.zeros(T, B, self.change_grid.ny, self.change_grid.nx,
                                       dtype=dt, device=device, requires_grad=True)
             # a rough change costs like a difference over the cell's pixels
@@ -159,7 +159,7 @@ class Objective:
             pred = apply_radiometry(pred, torch.mm(self.centre, self.log_gain),
                                     torch.mm(self.centre, self.offset))
         if self.change is not None:
-            pred = pred + upsample(centred(self.change), self.uy, self.ux)
+            pred = pred + upsample(centred(self.change), *self.tents)
         return pred
 
     def residuals(self) -> torch.Tensor:

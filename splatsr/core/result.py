@@ -51,8 +51,8 @@ class FitResult:
             return None
         c = at_target(torch.from_numpy(self.change).double(),
                       torch.from_numpy(np.asarray(self.time_weight, np.float64)))
-        uy, ux = self.change_grid.matrices(resolution_m, dtype=torch.float64)
-        return upsample(c, uy, ux).numpy()
+        ty, tx = self.change_grid.tents(resolution_m, dtype=torch.float64)
+        return upsample(c, ty, tx).numpy()
 
     def render(self, resolution_m: float = 2.5) -> np.ndarray:
         """The latent scene over the stack's extent at ``resolution_m``: (B, H', W').
@@ -92,8 +92,8 @@ class FitResult:
         if self.offsets is not None:
             pred = pred + self.offsets[:, :, None, None]
         if self.change is not None:
-            uy, ux = self.change_grid.matrices(self.grid.pixel_m, dtype=torch.float64)
-            pred = pred + upsample(torch.from_numpy(self.change).double(), uy, ux).numpy()
+            ty, tx = self.change_grid.tents(self.grid.pixel_m, dtype=torch.float64)
+            pred = pred + upsample(torch.from_numpy(self.change).double(), ty, tx).numpy()
         return pred.astype(np.float32)
 
     def per_observation(self) -> dict[str, Any]:

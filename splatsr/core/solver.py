@@ -118,7 +118,7 @@ def anchor_correction(result: FitResult, data: np.ndarray, pred: np.ndarray) -> 
     the dates, a target-date scene to the time-weighted median of the dates' residuals."""
     if result.time_weight is None:
         seen = result.seen()
-        weights = median_weights(data, seen, obs_weights=result.obs_weights,
+        weights = median_weights(data, obs_weights=result.obs_weights,
                                  noise_level=result.noise_level)
         return median_correction(data, seen, noise_level=result.noise_level,
                                  date_weights=weights)

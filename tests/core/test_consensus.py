@@ -151,21 +151,34 @@ def test_weighted_median_matches_nanmedian_and_drops_zero_weights():
 
 def test_median_weights_only_when_bright_outliers_are_half_the_dates():
     from splatsr.core.consensus import median_weights
-    seen = np.zeros((2, 4, 4))
     data = np.zeros((4, 2, 4, 4))
     data[:2] += 0.3  # two dates brighter in both bands, down-weighted by the fit
     robust = np.array([0.0, 0.05, 1.0, 1.0])
     noise = np.array([0.01, 0.01])
-    np.testing.assert_allclose(median_weights(data, seen, obs_weights=robust,
-                                              noise_level=noise), robust)
+    np.testing.assert_allclose(median_weights(data, obs_weights=robust, noise_level=noise),
+                               [0.0, 0.0, 1.0, 1.0])
     # a fifth, clear date: the bright ones are a minority, the median rejects them itself
     data5 = np.concatenate([data, np.zeros((1, 2, 4, 4))])
-    np.testing.assert_allclose(median_weights(data5, seen, obs_weights=np.r_[robust, 1.0],
+    np.testing.assert_allclose(median_weights(data5, obs_weights=np.r_[robust, 1.0],
                                               noise_level=noise), 1.0)
     # brighter in one band, darker in the other (a change of the ground): not an outlier
     data[:2, 1] -= 0.6
-    np.testing.assert_allclose(median_weights(data, seen, obs_weights=robust,
-                                              noise_level=noise), 1.0)
+    np.testing.assert_allclose(median_weights(data, obs_weights=robust, noise_level=noise),
+                               1.0)
+
+
+def test_median_weights_measure_brightness_against_the_trusted_dates():
+    """Thin haze (+0.02, kept at weight 0.7 by the fit) beside a thick cloud: brighter than
+    the two clear dates by 1.5 noise units in both bands, so both are left out, although the
+    haze is no brighter than the mean of the four dates (0.08)."""
+    from splatsr.core.consensus import median_weights
+    data = np.zeros((4, 2, 4, 4))
+    data[1] += 0.005  # the two clear dates differ a little
+    data[2] += 0.02
+    data[3] += 0.3
+    weights = median_weights(data, obs_weights=np.array([1.0, 1.0, 0.7, 0.0]),
+                             noise_level=np.array([0.01, 0.01]))
+    np.testing.assert_allclose(weights, [1.0, 1.0, 0.0, 0.0])
 
 
 def test_m_estimate_rejects_an_outlier_and_beats_the_median_on_gaussian_dates():

@@ -26,6 +26,18 @@ def test_plan_scales_with_pixels_and_dates():
     assert small.total < 2 ** 30
 
 
+def test_plan_counts_the_change_layer():
+    """A node per pixel (and one past the last) for each date and band, held with the same
+    optimiser copies as the scene's weights; a 40 m lattice is 16 x smaller."""
+    without = _plan(128)
+    per_param = memory.PARAM_COPIES + 2 * 20  # the default L-BFGS history
+    for cell, nodes in ((10.0, 129 * 129), (40.0, 33 * 33)):
+        plan = memory.plan_fit_memory(n_obs=8, n_bands=4, height=128, width=128,
+                                      change_cell_m=cell, **GEO)
+        assert plan.params - without.params == per_param * 8 * 4 * nodes * memory.BYTES
+        assert (plan.images, plan.render) == (without.images, without.render)
+
+
 def test_fits_on_device_uses_the_budget(monkeypatch):
     plan = _plan(64)
     monkeypatch.setattr(memory, "device_budget_bytes", lambda device: plan.total)
