@@ -85,8 +85,11 @@ def initial_weights(y: np.ndarray, valid: np.ndarray, grid: SplatGrid) -> np.nda
 class FitLog:
     """History rows (one per loss evaluation) and the progress bar of a fit.
 
-    Losses are kept as tensors and read in one go when :attr:`history` is asked for, so
-    recording a step does not wait for the device.
+    On a GPU the losses are kept as tensors and read in one go when :attr:`history` is
+    asked for, so recording a step does not wait for the device. On the CPU they are read
+    at once: there is nothing to wait for, and a small tensor kept per step between the
+    step's large temporaries fragments the heap (the resident memory grew by ~4 MB per
+    Adam step on the sample stack: 2.9 GB after 600 steps, 0.48 GB with floats).
     """
 
     total: int  # optimiser steps in the whole fit (bar length)
@@ -101,6 +104,8 @@ class FitLog:
     def record(self, level: Level, stage: str, step: int, loss: torch.Tensor,
                data_term: torch.Tensor) -> None:
         """Append one row: level, spacing, stage, step, loss, data term, elapsed time."""
+        if loss.device.type == "cpu":
+            loss, data_term = float(loss), float(data_term)
         self.rows.append(dict(level=level.index, spacing_m=level.grid.spacing_m,
                               stage=stage, step=step, loss=loss, data_loss=data_term,
                               time_s=time.perf_counter() - self.t0))
