@@ -2,10 +2,13 @@
 
 Real scenes change between dates (crops grow, soil dries, haze comes and goes). The change
 layer lets each date differ from the static fine-scale scene by a field that is smooth at the
-scale of ``cell_m`` (40-80 m): values on a node lattice of that spacing, interpolated
-bilinearly (tent functions) to any pixel grid. It is kept mean-zero over the dates (the
-static scene holds the common part) and penalised for roughness, so fine detail stays in the
-shared scene while field-scale change goes to the layer. It generalises a per-date offset.
+scale of ``cell_m``: values on a node lattice of that spacing, interpolated bilinearly (tent
+functions) to any pixel grid. It is kept mean-zero over the dates (the static scene holds the
+common part) and penalised for roughness, so the detail below the lattice's scale stays in
+the shared scene while the change goes to the layer. It generalises a per-date offset.
+Target-date fits use a 40 m lattice; the consensus a node per pixel with a light penalty
+(every date may differ at the pixel scale, what lies below the pixel, seen through the
+sub-pixel shifts, stays shared; :mod:`splatsr.core.config`).
 
 Whether a stack needs the layer is read from the data (:func:`change_ratio`): block means of
 the dates at the layer's scale, less what a per-date gain, offset and sub-pixel shift
