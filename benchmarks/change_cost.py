@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from perf import HERE, _reset_peak_rss, _rss_mib  # noqa: E402
+from perf import HERE, reset_peak_rss, rss_mib  # noqa: E402
 
 SETTINGS = {"off": dict(change_cell_m=0.0), "40 m": dict(change_cell_m=40.0), "auto": {}}
 
@@ -52,10 +52,10 @@ def worker(name: str, size: int, T: int, threads: int) -> dict:
     from splatsr.core.solver import FitConfig, fit_arrays
 
     data = changing_stack(size, T)
-    _reset_peak_rss()
+    reset_peak_rss()
     t0 = time.perf_counter()
     res = fit_arrays(data, pixel_m=10.0, config=FitConfig(**SETTINGS[name]))
-    return dict(setting=name, fit_s=time.perf_counter() - t0, peak_rss_mib=_rss_mib("VmHWM"),
+    return dict(setting=name, fit_s=time.perf_counter() - t0, peak_rss_mib=rss_mib("VmHWM"),
                 evaluations=len(res.history),
                 change_cell_m=res.config.change_cell_m, change_weight=res.config.change_weight)
 

@@ -120,18 +120,18 @@ def _fit_worker(size: int, T: int, spacing_m: float, device: str) -> dict:
     data, _ = splatsr.simulate(truth, truth_pixel_m=2.5, n_obs=T, seed=0)
     cfg = FitConfig(splat_spacing_m=spacing_m, device=device)
     del crops, truth
-    rss_before = _rss_mib("VmRSS")
-    _reset_peak_rss()  # so that the peak is the fit's, not the simulation's
+    rss_before = rss_mib("VmRSS")
+    reset_peak_rss()  # so that the peak is the fit's, not the simulation's
     t0 = time.perf_counter()
     res = fit_arrays(data, pixel_m=10.0, config=cfg)
     seconds = time.perf_counter() - t0
     peak_cuda = torch.cuda.max_memory_allocated() if device == "cuda" else float("nan")
     return dict(kind="fit", device=device, size=size, T=T, B=4, spacing_m=spacing_m,
                 fit_s=seconds, steps=len(res.history), rss_before_fit_mib=rss_before,
-                peak_rss_mib=_rss_mib("VmHWM"), cuda_max_alloc_mib=peak_cuda / 2**20)
+                peak_rss_mib=rss_mib("VmHWM"), cuda_max_alloc_mib=peak_cuda / 2**20)
 
 
-def _reset_peak_rss() -> None:
+def reset_peak_rss() -> None:
     """Reset this process's peak RSS (Linux: ``echo 5 > /proc/self/clear_refs``)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -139,7 +139,7 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def _rss_mib(field: str) -> float:
+def rss_mib(field: str) -> float:
     """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) in MiB; Linux only, else the
     process's lifetime peak from ``getrusage``."""
     try:
