@@ -111,7 +111,8 @@ CONFIG_OPTIONS: tuple[ConfigOption, ...] = tuple(row for row in (
                  "[default: the consensus of all dates].",
                  click.DateTime(["%Y-%m-%d"]), convert=iso_date, sweep="none"),
     ConfigOption("time_window_days", "--time-window",
-                 "Width in days of the weighting of dates around --target-date.",
+                 "Width in days of the weighting of dates around --target-date [default: 3 "
+                 "times the distance to the nearest clear date, within 10-40].",
                  POSITIVE, metavar="DAYS", sweep="none"),
     ConfigOption("change_cell_m", "--change-cell",
                  "Fit a smooth per-date change layer on a lattice of this spacing in metres "

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 
 from splatsr.core.change import change_ratio
-from splatsr.core.dates import parse_target_date
+from splatsr.core.dates import auto_window_days, day_numbers, parse_target_date
 from splatsr.core.prior import PRIORS
 from splatsr.core.robust import check_loss
 from splatsr.errors import ConfigError
@@ -68,7 +69,9 @@ class FitConfig:
     # the scene as of this day, "YYYY-MM-DD" (need not be a stack date): dates are weighted
     # by a Gaussian of their distance in days to it; None = the season's consensus (all equal)
     target_date: str | None = None
-    time_window_days: float = 20.0  # width (Gaussian sigma, days) of that weighting
+    # width (Gaussian sigma, days) of that weighting; None = automatic: 3 x the distance from
+    # the target to the nearest clear date, within 10-40 days (see with_time_window())
+    time_window_days: float | None = None
     # change layer: each date and band may differ from the static scene by a smooth field
     # on a node lattice of this spacing (metres, from the pixel size to ~80 m); 0 = off
     # (scalar gain and offset per date only); None = automatic: TARGET_CHANGE_CELL_M with a
@@ -139,6 +142,19 @@ class FitConfig:
             weight = self.change_weight
         return replace(self, change_cell_m=cell or 0.0, change_weight=weight)
 
+    def with_time_window(self, data: np.ndarray, *, dates: Any) -> "FitConfig":
+        """This config with an automatic time window resolved for ``data`` (T, B, H, W)
+        observed on ``dates``: :func:`~splatsr.core.dates.auto_window_days`; itself without
+        a target date, with a window set, or without one date per observation (the fit
+        then says what is missing)."""
+        if (self.target_date is None or self.time_window_days is not None or dates is None
+                or len(dates) != len(data)):
+            return self
+        valid = np.isfinite(data).reshape(len(data), -1).mean(axis=1)  # (T,)
+        window = auto_window_days(day_numbers(dates), valid,
+                                  target_day=parse_target_date(self.target_date))
+        return replace(self, time_window_days=window)
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` if a value is out of range."""
         checks = [
@@ -161,8 +177,9 @@ class FitConfig:
              f"{self.change_cell_m}"),
             (self.change_weight is None or self.change_weight >= 0,
              f"change_weight must be >= 0 or None (automatic), got {self.change_weight}"),
-            (self.time_window_days > 0,
-             f"time_window_days must be > 0, got {self.time_window_days}"),
+            (self.time_window_days is None or self.time_window_days > 0,
+             f"time_window_days must be > 0 or None (automatic), got "
+             f"{self.time_window_days}"),
             (self.device in ("auto", "cpu", "cuda"),
              f"device must be auto, cpu or cuda, got {self.device!r}"),
         ]

@@ -4,7 +4,8 @@ With a target date, each observation's data term is weighted by a Gaussian of it
 time to the target (``exp(-d**2 / (2 w**2))``, ``d`` in days, ``w`` the time window), scaled
 so that the date nearest the target weighs 1: the target need not be a stack date, and a
 target far from every date still fits the nearest ones. Without one every date weighs 1
-(the season's consensus).
+(the season's consensus). The window is set, or chosen from the dates' distances to the
+target and how clear they are (:func:`auto_window_days`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,35 @@ def time_weights(days: np.ndarray, *, target_day: float, window_days: float) -> 
     """
     d = np.abs(np.asarray(days, np.float64) - target_day)
     return np.exp(-(d * d - d.min() ** 2) / (2.0 * window_days ** 2))
+
+
+# The automatic time window: this many times the distance from the target to the nearest
+# clear date (>= CLEAR_FRACTION of its pixels valid; the nearest date if none is), within
+# AUTO_WINDOW_DAYS. A near clear date narrows the window towards it; without one the window
+# widens to a robust mean over more dates. Against a clear date held out of 20 real windows
+# (worldcereal, eo-learn NDVI), dB over bicubic-of-median: fixed 20 days +1.54 / +2.27 (8 /
+# 12 windows), automatic +1.69 / +2.58 (docs/dynamic_scene.md).
+AUTO_WINDOW_FACTOR = 3.0
+AUTO_WINDOW_DAYS = (10.0, 40.0)
+CLEAR_FRACTION = 0.9
+
+
+def auto_window_days(days: np.ndarray, valid_fraction: np.ndarray, *,
+                     target_day: float) -> float:
+    """The automatic time window in days for a target ``target_day`` (days since 1970).
+
+    Parameters
+    ----------
+    days
+        (T,) observation times, days since 1970 (:func:`day_numbers`).
+    valid_fraction
+        (T,) share of each observation's pixels that are valid (not masked).
+    """
+    d = np.abs(np.asarray(days, np.float64) - target_day)
+    clear = np.asarray(valid_fraction) >= CLEAR_FRACTION
+    nearest = d[clear].min() if clear.any() else d.min()
+    lo, hi = AUTO_WINDOW_DAYS
+    return float(np.clip(AUTO_WINDOW_FACTOR * nearest, lo, hi))
 
 
 def target_time_weights(dates: Sequence[Any] | np.ndarray | None, *, n_obs: int,

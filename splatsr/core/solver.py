@@ -83,7 +83,7 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     cfg = config or FitConfig()
     cfg.validate()
     data = check_stack_array(data)
-    cfg = cfg.with_change_cell(data, pixel_m=pixel_m)
+    cfg = cfg.with_change_cell(data, pixel_m=pixel_m).with_time_window(data, dates=dates)
     T, B, H, W = data.shape
     cfg.check_bands(B)
     valid = valid_mask(data)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from splatsr.core.config import FitConfig
 from splatsr.core.dates import (
+    auto_window_days,
     day_numbers,
     parse_target_date,
     target_time_weights,
@@ -41,3 +43,30 @@ def test_target_needs_dates_and_one_per_observation():
         target_time_weights(None, n_obs=3, target_date="2019-06-01", window_days=30)
     with pytest.raises(ConfigError, match="one date per observation"):
         target_time_weights(["2019-06-01"], n_obs=3, target_date=None, window_days=30)
+
+
+def test_automatic_window_is_three_times_the_nearest_clear_date():
+    """3 x the distance to the nearest date with >= 90 % valid pixels, within 10-40 days."""
+    days = np.array([0.0, 5.0, 20.0, 60.0])
+    valid = np.array([1.0, 0.5, 1.0, 1.0])
+    assert auto_window_days(days, valid, target_day=4.0) == 12.0  # day 0; day 5 is cloudy
+    assert auto_window_days(days, np.ones(4), target_day=4.0) == 10.0  # 3 days, at the floor
+    assert auto_window_days(days, valid, target_day=40.0) == 40.0  # 20 days: at the ceiling
+    assert auto_window_days(days, np.full(4, 0.5), target_day=8.0) == 10.0  # none clear: nearest
+
+
+def test_fit_config_resolves_the_window_from_the_stack():
+    data = np.zeros((3, 1, 4, 4))
+    data[1, :, :2] = np.nan  # half masked: not clear
+    dates = ["2019-06-01", "2019-06-06", "2019-06-21"]
+    cfg = FitConfig(target_date="2019-06-05").with_time_window(data, dates=dates)
+    assert cfg.time_window_days == 13.5  # 4.5 d (target at noon) from 06-01; 06-06 half masked
+    given = FitConfig(target_date="2019-06-05", time_window_days=30.0)
+    assert given.with_time_window(data, dates=dates) is given
+    consensus = FitConfig()
+    assert consensus.with_time_window(data, dates=dates).time_window_days is None
+    # without one date per observation the fit raises (target_time_weights), not this
+    assert FitConfig(target_date="2019-06-05").with_time_window(
+        data, dates=dates[:2]).time_window_days is None
+    with pytest.raises(ConfigError, match="time_window_days"):
+        FitConfig(time_window_days=0.0).validate()
