@@ -46,6 +46,8 @@ def median_weights(data: np.ndarray, *, obs_weights: np.ndarray,
     ground (growth, harvest) raises some bands and lowers others.
     """
     w = np.asarray(obs_weights, np.float64)
+    if 2 * (w < 1).sum() < len(data):  # too few down-weighted dates to be half the stack
+        return np.ones(len(data))
     trusted = weighted_median(data, w)  # (B, H, W)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a band with no valid pixel
