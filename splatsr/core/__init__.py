@@ -7,9 +7,11 @@ and shifts jointly (Adam, then L-BFGS, coarse to fine) from :mod:`~splatsr.core.
 :mod:`~splatsr.core.scaling`, :mod:`~splatsr.core.robust`, :mod:`~splatsr.core.prior`,
 :mod:`~splatsr.core.dates`, :mod:`~splatsr.core.change`, :mod:`~splatsr.core.bands`,
 :mod:`~splatsr.core.objective`, :mod:`~splatsr.core.levels` and :mod:`~splatsr.core.result`;
-:mod:`~splatsr.core.psf` chooses the PSF width from held-out dates;
-:mod:`~splatsr.core.uncertainty` gives the per-pixel 1-sigma map; :mod:`~splatsr.core.memory`
-plans a fit's memory; :mod:`~splatsr.core.checks` validates user arrays.
+:mod:`~splatsr.core.consensus` anchors the consensus and target-date scenes to the dates
+(interpolated by :mod:`~splatsr.core.cubic`); :mod:`~splatsr.core.psf` chooses the PSF width
+from held-out dates; :mod:`~splatsr.core.uncertainty` gives the per-pixel 1-sigma map;
+:mod:`~splatsr.core.memory` plans a fit's memory; :mod:`~splatsr.core.checks` validates user
+arrays.
 """
 
 from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array, integer_ratio

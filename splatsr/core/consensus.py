@@ -3,34 +3,41 @@
 On a real series the scene changes between dates (crops grow, fields are harvested). The
 joint fit still sharpens what the dates share (field edges, roads, buildings), but its
 field-scale content is whatever state the robust loss settled on, which can be far from the
-median composite a user compares it with (measured on 8 real windows: 2.5 dB worse than
-bicubic-of-median against that composite; anchored, 1.2 dB better; docs/real_series.md).
-The consensus product therefore takes its pixel-scale content from the per-pixel median of
-the dates and its detail from the fit:
+median composite a user compares it with (docs/real_series.md). The consensus product
+therefore takes its pixel-scale content from the median of the dates and its detail from
+the fit:
 
-``consensus = scene + U(median_t(y_t) - D(scene))``
+``consensus = scene + median_t U(y_t - D(scene))``
 
 ``D`` is the sensor (PSF, pixel integration) at zero shift, so ``D(scene)`` is the fit's own
-scene as a 10 m image, and ``U`` is cubic interpolation back to the output grid. Where the
-median and the fit agree to within the median's noise the correction is soft-thresholded to
-zero, so a static scene keeps the fit unchanged (the median of ``n`` noisy dates has a noise
-of ``1.2533 sigma / sqrt(n)``).
+scene as a 10 m image, and ``U`` is cubic interpolation to the output grid. The median is
+taken there, per output pixel, over the dates whose 10 m pixel under it is valid (a date's
+difference counts as 0 where it is not observed, so the fit stands in for it at the edge of
+a cloud). Measured on 20 real windows against the median composite, this beats the
+interpolated median of the dates, ``U(median_t y_t - D(scene))``, by +0.02 dB on 8 and
++0.41 dB on 12 others, most where clouds mask many pixels (docs/dynamic_scene.md). Where
+the median and the fit agree to within the median's noise the correction is
+soft-thresholded to zero, so a static scene keeps the fit unchanged (the median of ``n``
+noisy dates has a noise of ``1.2533 sigma / sqrt(n)``): :class:`DateMedianAnchor`.
 
-A target-date scene is anchored the same way, to a robust location of the dates weighted by
-their time weight (and robust weight): :func:`target_correction`.
+A target-date scene is anchored at the pixel grid to a robust location of the dates
+weighted by their time weight (and robust weight): :func:`target_correction`,
+:class:`PixelAnchor`.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
 
+from splatsr.core.cubic import axis_operators, nearest_index, upsample
 from splatsr.core.robust import weighted_m_estimate, weighted_median
 
 MEDIAN_NOISE = 1.2533  # std of the median of n normal samples, in sigma / sqrt(n)
-KEYS_A = -0.5  # cubic convolution kernel parameter (Keys 1981; bicubic interpolation)
+MIN_PIXEL_WEIGHT = 0.25  # target anchor: share of a typical pixel's date weight a pixel needs
 
 
 def median_weights(data: np.ndarray, *, obs_weights: np.ndarray,
@@ -59,35 +66,114 @@ def median_weights(data: np.ndarray, *, obs_weights: np.ndarray,
     return np.where(bright, 0.0, 1.0)
 
 
-def median_correction(data: np.ndarray, seen: np.ndarray, *, noise_level: np.ndarray,
-                      date_weights: np.ndarray | None = None) -> np.ndarray:
-    """(B, H, W) correction at the pixel grid: median of the dates minus ``seen``.
+@dataclass
+class DateMedianAnchor:
+    """The consensus anchor: the dates' differences to the fitted scene, kept at the pixel
+    grid; their median is taken at the output grid when the scene is rendered."""
 
-    Parameters
-    ----------
-    data
-        (T, B, H, W) observations, NaN where invalid.
-    seen
-        (B, H, W) the fitted scene as the sensor sees it at zero shift (each band at its
-        band offset).
-    noise_level
-        (B,) noise sigma of one observation, same units as ``data``.
-    date_weights
-        (T,) weight of each date in the median (:func:`median_weights`); default equal.
+    residuals: np.ndarray  # (T, B, H, W) y_t - D(scene) of the dates in the median, NaN invalid
+    noise_level: np.ndarray  # (B,) noise sigma of one observation, reflectance
+    pixel_m: float  # the pixel grid's spacing
 
-    The difference, less its median over the pixels of each band (the scene keeps its
-    radiometry), is soft-thresholded at the median's own noise, ``1.2533 sigma /
-    sqrt(n)`` with ``n`` the number of valid dates of the pixel; 0 where no date is valid.
+    def at(self, resolution_m: float, *, band_offsets_m: np.ndarray | None = None
+           ) -> np.ndarray:
+        """(B, H', W') the correction on the ``resolution_m`` grid: per output pixel, the
+        median over the dates of ``U(y_t - D(scene))``, less its per-band median and
+        soft-thresholded at the median's noise (:func:`shrink`); 0 where no date is valid.
+        Band ``b`` is sampled at its band offset (``band_offsets_m`` (B, 2), east/north)."""
+        T, B, H, W = self.residuals.shape
+        off = np.zeros((B, 2)) if band_offsets_m is None else np.asarray(band_offsets_m)
+        meds, counts = [], []
+        for b in range(B):
+            op = BandSampler((H, W), pixel_m=self.pixel_m, resolution_m=resolution_m,
+                             offset_m=(float(off[b, 0]), float(off[b, 1])))
+            med, n = date_median(self.residuals[:, b], op)
+            meds.append(med)
+            counts.append(n)
+        return shrink(np.stack(meds), noise_level=self.noise_level, n_eff=np.stack(counts))
+
+
+@dataclass
+class PixelAnchor:
+    """A correction at the pixel grid, interpolated to the output grid (the target-date
+    anchor, :func:`target_correction`)."""
+
+    correction: np.ndarray  # (B, H, W) reflectance, each band in its observed frame
+    pixel_m: float  # the pixel grid's spacing
+
+    def at(self, resolution_m: float, *, band_offsets_m: np.ndarray | None = None
+           ) -> np.ndarray:
+        """(B, H', W') the correction on the ``resolution_m`` grid (cubic interpolation)."""
+        return upsample(self.correction, pixel_m=self.pixel_m, resolution_m=resolution_m,
+                        band_offsets_m=band_offsets_m)
+
+
+@dataclass
+class BandSampler:
+    """The pixel grid (H, W) of one band seen from the output grid: cubic interpolation
+    matrices and the pixel under each output pixel."""
+
+    my: sparse.csr_matrix  # (H', H) cubic interpolation along the rows
+    mx: sparse.csr_matrix  # (W', W) along the columns
+    near_y: np.ndarray  # (H',) the pixel row under each output row
+    near_x: np.ndarray  # (W',) the pixel column under each output column
+
+    def __init__(self, shape: tuple[int, int], *, pixel_m: float, resolution_m: float,
+                 offset_m: tuple[float, float]) -> None:
+        H, W = shape
+        self.my, self.mx = axis_operators(shape, pixel_m=pixel_m, resolution_m=resolution_m,
+                                          offset_m=offset_m)
+        self.near_y = nearest_index(H, pixel_m=pixel_m, resolution_m=resolution_m,
+                                    extent_m=H * pixel_m, at_m=-offset_m[1])
+        self.near_x = nearest_index(W, pixel_m=pixel_m, resolution_m=resolution_m,
+                                    extent_m=W * pixel_m, at_m=offset_m[0])
+
+
+def date_median(residuals: np.ndarray, op: BandSampler, *, chunk_values: int = 1 << 22
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Median over the dates of one band's differences (T, H, W) interpolated to the output
+    grid -> ((H', W') median, 0 where no date is valid; (H', W') number of valid dates).
+
+    A date counts at an output pixel where its pixel under it is valid; its invalid pixels
+    count as 0 in the interpolation. Done in blocks of output rows of at most
+    ``chunk_values`` interpolated values (memory).
     """
-    weights = np.ones(len(data)) if date_weights is None else np.asarray(date_weights)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
-        if np.all(weights == weights[0]) and weights[0] > 0:  # equal weights: the median
-            med = np.nanmedian(data, axis=0)  # (B, H, W)
-        else:
-            med = weighted_median(data, weights, mean_of_middle=True)
-    diff = np.where(np.isfinite(med), med - seen, 0.0)
-    return shrink(diff, noise_level=noise_level, n_eff=effective_n(data, weights))
+    T, H, W = residuals.shape
+    ok = np.isfinite(residuals)
+    filled = np.where(ok, residuals, 0.0)
+    n_y, n_x = len(op.near_y), len(op.near_x)
+    med, count = np.zeros((n_y, n_x)), np.zeros((n_y, n_x))
+    step = max(1, chunk_values // max(1, T * n_x))
+    for r0 in range(0, n_y, step):
+        rows = op.my[r0:r0 + step]  # (h, H)
+        i0, i1 = rows.indices.min(), rows.indices.max() + 1  # the pixel rows it reads
+        part = filled[:, i0:i1].reshape(-1, W)  # (T * hi, W)
+        across = (op.mx @ part.T).T.reshape(T, i1 - i0, n_x)  # (T, hi, W')
+        up = rows[:, i0:i1] @ across.transpose(1, 0, 2).reshape(i1 - i0, -1)  # (h, T * W')
+        up = up.reshape(-1, T, n_x).transpose(1, 0, 2)  # (T, h, W')
+        valid = ok[:, op.near_y[r0:r0 + step]][:, :, op.near_x]  # (T, h, W')
+        med[r0:r0 + step], count[r0:r0 + step] = median_of_valid(up, valid)
+    return med, count
+
+
+def median_of_valid(x: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median over axis 0 of ``x`` (T, ...) where ``valid`` -> (median, 0 where no value is
+    valid; number of valid values). :func:`numpy.nanmedian` by one sort (12 times faster)."""
+    n = valid.sum(axis=0)
+    ordered = np.sort(np.where(valid, x, np.inf), axis=0)  # the invalid ones last
+    lo = np.take_along_axis(ordered, np.maximum((n - 1) // 2, 0)[None], axis=0)[0]
+    hi = np.take_along_axis(ordered, np.maximum(n // 2, 0)[None], axis=0)[0]
+    return np.where(n > 0, 0.5 * (lo + hi), 0.0), n
+
+
+def median_anchor(data: np.ndarray, seen: np.ndarray, *, obs_weights: np.ndarray,
+                  noise_level: np.ndarray, pixel_m: float) -> DateMedianAnchor:
+    """The consensus anchor of ``data`` (T, B, H, W) (NaN invalid) and the fitted scene as
+    the sensor sees it at zero shift, ``seen`` (B, H, W) (each band at its band offset): the
+    dates :func:`median_weights` keeps, as differences to ``seen``."""
+    keep = median_weights(data, obs_weights=obs_weights, noise_level=noise_level) > 0
+    resid = (data[keep] - seen[None].astype(np.float32)).astype(np.float32)
+    return DateMedianAnchor(resid, np.asarray(noise_level, np.float64), float(pixel_m))
 
 
 def target_correction(data: np.ndarray, predicted: np.ndarray, *, gains: np.ndarray | None,
@@ -113,13 +199,21 @@ def target_correction(data: np.ndarray, predicted: np.ndarray, *, gains: np.ndar
     moves it to the weighted location of the dates' own states (measured on 20 real windows
     against the held-out date: the weighted median +0.03 dB on 8, +0.7 dB on 12 others; the
     M-estimate a further +0.14 / +0.11 dB; docs/dynamic_scene.md). Less its per-band median
-    and soft-thresholded at a weighted median's noise, like :func:`median_correction` (a
+    and soft-thresholded at a weighted median's noise, like :class:`DateMedianAnchor` (a
     slightly wider threshold than the M-estimate's own noise).
+
+    Where the dates valid at a pixel carry less than ``MIN_PIXEL_WEIGHT`` of the weight of a
+    typical pixel (the median over the band's pixels), the correction is 0 and the fit
+    stands: those dates are far from the target or down-weighted (a cloud the mask missed
+    that the fit gave weight 0.005 would otherwise be the pixel's whole location).
     """
     g = np.ones(data.shape[:2]) if gains is None else np.clip(gains, 0.5, 2.0)
     resid = (data - predicted) / g[:, :, None, None]  # (T, B, H, W)
     loc = weighted_m_estimate(resid, date_weights)  # (B, H, W)
-    diff = np.where(np.isfinite(loc), loc, 0.0)
+    held = (np.asarray(date_weights, np.float64).reshape(-1, 1, 1, 1)
+            * np.isfinite(data)).sum(axis=0)  # (B, H, W) weight of the valid dates
+    typical = np.median(held.reshape(len(held), -1), axis=1)[:, None, None]
+    diff = np.where(np.isfinite(loc) & (held >= MIN_PIXEL_WEIGHT * typical), loc, 0.0)
     return shrink(diff, noise_level=noise_level, n_eff=effective_n(data, date_weights))
 
 
@@ -138,46 +232,3 @@ def shrink(diff: np.ndarray, *, noise_level: np.ndarray, n_eff: np.ndarray) -> n
     tau = MEDIAN_NOISE * np.asarray(noise_level)[:, None, None] / np.sqrt(np.maximum(n_eff, 1))
     diff = diff - np.median(diff.reshape(len(diff), -1), axis=1)[:, None, None]
     return (np.sign(diff) * np.maximum(np.abs(diff) - tau, 0.0)).astype(np.float32)
-
-
-def keys_kernel(x: np.ndarray) -> np.ndarray:
-    """Cubic convolution weights at distances ``x`` (in input pixels)."""
-    x = np.abs(x)
-    a = KEYS_A
-    near = ((a + 2) * x - (a + 3)) * x * x + 1
-    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-    return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
-
-
-def cubic_matrix(n_in: int, *, pixel_m: float, resolution_m: float, extent_m: float,
-                 at_m: float = 0.0) -> sparse.csr_matrix:
-    """(n_out, n_in) sparse cubic interpolation from pixel centres of ``pixel_m`` to those of
-    ``resolution_m`` over ``extent_m``, sampling the input ``at_m`` further along the axis
-    (edges replicated; rows sum to 1; 4 entries per row)."""
-    n_out = round(extent_m / resolution_m)
-    pos = ((np.arange(n_out) + 0.5) * resolution_m + at_m) / pixel_m - 0.5  # input index
-    j = np.floor(pos).astype(int)[:, None] + np.arange(-1, 3)[None]  # (n_out, 4)
-    rows = np.repeat(np.arange(n_out), 4)
-    vals = keys_kernel(pos[:, None] - j).ravel()
-    # duplicates (replicated edges) are summed by the conversion
-    return sparse.coo_matrix((vals, (rows, np.clip(j, 0, n_in - 1).ravel())),
-                             shape=(n_out, n_in)).tocsr()
-
-
-def upsample(correction: np.ndarray, *, pixel_m: float, resolution_m: float,
-             band_offsets_m: np.ndarray | None = None) -> np.ndarray:
-    """(B, H, W) pixel-grid correction -> (B, H', W') on the ``resolution_m`` grid.
-
-    Band ``b``'s correction lives in that band's observed frame, displaced by its band
-    offset ``(dx_m, dy_m)`` (east, north) from the output frame: it is sampled there.
-    """
-    B, H, W = correction.shape
-    off = np.zeros((B, 2)) if band_offsets_m is None else np.asarray(band_offsets_m)
-    out = []
-    for b in range(B):  # rows grow southwards: a northward offset is a smaller row
-        my = cubic_matrix(H, pixel_m=pixel_m, resolution_m=resolution_m,
-                          extent_m=H * pixel_m, at_m=-off[b, 1])
-        mx = cubic_matrix(W, pixel_m=pixel_m, resolution_m=resolution_m,
-                          extent_m=W * pixel_m, at_m=off[b, 0])
-        out.append(my @ (mx @ correction[b].astype(np.float64).T).T)  # (H', W')
-    return np.stack(out).astype(np.float32)

@@ -10,7 +10,7 @@ import torch
 
 from splatsr.core.change import ChangeGrid, at_target, upsample
 from splatsr.core.config import FitConfig
-from splatsr.core.consensus import upsample as upsample_pixels
+from splatsr.core.consensus import DateMedianAnchor, PixelAnchor
 from splatsr.core.model import SplatGrid, render_latent, render_observations
 
 
@@ -35,7 +35,7 @@ class FitResult:
     change: np.ndarray | None = None  # (T, B, ny, nx) change layer nodes, mean zero over T
     change_grid: ChangeGrid | None = None  # its node lattice
     band_offsets_m: np.ndarray | None = None  # (B, 2) (dx_m, dy_m) of each band vs the first
-    anchor: np.ndarray | None = None  # (B, H, W) anchor correction at the pixel grid
+    anchor: DateMedianAnchor | PixelAnchor | None = None  # correction toward the dates
 
     def band_shifts(self, shifts_m: torch.Tensor) -> torch.Tensor:
         """Date shifts (N, 2) as rendered: (N, B, 2) with the band offsets, else unchanged."""
@@ -66,9 +66,7 @@ class FitResult:
         if change is not None:
             img = img + change
         if self.anchor is not None:
-            img = img + upsample_pixels(self.anchor, pixel_m=self.grid.pixel_m,
-                                        resolution_m=resolution_m,
-                                        band_offsets_m=self.band_offsets_m)
+            img = img + self.anchor.at(resolution_m, band_offsets_m=self.band_offsets_m)
         return img.astype(np.float32)
 
     def sensor_view(self, shifts_m: np.ndarray) -> np.ndarray:

@@ -23,7 +23,12 @@ from splatsr.core.bands import band_offsets
 from splatsr.core.change import centred
 from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array
 from splatsr.core.config import PLAIN, FitConfig
-from splatsr.core.consensus import median_correction, median_weights, target_correction
+from splatsr.core.consensus import (
+    DateMedianAnchor,
+    PixelAnchor,
+    median_anchor,
+    target_correction,
+)
 from splatsr.core.dates import target_time_weights
 from splatsr.core.levels import FitLog, fit_level, level_schedule, start_weights
 from splatsr.core.objective import Objective
@@ -109,21 +114,20 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     with np.errstate(invalid="ignore"):
         result.residual_rms = np.sqrt(np.nanmean(((pred - data) ** 2).reshape(T, -1), axis=1))
     if cfg.median_anchor:
-        result.anchor = anchor_correction(result, data, pred)
+        result.anchor = anchor_correction(result, data, pred, pixel_m=pixel_m)
     return result
 
 
-def anchor_correction(result: FitResult, data: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """(B, H, W) the anchor of :mod:`~splatsr.core.consensus`: the consensus to the median of
-    the dates, a target-date scene to the time-weighted median of the dates' residuals."""
+def anchor_correction(result: FitResult, data: np.ndarray, pred: np.ndarray, *,
+                      pixel_m: float) -> DateMedianAnchor | PixelAnchor:
+    """The anchor of :mod:`~splatsr.core.consensus`: the consensus to the median of the
+    dates, a target-date scene to the time-weighted location of the dates' residuals."""
     if result.time_weight is None:
-        seen = result.seen()
-        weights = median_weights(data, obs_weights=result.obs_weights,
-                                 noise_level=result.noise_level)
-        return median_correction(data, seen, noise_level=result.noise_level,
-                                 date_weights=weights)
-    return target_correction(data, pred, gains=result.gains, noise_level=result.noise_level,
+        return median_anchor(data, result.seen(), obs_weights=result.obs_weights,
+                             noise_level=result.noise_level, pixel_m=pixel_m)
+    corr = target_correction(data, pred, gains=result.gains, noise_level=result.noise_level,
                              date_weights=result.time_weight * result.obs_weights)
+    return PixelAnchor(corr, pixel_m)
 
 
 def collect_result(obj: Objective, scaling: BandScaling, *, band_names: tuple[str, ...],

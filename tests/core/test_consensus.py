@@ -9,12 +9,12 @@ import pytest
 import splatsr
 from splatsr.core.consensus import (
     MEDIAN_NOISE,
-    cubic_matrix,
-    keys_kernel,
-    median_correction,
+    BandSampler,
+    DateMedianAnchor,
+    date_median,
     target_correction,
-    upsample,
 )
+from splatsr.core.cubic import cubic_matrix, keys_kernel, nearest_index, upsample
 from splatsr.core.robust import weighted_median
 
 
@@ -51,19 +51,63 @@ def test_upsample_follows_the_band_offset():
     np.testing.assert_allclose(up[4:-4, 4:-4], (x - 0.5 * y)[4:-4, 4:-4], atol=1e-6)
 
 
-def test_median_correction_thresholds_at_the_noise_of_the_median():
+def median_at_pixels(data: np.ndarray, seen: np.ndarray, noise: float) -> np.ndarray:
+    """The consensus anchor at the pixel grid itself (interpolation is the identity)."""
+    return DateMedianAnchor((data - seen[None]).astype(np.float32), np.array([noise]),
+                            10.0).at(10.0)
+
+
+def test_median_anchor_thresholds_at_the_noise_of_the_median():
     T, H, W = 9, 6, 6
     data = np.zeros((T, 1, H, W))
     data[:, 0, 2, 3] = np.arange(T)  # median 4
     data[:2, 0, 0, 0] = np.nan  # 7 valid dates, median 0
     seen = np.zeros((1, H, W))
-    c = median_correction(data, seen, noise_level=np.array([1.0]))
+    c = median_at_pixels(data, seen, 1.0)
     tau = MEDIAN_NOISE / np.sqrt(T)
     assert c[0, 2, 3] == pytest.approx(4.0 - tau, rel=1e-6)
     assert np.count_nonzero(c) == 1  # agreement elsewhere, the constant level removed
     # no valid date: no correction
     data[:, 0, 5, 5] = np.nan
-    assert median_correction(data, seen, noise_level=np.array([1.0]))[0, 5, 5] == 0.0
+    assert median_at_pixels(data, seen, 1.0)[0, 5, 5] == 0.0
+
+
+def test_date_median_leaves_out_the_dates_not_seen_under_an_output_pixel():
+    # three dates 0, 0.05, 0.1 everywhere: median 0.05; the third is masked over a block,
+    # where the median of the other two is 0.025
+    H = W = 12
+    resid = np.stack([np.full((H, W), v) for v in (0.0, 0.05, 0.1)])
+    resid[2, 4:8, 4:8] = np.nan
+    op = BandSampler((H, W), pixel_m=10.0, resolution_m=5.0, offset_m=(0.0, 0.0))
+    med, n = date_median(resid, op)
+    np.testing.assert_allclose(med[8:16, 8:16], 0.025, atol=1e-12)
+    np.testing.assert_array_equal(n[8:16, 8:16], 2)
+    assert n.sum() == 3 * 24 * 24 - 8 * 8
+    np.testing.assert_allclose(med[:4], 0.05, atol=1e-12)  # far from the block
+
+
+def test_date_median_matches_a_date_by_date_reference():
+    """The blocked fast path equals: each date (invalid pixels 0) upsampled with
+    :func:`upsample`, NaN where its pixel under the output pixel is invalid, nanmedian."""
+    rng = np.random.default_rng(4)
+    T, H, W = 5, 9, 11
+    resid = rng.normal(0, 1, (T, H, W))
+    resid[rng.random((T, H, W)) < 0.2] = np.nan
+    resid[:, 0, 0] = np.nan  # no valid date
+    off = (3.0, -4.0)
+    op = BandSampler((H, W), pixel_m=10.0, resolution_m=2.5, offset_m=off)
+    up = upsample(np.nan_to_num(resid), pixel_m=10.0, resolution_m=2.5,
+                  band_offsets_m=np.array([off] * T)).astype(np.float64)
+    ny = nearest_index(H, pixel_m=10.0, resolution_m=2.5, extent_m=H * 10.0, at_m=-off[1])
+    nx = nearest_index(W, pixel_m=10.0, resolution_m=2.5, extent_m=W * 10.0, at_m=off[0])
+    valid = np.isfinite(resid)[:, ny][:, :, nx]
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        ref = np.nanmedian(np.where(valid, up, np.nan), axis=0)
+    for chunk in (1, 7 * T * len(nx), 1 << 22):  # one row per block, a few, all at once
+        med, n = date_median(resid, op, chunk_values=chunk)
+        np.testing.assert_allclose(med, np.nan_to_num(ref), atol=1e-5)  # float32 upsample
+        np.testing.assert_array_equal(n, valid.sum(0))
+    assert (n == 0).any() and (med[n == 0] == 0).all()
 
 
 @pytest.fixture(scope="module")
@@ -96,16 +140,17 @@ def test_anchor_leaves_a_static_stack_alone(texture):
     truth = np.array(texture[1:2, :96, :96], dtype=np.float64)
     data, _ = splatsr.simulate(truth, truth_pixel_m=2.5, n_obs=8, noise_sigma=0.002, seed=6)
     res = splatsr.fit_arrays(data, pixel_m=10.0)
-    moved = res.anchor[np.abs(res.anchor) > 0]
-    # the median of 8 dates has a noise of 1.2533 x 0.002 / sqrt(8) = 0.0009; measured: 14 %
-    # of the pixels move (edges, where the median of shifted dates is blurred), by at most
-    # 0.0015
-    assert np.abs(res.anchor).max() < 0.003, np.abs(moved).max()
+    anchor = res.anchor.at(5.0)
+    moved = anchor[np.abs(anchor) > 0]
+    # the median of 8 dates has a noise of 1.2533 x 0.002 / sqrt(8) = 0.0009; measured at
+    # 5 m: 8 % of the pixels move (edges, where the median of shifted dates is blurred), by
+    # at most 0.0014
+    assert np.abs(anchor).max() < 0.003, np.abs(moved).max()
     # a target-date fit of the same stack: its anchor is as small
     dates = [f"2024-06-{d:02d}" for d in range(1, len(data) + 1)]
     target = splatsr.fit_arrays(data, pixel_m=10.0, dates=dates,
                                 config=splatsr.FitConfig(target_date="2024-06-03"))
-    assert target.anchor is not None and np.abs(target.anchor).max() < 0.003
+    assert target.anchor is not None and np.abs(target.anchor.at(5.0)).max() < 0.003
 
 
 def test_target_correction_follows_the_weighted_majority():
@@ -131,6 +176,24 @@ def test_target_correction_follows_the_weighted_majority():
     corr = target_correction(data, pred, gains=gains, date_weights=only,
                              noise_level=np.array([0.0]))
     np.testing.assert_allclose(corr[0], 0.02 * (square > 0), atol=1e-6)
+
+
+def test_target_correction_leaves_pixels_only_low_weight_dates_see():
+    # 4 dates; where the 3 with weight 1 are masked only a bright date of weight 0.005 (a
+    # cloud the fit down-weighted) is valid: its residual alone would be the location there
+    pred = np.full((4, 1, 8, 8), 0.2)
+    data = pred.copy()
+    data[3, 0, 2:4, 2:4] += 0.5  # the cloud
+    data[:3, 0, 2:4, 2:4] = np.nan
+    weights = np.array([1.0, 1.0, 1.0, 0.005])
+    corr = target_correction(data, pred, gains=None, date_weights=weights,
+                             noise_level=np.array([0.001]))
+    np.testing.assert_array_equal(corr, 0.0)
+    # with weight 1 (a quarter of the typical pixel's 4) that date counts
+    weights[3] = 1.0
+    corr = target_correction(data, pred, gains=None, date_weights=weights,
+                             noise_level=np.array([0.0]))
+    np.testing.assert_allclose(corr[0, 2:4, 2:4], 0.5)
 
 
 def test_weighted_median_matches_nanmedian_and_drops_zero_weights():
