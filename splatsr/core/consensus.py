@@ -27,14 +27,13 @@ weighted by their time weight (and robust weight): :func:`target_correction`,
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
 
 from splatsr.core.cubic import axis_operators, nearest_index, upsample
-from splatsr.core.robust import weighted_m_estimate, weighted_median
+from splatsr.core.robust import date_lift, weighted_m_estimate, weighted_median
 
 MEDIAN_NOISE = 1.2533  # std of the median of n normal samples, in sigma / sqrt(n)
 MIN_PIXEL_WEIGHT = 0.25  # target anchor: share of a typical pixel's date weight a pixel needs
@@ -55,11 +54,7 @@ def median_weights(data: np.ndarray, *, obs_weights: np.ndarray,
     w = np.asarray(obs_weights, np.float64)
     if 2 * (w < 1).sum() < len(data):  # too few down-weighted dates to be half the stack
         return np.ones(len(data))
-    trusted = weighted_median(data, w)  # (B, H, W)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a band with no valid pixel
-        lift = np.stack([np.nanmedian((d - trusted).reshape(len(d), -1), axis=1)
-                         for d in data])  # (T, B), one date at a time (memory)
+    lift = date_lift(data, weighted_median(data, w))  # (T, B) against the trusted dates
     bright = (lift > np.asarray(noise_level)[None]).all(axis=1) & (w < 1)  # (T,)
     if 2 * bright.sum() < len(data) or bright.all():  # the median rejects a minority itself
         return np.ones(len(data))

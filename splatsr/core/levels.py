@@ -20,6 +20,7 @@ from tqdm import tqdm  # not tqdm.auto: its import warns in notebooks without ip
 from splatsr.core.config import FitConfig
 from splatsr.core.model import SplatGrid, resample_weights
 from splatsr.core.objective import DIVERGED, Objective
+from splatsr.core.robust import bright_dates
 from splatsr.errors import ConfigError
 
 # Loss evaluations per L-BFGS iteration, on average (torch's default budget). In noise units
@@ -69,7 +70,9 @@ def start_weights(obj: Objective, level: Level, y: np.ndarray, valid: np.ndarray
 
 
 def initial_weights(y: np.ndarray, valid: np.ndarray, grid: SplatGrid) -> np.ndarray:
-    """(B, Ky, Kx): each splat takes the median of the observations under its centre."""
+    """(B, Ky, Kx): each splat takes the median of the observations under its centre, bright
+    outlier dates (:func:`~splatsr.core.robust.bright_dates`) left out."""
+    valid = valid & ~bright_dates(y, valid)[:, None, None, None]
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels become 0 below
         comp = np.nanmedian(np.where(valid, y, np.nan), axis=0)  # (B, H, W)

@@ -43,6 +43,10 @@ MAX_SIGMA = 1.0
 # an overflow; within the bound gains are free (a bound of log 8 raised the pure-noise
 # hallucination ratio from 0.70 to 1.01: it moves the fits it is meant to leave alone).
 MAX_LOG_GAIN = 30.0
+# A date brighter than the dates' median by this many noise units in every band (of two or
+# more) is a cloud the mask missed (the fetched stack's SCL let through dates +0.5 reflectance
+# in the visible bands: 200 units); the starting scene leaves it out (:func:`bright_dates`).
+BRIGHT_UNITS = 20.0
 
 
 def check_loss(loss: str) -> None:
@@ -160,6 +164,38 @@ class _PenaltySum(torch.autograd.Function):
             g = u * weight
             c = grad * k * scalar(2.0, like=q)
         return g.mul_(c), None, None, None
+
+
+def date_lift(data: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(T, B) median over each date's valid pixels of ``data`` (T, B, H, W) (NaN invalid)
+    minus ``reference`` (B, H, W): how much brighter each date is than the reference."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a band with no valid pixel
+        return np.stack([np.nanmedian((d - reference).reshape(len(d), -1), axis=1)
+                         for d in data])  # one date at a time (memory)
+
+
+def bright_dates(y: np.ndarray, valid: np.ndarray, *, units: float = BRIGHT_UNITS
+                 ) -> np.ndarray:
+    """(T,) True for the dates of a normalised stack ``y`` (T, B, H, W), noise units, that are
+    brighter than the per-pixel median of the dates by more than ``units`` in every band: a
+    cloud, haze or snow that the mask missed (a change of the ground raises some bands and
+    lowers others). None with a single band (an index such as NDVI rises with growth), or
+    when half or more of the dates would be (then they are the season, not outliers).
+
+    The per-pixel median rejects such a date where most dates are valid, not where clouds
+    leave few: measured on a real 7-date window whose SCL let a cloud through, a starting
+    scene with it cost the target-date fit 5.4 dB (docs/dynamic_scene.md).
+    """
+    T, B = y.shape[:2]
+    if B < 2:
+        return np.zeros(T, bool)
+    data = np.where(valid, y, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+        med = np.nanmedian(data, axis=0)  # (B, H, W)
+    bright = (date_lift(data, med) > units).all(axis=1)
+    return bright if 2 * bright.sum() < T else np.zeros(T, bool)
 
 
 def weighted_median(x: np.ndarray, w: np.ndarray, *, mean_of_middle: bool = False

@@ -13,6 +13,7 @@ from splatsr.core.model import SplatGrid, render_observations
 from splatsr.core.robust import (
     MAX_LOG_GAIN,
     apply_radiometry,
+    bright_dates,
     observation_weights,
     penalty_sum,
     regauge,
@@ -174,3 +175,20 @@ def test_flat_stack_gives_flat_output():
     # no denoising beyond averaging either
     plain = fit_arrays(data, pixel_m=10.0, config=FitConfig(**FAST, **PLAIN))
     assert plain.render(5.0)[0, 4:-4, 4:-4].std() < 1.5 * 0.0008
+
+
+def test_bright_dates_are_clouds_in_every_band_of_a_minority():
+    rng = np.random.default_rng(2)
+    y = rng.normal(0.0, 1.0, (7, 3, 16, 16))  # noise units
+    valid = np.ones(y.shape, bool)
+    y[2] += 50.0  # a cloud: every band far brighter
+    y[4, :2] += 50.0  # growth: two bands brighter, one darker
+    y[4, 2] -= 50.0
+    y[5] += 10.0  # brighter everywhere, but within the threshold of 20 units
+    valid[2, :, :12] = False  # the cloud date is valid on a quarter of the tile only
+    np.testing.assert_array_equal(bright_dates(y, valid), [0, 0, 1, 0, 0, 0, 0])
+    # a single band (an index such as NDVI) has no such test
+    assert not bright_dates(y[:, :1], valid[:, :1]).any()
+    # half the dates bright: the season, not outliers
+    y[[0, 1, 3]] += 50.0
+    assert not bright_dates(y, valid).any()
