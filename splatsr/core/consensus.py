@@ -80,8 +80,8 @@ class DateMedianAnchor:
         off = np.zeros((B, 2)) if band_offsets_m is None else np.asarray(band_offsets_m)
         meds, counts = [], []
         for b in range(B):
-            op = BandSampler((H, W), pixel_m=self.pixel_m, resolution_m=resolution_m,
-                             offset_m=(float(off[b, 0]), float(off[b, 1])))
+            op = BandSampler.build((H, W), pixel_m=self.pixel_m, resolution_m=resolution_m,
+                                   offset_m=(float(off[b, 0]), float(off[b, 1])))
             med, n = date_median(self.residuals[:, b], op)
             meds.append(med)
             counts.append(n)
@@ -103,25 +103,29 @@ class PixelAnchor:
                         band_offsets_m=band_offsets_m)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BandSampler:
     """The pixel grid (H, W) of one band seen from the output grid: cubic interpolation
-    matrices and the pixel under each output pixel."""
+    matrices and the pixel under each output pixel (:meth:`build`)."""
 
     my: sparse.csr_matrix  # (H', H) cubic interpolation along the rows
     mx: sparse.csr_matrix  # (W', W) along the columns
     near_y: np.ndarray  # (H',) the pixel row under each output row
     near_x: np.ndarray  # (W',) the pixel column under each output column
 
-    def __init__(self, shape: tuple[int, int], *, pixel_m: float, resolution_m: float,
-                 offset_m: tuple[float, float]) -> None:
-        H, W = shape
-        self.my, self.mx = axis_operators(shape, pixel_m=pixel_m, resolution_m=resolution_m,
-                                          offset_m=offset_m)
-        self.near_y = nearest_index(H, pixel_m=pixel_m, resolution_m=resolution_m,
-                                    extent_m=H * pixel_m, at_m=-offset_m[1])
-        self.near_x = nearest_index(W, pixel_m=pixel_m, resolution_m=resolution_m,
-                                    extent_m=W * pixel_m, at_m=offset_m[0])
+    @classmethod
+    def build(cls, shape: tuple[int, int], *, pixel_m: float, resolution_m: float,
+              offset_m: tuple[float, float]) -> "BandSampler":
+        """For a band whose content sits ``offset_m`` = (dx_m east, dy_m north) from the
+        output frame."""
+        H, W = shape  # rows grow southwards: a northward offset is a smaller row
+        my, mx = axis_operators(shape, pixel_m=pixel_m, resolution_m=resolution_m,
+                                offset_m=offset_m)
+        near_y = nearest_index(H, pixel_m=pixel_m, resolution_m=resolution_m,
+                               extent_m=H * pixel_m, at_m=-offset_m[1])
+        near_x = nearest_index(W, pixel_m=pixel_m, resolution_m=resolution_m,
+                               extent_m=W * pixel_m, at_m=offset_m[0])
+        return cls(my, mx, near_y, near_x)
 
 
 def date_median(residuals: np.ndarray, op: BandSampler, *, chunk_values: int = 1 << 22

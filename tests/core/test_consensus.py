@@ -78,7 +78,7 @@ def test_date_median_leaves_out_the_dates_not_seen_under_an_output_pixel():
     H = W = 12
     resid = np.stack([np.full((H, W), v) for v in (0.0, 0.05, 0.1)])
     resid[2, 4:8, 4:8] = np.nan
-    op = BandSampler((H, W), pixel_m=10.0, resolution_m=5.0, offset_m=(0.0, 0.0))
+    op = BandSampler.build((H, W), pixel_m=10.0, resolution_m=5.0, offset_m=(0.0, 0.0))
     med, n = date_median(resid, op)
     np.testing.assert_allclose(med[8:16, 8:16], 0.025, atol=1e-12)
     np.testing.assert_array_equal(n[8:16, 8:16], 2)
@@ -95,7 +95,7 @@ def test_date_median_matches_a_date_by_date_reference():
     resid[rng.random((T, H, W)) < 0.2] = np.nan
     resid[:, 0, 0] = np.nan  # no valid date
     off = (3.0, -4.0)
-    op = BandSampler((H, W), pixel_m=10.0, resolution_m=2.5, offset_m=off)
+    op = BandSampler.build((H, W), pixel_m=10.0, resolution_m=2.5, offset_m=off)
     up = upsample(np.nan_to_num(resid), pixel_m=10.0, resolution_m=2.5,
                   band_offsets_m=np.array([off] * T)).astype(np.float64)
     ny = nearest_index(H, pixel_m=10.0, resolution_m=2.5, extent_m=H * 10.0, at_m=-off[1])
