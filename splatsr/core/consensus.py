@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from splatsr.core.cubic import axis_operators, nearest_index, upsample
+from splatsr.core.cubic import axis_nearest, axis_operators, upsample
 from splatsr.core.robust import date_lift, weighted_m_estimate, weighted_median
 
 MEDIAN_NOISE = 1.2533  # std of the median of n normal samples, in sigma / sqrt(n)
@@ -118,13 +118,10 @@ class BandSampler:
               offset_m: tuple[float, float]) -> "BandSampler":
         """For a band whose content sits ``offset_m`` = (dx_m east, dy_m north) from the
         output frame."""
-        H, W = shape  # rows grow southwards: a northward offset is a smaller row
         my, mx = axis_operators(shape, pixel_m=pixel_m, resolution_m=resolution_m,
                                 offset_m=offset_m)
-        near_y = nearest_index(H, pixel_m=pixel_m, resolution_m=resolution_m,
-                               extent_m=H * pixel_m, at_m=-offset_m[1])
-        near_x = nearest_index(W, pixel_m=pixel_m, resolution_m=resolution_m,
-                               extent_m=W * pixel_m, at_m=offset_m[0])
+        near_y, near_x = axis_nearest(shape, pixel_m=pixel_m, resolution_m=resolution_m,
+                                      offset_m=offset_m)
         return cls(my, mx, near_y, near_x)
 
 
@@ -171,7 +168,7 @@ def median_anchor(data: np.ndarray, seen: np.ndarray, *, obs_weights: np.ndarray
     the sensor sees it at zero shift, ``seen`` (B, H, W) (each band at its band offset): the
     dates :func:`median_weights` keeps, as differences to ``seen``."""
     keep = median_weights(data, obs_weights=obs_weights, noise_level=noise_level) > 0
-    resid = (data[keep] - seen[None].astype(np.float32)).astype(np.float32)
+    resid = (data[keep] - seen[None]).astype(np.float32)
     return DateMedianAnchor(resid, np.asarray(noise_level, np.float64), float(pixel_m))
 
 
@@ -209,17 +206,18 @@ def target_correction(data: np.ndarray, predicted: np.ndarray, *, gains: np.ndar
     g = np.ones(data.shape[:2]) if gains is None else np.clip(gains, 0.5, 2.0)
     resid = (data - predicted) / g[:, :, None, None]  # (T, B, H, W)
     loc = weighted_m_estimate(resid, date_weights)  # (B, H, W)
-    held = (np.asarray(date_weights, np.float64).reshape(-1, 1, 1, 1)
-            * np.isfinite(data)).sum(axis=0)  # (B, H, W) weight of the valid dates
+    w = np.asarray(date_weights, np.float64).reshape(-1, 1, 1, 1) * np.isfinite(data)
+    held = w.sum(axis=0)  # (B, H, W) weight of the valid dates
     typical = np.median(held.reshape(len(held), -1), axis=1)[:, None, None]
     diff = np.where(np.isfinite(loc) & (held >= MIN_PIXEL_WEIGHT * typical), loc, 0.0)
-    return shrink(diff, noise_level=noise_level, n_eff=effective_n(data, date_weights))
+    return shrink(diff, noise_level=noise_level, n_eff=effective_n(w))
 
 
-def effective_n(data: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(B, H, W) effective number of dates per pixel, ``(sum w)^2 / sum w^2`` over the valid
-    ones (their count with equal weights); 0 where none is valid."""
-    w = np.asarray(weights, np.float64).reshape(-1, 1, 1, 1) * np.isfinite(data)
+def effective_n(valid_weights: np.ndarray) -> np.ndarray:
+    """(B, H, W) effective number of dates per pixel, ``(sum w)^2 / sum w^2``, from the
+    dates' weights where valid (T, B, H, W), 0 where invalid (their count with equal
+    weights); 0 where none is valid."""
+    w = valid_weights
     s2 = (w * w).sum(axis=0)
     return np.where(s2 > 0, w.sum(axis=0) ** 2 / np.maximum(s2, 1e-300), 0.0)
 

@@ -59,12 +59,30 @@ def axis_operators(shape: tuple[int, int], *, pixel_m: float, resolution_m: floa
                    ) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
     """(my, mx): the row (H', H) and column (W', W) cubic matrices of an (H, W) pixel grid for
     a band whose content sits ``offset_m`` = (dx_m east, dy_m north) from the output frame."""
-    H, W = shape  # rows grow southwards: a northward offset is a smaller row
+    (H, at_y), (W, at_x) = axis_offsets(shape, offset_m)
     my = cubic_matrix(H, pixel_m=pixel_m, resolution_m=resolution_m, extent_m=H * pixel_m,
-                      at_m=-offset_m[1])
+                      at_m=at_y)
     mx = cubic_matrix(W, pixel_m=pixel_m, resolution_m=resolution_m, extent_m=W * pixel_m,
-                      at_m=offset_m[0])
+                      at_m=at_x)
     return my, mx
+
+
+def axis_nearest(shape: tuple[int, int], *, pixel_m: float, resolution_m: float,
+                 offset_m: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """(near_y (H',), near_x (W',)): the pixel row and column under each output row and
+    column, for the same grid and band offset as :func:`axis_operators`."""
+    (H, at_y), (W, at_x) = axis_offsets(shape, offset_m)
+    return (nearest_index(H, pixel_m=pixel_m, resolution_m=resolution_m, extent_m=H * pixel_m,
+                          at_m=at_y),
+            nearest_index(W, pixel_m=pixel_m, resolution_m=resolution_m, extent_m=W * pixel_m,
+                          at_m=at_x))
+
+
+def axis_offsets(shape: tuple[int, int], offset_m: tuple[float, float]
+                 ) -> tuple[tuple[int, float], tuple[int, float]]:
+    """((H, at_y_m), (W, at_x_m)): each axis's length and where it samples its input. Rows
+    grow southwards: content ``dy_m`` north is sampled ``dy_m`` towards smaller rows."""
+    return (shape[0], -offset_m[1]), (shape[1], offset_m[0])
 
 
 def upsample(image: np.ndarray, *, pixel_m: float, resolution_m: float,

@@ -72,10 +72,13 @@ def start_weights(obj: Objective, level: Level, y: np.ndarray, valid: np.ndarray
 def initial_weights(y: np.ndarray, valid: np.ndarray, grid: SplatGrid) -> np.ndarray:
     """(B, Ky, Kx): each splat takes the median of the observations under its centre, bright
     outlier dates (:func:`~splatsr.core.robust.bright_dates`) left out."""
-    valid = valid & ~bright_dates(y, valid)[:, None, None, None]
+    data = np.where(valid, y, np.nan)  # (T, B, H, W)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels become 0 below
-        comp = np.nanmedian(np.where(valid, y, np.nan), axis=0)  # (B, H, W)
+        comp = np.nanmedian(data, axis=0)  # (B, H, W)
+        bright = bright_dates(data, comp)
+        if bright.any():
+            comp = np.nanmedian(data[~bright], axis=0)
     comp = np.nan_to_num(comp, nan=0.0)
     rows = np.clip(np.floor(grid.centres_m(grid.ny).numpy() / grid.pixel_m).astype(int), 0,
                    grid.height - 1)

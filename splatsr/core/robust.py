@@ -175,26 +175,23 @@ def date_lift(data: np.ndarray, reference: np.ndarray) -> np.ndarray:
                          for d in data])  # one date at a time (memory)
 
 
-def bright_dates(y: np.ndarray, valid: np.ndarray, *, units: float = BRIGHT_UNITS
+def bright_dates(data: np.ndarray, median: np.ndarray, *, units: float = BRIGHT_UNITS
                  ) -> np.ndarray:
-    """(T,) True for the dates of a normalised stack ``y`` (T, B, H, W), noise units, that are
-    brighter than the per-pixel median of the dates by more than ``units`` in every band: a
-    cloud, haze or snow that the mask missed (a change of the ground raises some bands and
-    lowers others). None with a single band (an index such as NDVI rises with growth), or
-    when half or more of the dates would be (then they are the season, not outliers).
+    """(T,) True for the dates of a normalised stack ``data`` (T, B, H, W), noise units, NaN
+    where invalid, that are brighter than ``median`` (B, H, W), the per-pixel median of the
+    dates, by more than ``units`` in every band: a cloud, haze or snow that the mask missed
+    (a change of the ground raises some bands and lowers others). None with a single band
+    (an index such as NDVI rises with growth), or when half or more of the dates would be
+    (then they are the season, not outliers).
 
     The per-pixel median rejects such a date where most dates are valid, not where clouds
     leave few: measured on a real 7-date window whose SCL let a cloud through, a starting
     scene with it cost the target-date fit 5.4 dB (docs/dynamic_scene.md).
     """
-    T, B = y.shape[:2]
+    T, B = data.shape[:2]
     if B < 2:
         return np.zeros(T, bool)
-    data = np.where(valid, y, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
-        med = np.nanmedian(data, axis=0)  # (B, H, W)
-    bright = (date_lift(data, med) > units).all(axis=1)
+    bright = (date_lift(data, median) > units).all(axis=1)
     return bright if 2 * bright.sum() < T else np.zeros(T, bool)
 
 
