@@ -23,7 +23,9 @@ from affine import Affine
 
 from splatsr import __version__
 from splatsr.core.checks import MIN_OBSERVATIONS
+from splatsr.core.dates import acquisition_index
 from splatsr.core.model import output_shape
+from splatsr.core.observed import date_scene
 from splatsr.core.psf import (
     DEFAULT_CANDIDATES_M,
     PsfSelection,
@@ -41,7 +43,8 @@ from splatsr.io.export import (
     write_shifts_csv,
     write_sigma_cog,
 )
-from splatsr.io.stack import Stack, read_stack
+from splatsr.io.series import SeriesGrid, write_series
+from splatsr.io.stack import Stack, read_observation, read_stack
 from splatsr.io.xarray import scene_to_xarray, stack_from_xarray
 
 
@@ -113,6 +116,85 @@ class StackFit(FitResult):
         return write_sigma_cog(sigma_path(out), self.sigma(resolution_m, mode=mode),
                                crs=st.crs, transform=transform,
                                band_names=list(self.band_names), tags=tags)
+
+    def observation_index(self, which: int | str) -> int:
+        """The index of an observation given as its index, its id or its date (YYYY-MM-DD,
+        the clearest observation of that day when there are several).
+
+        Raises
+        ------
+        ConfigError
+            If no observation matches.
+        """
+        n = len(self.shifts_m)
+        if isinstance(which, (int, np.integer)):
+            if not -n <= which < n:
+                raise ConfigError(f"observation index {which} is out of range for {n} dates")
+            return int(which) % n
+        obs = self.stack.observations if self.stack is not None else ()
+        ids = [o.id for o in obs]
+        if which in ids:
+            return ids.index(which)
+        dates = [o.datetime for o in obs]
+        idx = acquisition_index(dates or None, target_date=which if len(str(which)) == 10
+                                else None, valid_fraction=self.valid_fraction())
+        if idx is None:
+            raise ConfigError(f"no observation with id or date {which!r}; the stack has "
+                              f"{', '.join(d[:10] for d in dates[:8])}"
+                              f"{' ...' if len(dates) > 8 else ''}")
+        return idx
+
+    def observation(self, t: int) -> np.ndarray:
+        """(B, H, W) observation ``t`` as fitted (NaN where invalid)."""
+        if self.data is not None:
+            return self.data[t]
+        if self.stack is None:
+            raise ConfigError("this result has no stack or data to read observations from")
+        return read_observation(self.stack, self.stack.observations[t])
+
+    def valid_fraction(self) -> np.ndarray:
+        """(T,) share of valid pixels of each observation (from the fit's data or stack)."""
+        if self.data is not None:
+            return np.isfinite(self.data).reshape(len(self.data), -1).mean(axis=1)
+        return np.array([np.isfinite(self.observation(t)).mean()
+                         for t in range(len(self.shifts_m))])
+
+    def render_date(self, which: int | str, resolution_m: float = 2.5) -> np.ndarray:
+        """Observation ``which`` (index, id or date) as its own scene at ``resolution_m``:
+        (B, H', W') float32 in that date's reflectance, the shared fit's fine detail where
+        the date agrees with it, corrected until the date's sensor view reproduces its
+        observation to within the noise (:mod:`splatsr.core.observed`)."""
+        t = self.observation_index(which)
+        return date_scene(self, self.observation(t), t).render(self, resolution_m)
+
+    def save_series(self, out_dir: str | os.PathLike, *, resolution_m: float = 2.5) -> Path:
+        """Write every observation's scene (:meth:`render_date`) as ``<id>.tif`` in
+        ``out_dir``, the shifts as ``shifts.csv`` and ``items.json``, a STAC ItemCollection
+        that odc-stac / stackstac load as a (time, band, y, x) cube
+        (:func:`splatsr.io.series.read_series`). One date is rendered at a time. Returns the
+        path of ``items.json``."""
+        st, transform, ids = self._georef(resolution_m)
+        if self.config.target_date is not None:
+            raise ConfigError("the series renders every date from the season's shared fit; "
+                              "fit without target_date (--target-date) for it")
+        grid = SeriesGrid(st.crs, transform, output_shape(
+            (st.height * st.pixel_m, st.width * st.pixel_m), resolution_m), self.band_names)
+        base = self.tags(resolution_m=resolution_m, ids=ids)
+
+        def scenes():
+            for t, o in enumerate(st.observations):
+                ds = date_scene(self, self.observation(t), t)
+                tags = dict(base, product="observed date scene", observation=o.id,
+                            datetime=o.datetime, date_weight=float(self.obs_weights[t]),
+                            corrected_bands=[b for b, c in zip(self.band_names, ds.corrected)
+                                             if c])
+                yield o.id, o.datetime, ds.render(self, resolution_m), tags
+
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        write_shifts_csv(Path(out_dir) / "shifts.csv", ids=ids,
+                         datetimes=[o.datetime for o in st.observations],
+                         shifts_m=self.shifts_m, extra=self.per_observation())
+        return write_series(out_dir, scenes(), grid=grid)
 
     def to_xarray(self, resolution_m: float = 2.5) -> Any:
         """The scene at ``resolution_m`` as a georeferenced ``xarray.DataArray`` (band, y, x).

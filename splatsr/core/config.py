@@ -92,6 +92,11 @@ class FitConfig:
     # date: of their residuals, time- and robust-weighted) and the detail from the fit
     # (splatsr.core.consensus); False = the fitted scene as it is
     median_anchor: bool = True
+    # when the target date is an acquisition of the stack (the same UTC day), that date's own
+    # observation decides the 10 m-scale content: the scene is corrected until its sensor
+    # view reproduces that observation to within the noise (splatsr.core.observed); False =
+    # the time-weighted scene of the other dates
+    observed_date: bool = True
 
     def psf_widths_m(self) -> float | tuple[float, ...]:
         """The renderer's PSF width: one per band when ``band_psf_sigma_m`` is set."""

@@ -130,3 +130,16 @@ def target_time_weights(dates: Sequence[Any] | np.ndarray | None, *, n_obs: int,
     days = day_numbers(dates)
     return time_weights(days, target_day=parse_target_date(target_date),
                         window_days=window_days)
+
+
+def acquisition_index(dates: Sequence[Any] | np.ndarray | None, *, target_date: str | None,
+                      valid_fraction: np.ndarray) -> int | None:
+    """Index of the observation acquired on ``target_date`` (the same UTC day), the one with
+    the most valid pixels when several are; None without a target or such an observation."""
+    if target_date is None or dates is None:
+        return None
+    day = np.floor(day_numbers(dates))
+    same = np.flatnonzero(day == np.floor(parse_target_date(target_date)))
+    if len(same) == 0:
+        return None
+    return int(same[np.argmax(np.asarray(valid_fraction)[same])])

@@ -12,6 +12,7 @@ from splatsr.core.change import ChangeGrid, at_target, upsample
 from splatsr.core.config import FitConfig
 from splatsr.core.consensus import DateMedianAnchor, PixelAnchor
 from splatsr.core.model import SplatGrid, render_latent, render_observations
+from splatsr.core.observed import DateScene
 
 
 @dataclass
@@ -36,6 +37,7 @@ class FitResult:
     change_grid: ChangeGrid | None = None  # its node lattice
     band_offsets_m: np.ndarray | None = None  # (B, 2) (dx_m, dy_m) of each band vs the first
     anchor: DateMedianAnchor | PixelAnchor | None = None  # correction toward the dates
+    date_scene: DateScene | None = None  # the target date's own observed scene, when it is one
 
     def band_shifts(self, shifts_m: torch.Tensor) -> torch.Tensor:
         """Date shifts (N, 2) as rendered: (N, B, 2) with the band offsets, else unchanged."""
@@ -58,7 +60,10 @@ class FitResult:
         """The latent scene over the stack's extent at ``resolution_m``: (B, H', W').
 
         With a target date and a change layer, the layer at the target is added; then the
-        anchor correction (:mod:`splatsr.core.consensus`), if any."""
+        anchor correction (:mod:`splatsr.core.consensus`), if any. When the target date is an
+        acquisition, its observed scene (:mod:`splatsr.core.observed`)."""
+        if self.date_scene is not None:
+            return self.date_scene.render(self, resolution_m)
         w = torch.from_numpy(self.weights.astype(np.float64))
         with torch.no_grad():
             img = render_latent(w, grid=self.grid, resolution_m=resolution_m).numpy()
@@ -82,17 +87,26 @@ class FitResult:
         """(B, H, W) :meth:`sensor_view` at zero shift: what the median anchor compares."""
         return self.sensor_view(np.zeros((1, 2)))[0]
 
-    def predict(self) -> np.ndarray:
-        """The observations as the model predicts them: (T, B, H, W), reflectance."""
-        pred = self.sensor_view(self.shifts_m)
+    def predict(self, dates: list[int] | None = None) -> np.ndarray:
+        """The observations as the model predicts them: (T, B, H, W), reflectance; only the
+        dates of index ``dates`` (N, B, H, W) when given."""
+        idx = np.arange(len(self.shifts_m)) if dates is None else np.asarray(dates)
+        pred = self.sensor_view(self.shifts_m[idx])
         if self.gains is not None:
-            pred = pred * self.gains[:, :, None, None]
+            pred = pred * self.gains[idx, :, None, None]
         if self.offsets is not None:
-            pred = pred + self.offsets[:, :, None, None]
+            pred = pred + self.offsets[idx, :, None, None]
         if self.change is not None:
             ty, tx = self.change_grid.tents(self.grid.pixel_m, dtype=torch.float64)
-            pred = pred + upsample(torch.from_numpy(self.change).double(), ty, tx).numpy()
+            pred = pred + upsample(torch.from_numpy(self.change[idx]).double(), ty, tx).numpy()
         return pred.astype(np.float32)
+
+    def change_of(self, t: int, resolution_m: float) -> np.ndarray | None:
+        """(B, H', W') date ``t``'s change layer on a ``resolution_m`` grid; None without."""
+        if self.change is None:
+            return None
+        ty, tx = self.change_grid.tents(resolution_m, dtype=torch.float64)
+        return upsample(torch.from_numpy(self.change[t]).double(), ty, tx).numpy()
 
     def per_observation(self) -> dict[str, Any]:
         """Columns of the shifts CSV besides the shifts: misfit, weight, radiometry."""

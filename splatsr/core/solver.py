@@ -29,9 +29,10 @@ from splatsr.core.consensus import (
     median_anchor,
     target_correction,
 )
-from splatsr.core.dates import target_time_weights
+from splatsr.core.dates import acquisition_index, target_time_weights
 from splatsr.core.levels import FitLog, fit_level, level_schedule, start_weights
 from splatsr.core.objective import Objective
+from splatsr.core.observed import date_scene
 from splatsr.core.result import FitResult
 from splatsr.core.robust import regauge
 from splatsr.core.scaling import BandScaling, noise_sigma
@@ -113,7 +114,11 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     pred = result.predict()
     with np.errstate(invalid="ignore"):
         result.residual_rms = np.sqrt(np.nanmean(((pred - data) ** 2).reshape(T, -1), axis=1))
-    if cfg.median_anchor:
+    own = acquisition_index(dates, target_date=cfg.target_date,
+                            valid_fraction=valid.reshape(T, -1).mean(axis=1))
+    if cfg.observed_date and own is not None:
+        result.date_scene = date_scene(result, data[own], own)
+    elif cfg.median_anchor:
         result.anchor = anchor_correction(result, data, pred, pixel_m=pixel_m)
     return result
 

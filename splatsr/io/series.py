@@ -1,0 +1,118 @@
+"""The series output: one COG per observation and a STAC ItemCollection that lists them.
+
+``splatsr fit STACK --every-date --out DIR`` writes::
+
+    DIR/
+      <id>.tif      one COG per observation (the conventions of :func:`write_cog`)
+      items.json    a STAC ItemCollection: one Item per observation, its COG as the asset
+                    ``data`` (href relative to DIR), its date, projection and bands
+
+odc-stac or stackstac load the ItemCollection as a (time, band, y, x) cube
+(:func:`read_series` makes the hrefs absolute first, so it loads from any working folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pystac
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.warp import transform_geom
+
+from splatsr.io.atomic import write_text_atomic
+from splatsr.io.export import band_order, write_cog
+from splatsr.io.text import safe_name
+
+ITEMS_NAME = "items.json"  # the ItemCollection's file name inside the series folder
+ASSET_KEY = "data"  # the COG's asset key in each item
+
+
+@dataclass(frozen=True)
+class SeriesGrid:
+    """Where the series' COGs lie: CRS, output transform and shape, band names."""
+
+    crs: str  # e.g. "EPSG:32631"
+    transform: Affine  # of the output grid (resolution_m pixels)
+    shape: tuple[int, int]  # (rows, cols)
+    band_names: tuple[str, ...]  # in the scene's order (the COGs put B04, B03, B02 first)
+
+
+def write_series(out_dir: str | os.PathLike,
+                 scenes: Iterable[tuple[str, str, np.ndarray, Mapping[str, Any]]], *,
+                 grid: SeriesGrid) -> Path:
+    """Write each ``(id, datetime, image (B, H, W), tags)`` of ``scenes`` as ``<id>.tif``
+    in ``out_dir`` as it comes (one image in memory at a time), then ``items.json``.
+
+    Returns the path of ``items.json``. Every file is written to a temporary name and
+    renamed; the ItemCollection last, so a folder with ``items.json`` is complete.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = []
+    for obs_id, when, image, tags in scenes:
+        name = f"{safe_name(obs_id)}.tif"
+        write_cog(out_dir / name, image, crs=grid.crs, transform=grid.transform,
+                  band_names=list(grid.band_names), tags=tags)
+        items.append(series_item(obs_id, when, href=name, grid=grid,
+                                 product=str(tags.get("product", ""))))
+    collection = pystac.ItemCollection(items)
+    path = out_dir / ITEMS_NAME
+    write_text_atomic(path, json.dumps(collection.to_dict(transform_hrefs=False), indent=1))
+    return path
+
+
+def series_item(obs_id: str, when: str, *, href: str, grid: SeriesGrid,
+                product: str = "") -> pystac.Item:
+    """One observation's STAC Item: footprint in WGS 84, date, projection, bands, asset."""
+    rows, cols = grid.shape
+    t = grid.transform
+    x0, y0 = t.c, t.f
+    x1, y1 = t.c + cols * t.a, t.f + rows * t.e
+    ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+    geom = transform_geom(grid.crs, "EPSG:4326", {"type": "Polygon", "coordinates": [ring]})
+    lons = [p[0] for p in geom["coordinates"][0]]
+    lats = [p[1] for p in geom["coordinates"][0]]
+    names = [grid.band_names[i] for i in band_order(list(grid.band_names))]
+    epsg = CRS.from_user_input(grid.crs).to_epsg()
+    props: dict[str, Any] = {"proj:shape": [rows, cols], "proj:transform": list(t)[:6],
+                             "splatsr:product": product}
+    if epsg is not None:
+        props["proj:code"] = f"EPSG:{epsg}"
+    else:
+        props["proj:wkt2"] = CRS.from_user_input(grid.crs).to_wkt()
+    item = pystac.Item(id=obs_id, geometry=geom, bbox=[min(lons), min(lats), max(lons),
+                                                         max(lats)],
+                       datetime=pystac.utils.str_to_datetime(when), properties=props)
+    res = abs(t.a)
+    item.add_asset(ASSET_KEY, pystac.Asset(
+        href=href, media_type=pystac.MediaType.COG, roles=["data"],
+        extra_fields={"eo:bands": [{"name": n} for n in names],
+                      "raster:bands": [{"data_type": "float32", "nodata": "nan",
+                                        "spatial_resolution": res, "unit": "reflectance"}
+                                       for _ in names]}))
+    return item
+
+
+def read_series(out_dir: str | os.PathLike) -> pystac.ItemCollection:
+    """The ItemCollection of a series folder with its asset hrefs made absolute (the file
+    keeps them relative, so the folder can move)."""
+    out_dir = Path(out_dir).resolve()
+    collection = pystac.ItemCollection.from_file(str(out_dir / ITEMS_NAME))
+    for item in collection:
+        for asset in item.assets.values():
+            if not os.path.isabs(asset.href) and "://" not in asset.href:
+                asset.href = str(out_dir / asset.href)
+    return collection
+
+
+def series_band_names(collection: pystac.ItemCollection) -> Sequence[str]:
+    """The band names of a series' COGs, in file order (B04, B03, B02 first)."""
+    first = next(iter(collection))
+    return [b["name"] for b in first.assets[ASSET_KEY].extra_fields["eo:bands"]]
