@@ -24,6 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from splatsr.core import memory
 from splatsr.core.model import output_shape
 from splatsr.core.solver import FitConfig
@@ -36,10 +38,12 @@ from splatsr.workflow import StackFit, fit, psf_curve_path, write_psf_curve
 if TYPE_CHECKING:
     from splatsr.tiles.run import TiledResult
 
-__all__ = ["COG_SUFFIXES", "QUERY_KEYS", "FitRun", "TileOptions", "check_out", "run_fit",
+__all__ = ["COG_SUFFIXES", "OUTLIER_WEIGHT", "QUERY_KEYS", "FitRun", "TileOptions", "check_out",
+           "check_series_dir", "date_notes", "run_fit",
            "tiled_summary"]
 
 _LOG = logging.getLogger("splatsr")
+OUTLIER_WEIGHT = 0.25  # a date whose fit weight is below this is named as an outlier
 COG_SUFFIXES = (".tif", ".tiff")  # output names that say "GeoTIFF"
 QUERY_KEYS = ("aoi", "start", "end", "bands", "max_cloud", "min_coverage", "stac_url",
               "collection", "max_workers")  # the keys of a STAC query mapping
@@ -65,6 +69,7 @@ class FitRun:
     fit: StackFit | None = None  # the whole-stack fit
     tiled: TiledResult | None = None  # the tiled fit
     psf_curve: Path | None = None  # held-out error per PSF sigma, with psf_sigma_m="auto"
+    series: Path | None = None  # the series' items.json, with every_date
     report: dict[str, Path] | None = None  # the report figures, with report_dir
 
 
@@ -92,13 +97,38 @@ def check_out(out: str | os.PathLike, *, mkdir: bool = False) -> Path:
     return out
 
 
+def check_series_dir(out: str | os.PathLike, *, mkdir: bool, config: FitConfig,
+                     uncertainty: Any) -> Path:
+    """Check the folder of an every-date run before any work (it is created if missing,
+    its parent must exist unless ``mkdir``) and the options that go with it.
+
+    Raises
+    ------
+    ConfigError
+        If ``out`` is a file, its parent is missing, or an option does not apply.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--every-date writes a folder; {out} is a file")
+    if not mkdir and not out.parent.is_dir():
+        raise ConfigError(f"output folder {out.parent} does not exist; create it or pass "
+                          "--mkdir (mkdir=True in Python)")
+    if config.target_date is not None:
+        raise ConfigError("--every-date renders every date from the season's shared fit; "
+                          "leave out --target-date")
+    if uncertainty:
+        raise ConfigError("--every-date does not yet write uncertainty maps; leave out "
+                          "--uncertainty")
+    return out
+
+
 def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os.PathLike, *,
             config: FitConfig | None = None, resolution_m: float = 2.5,
             psf_sigma_m: float | Literal["auto"] | None = None,
             init_shifts: Literal["zeros", "phasecorr"] = "zeros",
             report_dir: str | os.PathLike | None = None, tiles: TileOptions | None = None,
             cache_dir: str | os.PathLike | None = None, mkdir: bool = False,
-            uncertainty: bool | Literal["full", "fast"] = False,
+            uncertainty: bool | Literal["full", "fast"] = False, every_date: bool = False,
             log: Callable[[str], None] | None = None) -> FitRun:
     """Fit a stack (or an AOI fetched from STAC) and write the COG, shifts and extras.
 
@@ -127,6 +157,9 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
         Create the output's folder if it is missing (else that is an error).
     uncertainty
         Also write the 1-sigma map ``<stem>.sigma.tif`` (True/"full", or "fast"; tiled too).
+    every_date
+        Write every observation's scene from one shared fit: ``out`` is then a folder of one
+        COG per observation, ``shifts.csv`` and ``items.json`` (a STAC ItemCollection).
     log
         Receives the summary lines (default: the ``splatsr`` logger).
 
@@ -140,9 +173,11 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
         For a bad option value, also one found by reading the stack (e.g. the resolution);
         other ``SplatsrError``s for bad input data.
     """
-    log, cfg, out = log or _LOG.info, config or FitConfig(), check_out(out, mkdir=mkdir)
+    log, cfg = log or _LOG.info, config or FitConfig()
+    out = check_series_dir(out, mkdir=mkdir, config=cfg, uncertainty=uncertainty) \
+        if every_date else check_out(out, mkdir=mkdir)
     opts = dict(psf_sigma_m=psf_sigma_m, init_shifts=init_shifts, report_dir=report_dir,
-                uncertainty=uncertainty)
+                uncertainty=uncertainty, every_date=every_date)
     tiles = _check_options(source, tiles=tiles, **opts)
     if tiles is not None and isinstance(source, Mapping):
         return _fit_query_tiled(source, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles,
@@ -202,8 +237,8 @@ def choose_route(stack: Stack, cfg: FitConfig, *, psf_sigma_m: Any = None, overl
 
 
 def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
-                   init_shifts: str, report_dir: Any,
-                   uncertainty: Any = False) -> TileOptions | None:
+                   init_shifts: str, report_dir: Any, uncertainty: Any = False,
+                   every_date: bool = False) -> TileOptions | None:
     """``tiles`` with the uncertainty mode; a :class:`ConfigError` for options that clash."""
     if isinstance(source, Mapping):
         missing = [k for k in ("aoi", "start", "end") if source.get(k) is None]
@@ -225,6 +260,9 @@ def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
     if init_shifts != "zeros" or report_dir is not None:
         raise ConfigError("--init-shifts phasecorr and --report are not available with "
                           "--tile-size")
+    if every_date:
+        raise ConfigError("--every-date is not yet available with tiles (--tile-size, or a "
+                          "stack too large for one fit); fit a smaller area")
     return replace(tiles, uncertainty=_mode(uncertainty))
 
 
@@ -247,7 +285,8 @@ def _open(source: Any, *, cfg: FitConfig, cache_dir: Any, log: Callable[[str], N
 
 def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
                psf_sigma_m: Any, init_shifts: Any, report_dir: Any,
-               log: Callable[[str], None], uncertainty: Any = False) -> FitRun:
+               log: Callable[[str], None], uncertainty: Any = False,
+               every_date: bool = False) -> FitRun:
     """One fit of the whole stack, then the COG, shifts, sigma, PSF curve and report."""
     device = memory.resolve_device(cfg.device)
     memory.reset_peak(device)
@@ -262,11 +301,19 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
         run.psf_curve = write_psf_curve(psf_curve_path(out), sel, result.band_names)
         log(f"psf sigma auto: {sel.psf_sigma_m:g} m (held-out error per sigma in "
             f"{run.psf_curve.name})")
-    run.path = result.save(out, resolution_m=resolution_m)
     rows, cols = output_shape(_extent(stack), resolution_m)
-    log(f"wrote {run.path} ({cols} x {rows} px at {resolution_m:g} m, "
-        f"{len(stack.bands)} bands) and {run.path.stem}.shifts.csv; "
-        f"{len(stack.observations)} observations fitted in {result.seconds:.1f} s")
+    size = f"{cols} x {rows} px at {resolution_m:g} m, {len(stack.bands)} bands"
+    n_obs = len(stack.observations)
+    for line in date_notes(result):
+        log(line)
+    if every_date:
+        run.series = result.save_series(out, resolution_m=resolution_m)
+        log(f"wrote {n_obs} COGs ({size}), shifts.csv and {run.series.name} to {out}; "
+            f"{n_obs} observations fitted in {result.seconds:.1f} s")
+        return run
+    run.path = result.save(out, resolution_m=resolution_m)
+    log(f"wrote {run.path} ({size}) and {run.path.stem}.shifts.csv; "
+        f"{n_obs} observations fitted in {result.seconds:.1f} s")
     if uncertainty:
         log(f"wrote {sigma_path(run.path).name}: per-pixel 1-sigma uncertainty "
             f"({result.uncertainty} estimate, calibrated to cover ~68 % of errors)")
@@ -283,6 +330,25 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
                                   resolution_m=resolution_m)
         log(f"wrote {', '.join(p.name for p in run.report.values())} to {report_dir}")
     return run
+
+
+def date_notes(result: StackFit) -> list[str]:
+    """Summary lines on the dates: the observed date a target-date product follows, and
+    dates the fit judged outliers (weight below :data:`OUTLIER_WEIGHT`)."""
+    ids = [o.id for o in result.stack.observations]
+    lines = []
+    ds = result.date_scene
+    if ds is not None:
+        lines.append(f"target date {result.config.target_date} is the acquisition "
+                     f"{ids[ds.index]}: its own observation sets the 10 m-scale content "
+                     f"(corrected bands: {sum(ds.corrected)} of {len(ds.corrected)})")
+    w = result.obs_weights
+    for t in np.flatnonzero(w < OUTLIER_WEIGHT) if w is not None else ():
+        lines.append(f"date {ids[t]} departs from the other dates beyond the noise (fit weight "
+                     f"{w[t]:.2f}: a cloud or haze the mask missed, or a change)"
+                     + ("; the product follows its own observation"
+                        if ds is not None and ds.index == t else ""))
+    return lines
 
 
 def _tile_kwargs(out: Path, cfg: FitConfig, resolution_m: float,

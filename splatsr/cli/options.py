@@ -129,6 +129,11 @@ CONFIG_OPTIONS: tuple[ConfigOption, ...] = tuple(row for row in (
     ConfigOption("median_anchor", "--median-anchor/--no-median-anchor",
                  "Take the pixel-scale content from the per-pixel median of the dates "
                  "(time-weighted with --target-date), the detail from the fit.", sweep="none"),
+    ConfigOption("observed_date", "--observed-date/--no-observed-date",
+                 "When --target-date is an acquisition of the stack, its own observation "
+                 "decides the 10 m-scale content (the other dates lend the detail it agrees "
+                 "with); --no-observed-date: the time-weighted scene of the dates.",
+                 sweep="none"),
     ConfigOption("prior", "--prior", "Scene prior: tv, huber (smooth where undetermined) or "
                  "vtv (couples the bands' edges).", click.Choice(list(PRIORS))),
 ) if row.field in _FIELDS)

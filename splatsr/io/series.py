@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 import pystac
+from pystac.extensions.eo import Band, EOExtension
+from pystac.extensions.projection import ProjectionExtension
+from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform_geom
@@ -80,23 +83,23 @@ def series_item(obs_id: str, when: str, *, href: str, grid: SeriesGrid,
     lons = [p[0] for p in geom["coordinates"][0]]
     lats = [p[1] for p in geom["coordinates"][0]]
     names = [grid.band_names[i] for i in band_order(list(grid.band_names))]
-    epsg = CRS.from_user_input(grid.crs).to_epsg()
-    props: dict[str, Any] = {"proj:shape": [rows, cols], "proj:transform": list(t)[:6],
-                             "splatsr:product": product}
-    if epsg is not None:
-        props["proj:code"] = f"EPSG:{epsg}"
-    else:
-        props["proj:wkt2"] = CRS.from_user_input(grid.crs).to_wkt()
     item = pystac.Item(id=obs_id, geometry=geom, bbox=[min(lons), min(lats), max(lons),
                                                          max(lats)],
-                       datetime=pystac.utils.str_to_datetime(when), properties=props)
-    res = abs(t.a)
-    item.add_asset(ASSET_KEY, pystac.Asset(
-        href=href, media_type=pystac.MediaType.COG, roles=["data"],
-        extra_fields={"eo:bands": [{"name": n} for n in names],
-                      "raster:bands": [{"data_type": "float32", "nodata": "nan",
-                                        "spatial_resolution": res, "unit": "reflectance"}
-                                       for _ in names]}))
+                       datetime=pystac.utils.str_to_datetime(when),
+                       properties={"splatsr:product": product})
+    asset = pystac.Asset(href=href, media_type=pystac.MediaType.COG, roles=["data"])
+    item.add_asset(ASSET_KEY, asset)
+    crs = CRS.from_user_input(grid.crs)
+    for target in (ProjectionExtension.ext(item, add_if_missing=True),
+                   ProjectionExtension.ext(asset)):
+        target.apply(epsg=crs.to_epsg(), wkt2=None if crs.to_epsg() else crs.to_wkt(),
+                     shape=[rows, cols], transform=list(t)[:6])
+    EOExtension.ext(asset, add_if_missing=True).apply(
+        bands=[Band.create(name=n) for n in names])
+    RasterExtension.ext(asset, add_if_missing=True).apply(
+        bands=[RasterBand.create(data_type=DataType.FLOAT32, nodata=float("nan"),
+                                 spatial_resolution=abs(t.a), unit="reflectance")
+               for _ in names])
     return item
 
 

@@ -1,0 +1,232 @@
+"""This acquisition, sharper: the observed-date and every-date products on real series.
+
+One command (from the repository root)::
+
+    python benchmarks/date_products.py [--windows tune|report|all] [--out DIR] [--figure]
+
+Protocol (Wald, as :mod:`real_series`): every real 10 m date is read as the scene at 5 m and
+observed by a simulated 10 m sensor (shift N(0, 1.5 m), PSF 4 m, 2 x 2 integration, noise
+0.002), masked by its own real cloud mask. Unlike :mod:`real_series`, the asked date ``D`` is
+**in** the stack: a window is the N clear-enough dates nearest to ``D``, ``D`` included.
+Every product is scored per band with cPSNR against that date's real image, as a gain over
+bicubic of the date's *own* simulated 10 m observation (do no harm: a gain below 0 is a
+defect to explain):
+
+* ``target``: ``fit(target_date=D)``, the observed-date product (D's own observation sets its
+  10 m-scale content); ``target_before``: the same with ``observed_date=False`` (the
+  time-weighted scene, what ``--target-date`` gave before);
+* ``series``: one default fit, then every clear date's scene (``StackFit.render_date``); the
+  dates scored are those >= 90 % clear that the fit did not judge outliers (weight >= 0.25);
+  its time is the fit plus every render, against a default fit of the same stack;
+* ``ceiling``: the same window with every date replaced by D's texture (one static scene).
+
+Windows: ``tune`` are the windows the choices of :mod:`splatsr.core.observed` were made on;
+``report`` were not looked at before the choices were frozen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, ROOT, machine  # noqa: E402
+from baselines import bicubic_median  # noqa: E402
+from real_series import FACTOR, MIN_CLEAR, PIXEL_M, SCENE_M, Series, load_series, observe  # noqa: E402,E501
+
+from splatsr.core.solver import FitConfig, fit_arrays  # noqa: E402
+from splatsr.evaluate.metrics import cpsnr  # noqa: E402
+from splatsr.pipeline import OUTLIER_WEIGHT  # noqa: E402
+from splatsr.workflow import StackFit  # noqa: E402
+
+CLEAR = 0.9  # a date is scored in the series when this share of its pixels is valid
+# (series, season, asked date D, N dates in the window, D included)
+TUNE = [("worldcereal", "spring", "2019-04-16", 8), ("worldcereal", "autumn", "2018-10-13", 12),
+        ("worldcereal", "summer", "2019-07-05", 10)]
+REPORT = [("worldcereal", "winter", "2019-02-25", 10), ("worldcereal", "lspring", "2019-05-16", 14),
+          ("worldcereal", "eautumn", "2018-09-18", 9), ("worldcereal", "lsummer", "2019-08-24", 12),
+          ("eolearn_ndvi", "spring", "2017-04-21", 10), ("eolearn_ndvi", "winter", "2016-01-07", 10),
+          ("eolearn_ndvi", "summer", "2016-08-14", 12), ("eolearn_ndvi", "autumn", "2017-10-13", 8)]
+
+
+def window_with(s: Series, asked: str, n: int) -> list[int]:
+    """Indices of the n dates nearest to ``asked`` (itself included), >= MIN_CLEAR clear."""
+    day = np.array(s.dates, dtype="datetime64[D]")
+    h = s.dates.index(asked)
+    ok = [k for k in range(len(day)) if s.clear[k].mean() >= MIN_CLEAR or k == h]
+    return sorted(sorted(ok, key=lambda k: abs(int((day[k] - day[h]).astype(int))))[:n])
+
+
+def band_gains(img: np.ndarray, ref: np.ndarray, own: np.ndarray) -> list[float]:
+    """Per band: cPSNR of ``img`` minus that of bicubic of ``own`` (B, h, w), against ``ref``."""
+    bic = bicubic_median(own[None], factor=FACTOR)
+    return [cpsnr(img[b:b + 1], ref[b:b + 1]) - cpsnr(bic[b:b + 1], ref[b:b + 1])
+            for b in range(len(ref))]
+
+
+def fit(obs: np.ndarray, dates: list[str], bands: list[str], **cfg) -> tuple[StackFit, float]:
+    """A fit in memory as :func:`splatsr.fit` would make it, and its seconds."""
+    t0 = time.perf_counter()
+    res = fit_arrays(obs, pixel_m=PIXEL_M, config=FitConfig(**cfg), band_names=tuple(bands),
+                     dates=dates)
+    sec = time.perf_counter() - t0
+    out = StackFit(**{k: getattr(res, k) for k in res.__dataclass_fields__})
+    out.data = obs
+    return out, sec
+
+
+def run_window(s: Series, season: str, asked: str, n: int) -> dict:
+    """Every product of one window: per-band gains, per-date series gains, times."""
+    idx = window_with(s, asked, n)
+    h, dates = s.dates.index(asked), [s.dates[k] for k in idx]
+    t = idx.index(h)
+    obs = observe(s.data[idx], s.clear[idx], seed=100 * n + h)
+    row = dict(series=s.name, season=season, asked=asked, n_dates=n, first=dates[0],
+               last=dates[-1], clear=float(np.isfinite(obs[t]).mean()))
+    for name, cfg in (("target", {}), ("target_before", {"observed_date": False})):
+        res, sec = fit(obs, dates, s.bands, target_date=asked, **cfg)
+        row[name] = band_gains(res.render(SCENE_M), s.data[h], obs[t])
+        row[f"{name}_s"] = sec
+    shared, fit_s = fit(obs, dates, s.bands)
+    t0, per_date = time.perf_counter(), []
+    for k in range(len(idx)):
+        img = shared.render_date(k, SCENE_M)
+        clear = float(np.isfinite(obs[k]).mean())
+        per_date.append(dict(date=dates[k], clear=clear, weight=float(shared.obs_weights[k]),
+                             scored=clear >= CLEAR and shared.obs_weights[k] >= OUTLIER_WEIGHT,
+                             gains=band_gains(img, s.data[idx[k]], obs[k])))
+    row.update(series_dates=per_date, series_fit_s=fit_s,
+               series_render_s=time.perf_counter() - t0,
+               default_render_s=_timed(lambda: shared.render(SCENE_M)))
+    static = observe(np.repeat(s.data[h][None], len(idx), axis=0), s.clear[idx], seed=100 * n + h)
+    res, _ = fit(static, dates, s.bands, target_date=asked)
+    row["ceiling"] = band_gains(res.render(SCENE_M), s.data[h], static[t])
+    return row
+
+
+def _timed(f) -> float:
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def summary(rows: list[dict]) -> dict[str, float]:
+    """The must-show figures: means, worst band-scene, worst series date, time ratio."""
+    out = {}
+    for name in ("target", "target_before", "ceiling"):
+        flat = np.concatenate([np.ravel(r[name]) for r in rows])  # every band-scene
+        out[f"{name}_mean"] = float(np.mean([np.mean(r[name]) for r in rows]))
+        out[f"{name}_worst_band"] = float(flat.min())
+        out[f"{name}_below_-0.2"] = int((flat < -0.2).sum())
+    scored = [np.mean(d["gains"]) for r in rows for d in r["series_dates"] if d["scored"]]
+    out["series_mean"] = float(np.mean(scored)) if scored else float("nan")
+    out["series_worst_date"] = float(np.min(scored)) if scored else float("nan")
+    out["series_dates_scored"] = len(scored)
+    out["series_time_ratio"] = float(np.mean([(r["series_fit_s"] + r["series_render_s"])
+                                              / (r["series_fit_s"] + r["default_render_s"])
+                                              for r in rows]))
+    return out
+
+
+def markdown(rows: list[dict], info: dict) -> list[str]:
+    """The results page: per window, per band; the series per date; the summary."""
+    md = ["| series | season | D | N | D clear | target (per band) | before | ceiling | "
+          "series dates scored: mean (worst) | time series / default |", "|---" * 10 + "|"]
+    for r in rows:
+        sc = [np.mean(d["gains"]) for d in r["series_dates"] if d["scored"]]
+        fmt = lambda v: " ".join(f"{x:+.2f}" for x in v)  # noqa: E731
+        md.append(f"| {r['series']} | {r['season']} | {r['asked']} | {r['n_dates']} | "
+                  f"{r['clear']:.0%} | {fmt(r['target'])} | {np.mean(r['target_before']):+.2f} "
+                  f"| {np.mean(r['ceiling']):+.2f} | "
+                  f"{np.mean(sc) if sc else float('nan'):+.2f} "
+                  f"({np.min(sc) if sc else float('nan'):+.2f}, {len(sc)}) | "
+                  f"{(r['series_fit_s'] + r['series_render_s']) / (r['series_fit_s'] + r['default_render_s']):.2f} |")
+    md += ["", "| quantity | value |", "|---|---|"]
+    md += [f"| {k} | {v:+.2f} |" if isinstance(v, float) else f"| {k} | {v} |"
+           for k, v in summary(rows).items()]
+    md += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items())]
+    return md
+
+
+def figure(s: Series, season: str, asked: str, n: int, path: Path) -> None:
+    """The real date, bicubic of its observation, the product before and now, and the
+    difference of the real date to the other dates' median (where a field changed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx = window_with(s, asked, n)
+    h, dates = s.dates.index(asked), [s.dates[k] for k in idx]
+    t = idx.index(h)
+    obs = observe(s.data[idx], s.clear[idx], seed=100 * n + h)
+    now, _ = fit(obs, dates, s.bands, target_date=asked)
+    before, _ = fit(obs, dates, s.bands, target_date=asked, observed_date=False)
+    others = np.nanmedian(np.where(s.clear[idx][:, None], s.data[idx], np.nan)[
+        [k for k in range(len(idx)) if k != t]], axis=0)
+    band = [s.bands.index(b) for b in ("B04", "B03", "B02")] if "B04" in s.bands else [0]
+    panels = {f"real date {asked}": s.data[h],
+              "bicubic of its 10 m look": bicubic_median(obs[t:t + 1], factor=FACTOR),
+              "before: time-weighted": before.render(SCENE_M),
+              "now: observed-date product": now.render(SCENE_M)}
+    fig, axs = plt.subplots(1, len(panels) + 1, figsize=(3 * (len(panels) + 1), 3.3))
+    lo, hi = np.nanpercentile(s.data[h][band], [1, 99])
+    for ax, (title, img) in zip(axs, panels.items()):
+        ax.imshow(np.clip((np.moveaxis(img[band], 0, -1) - lo) / (hi - lo), 0, 1).squeeze(),
+                  cmap="gray", interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    change = np.abs(s.data[h] - others).mean(0)
+    axs[-1].imshow(change, cmap="magma", interpolation="nearest")
+    axs[-1].set_title("|real date - median of the others|", fontsize=8)
+    axs[-1].axis("off")
+    fig.suptitle(f"{s.name} {season}: {n} dates with {asked} in the stack (5 m, Wald)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--windows", choices=["tune", "report", "all"], default="all")
+    ap.add_argument("--out", default=str(RESULTS / "date_products"))
+    ap.add_argument("--figure", action="store_true", help="also docs/date_products_*.png")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    chosen = {"tune": TUNE, "report": REPORT, "all": TUNE + REPORT}[a.windows]
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache: dict[str, Series] = {}
+    rows = []
+    for name, season, asked, n in chosen:
+        s = cache.setdefault(name, load_series(name))
+        rows.append(dict(run_window(s, season, asked, n), set="tune" if (name, season, asked, n)
+                         in TUNE else "report"))
+        print("\n".join(markdown(rows[-1:], {})[2:3]), flush=True)
+        (out / "rows.json").write_text(json.dumps(rows, indent=1))  # kept as it goes
+    info = machine()
+    md = []
+    for label in ("tune", "report"):
+        part = [r for r in rows if r["set"] == label]
+        if part:
+            md += [f"## {label} windows", ""] + markdown(part, info) + [""]
+    (out / "date_products.md").write_text("\n".join(md))
+    (out / "summary.json").write_text(json.dumps(
+        {k: summary([r for r in rows if r["set"] == k]) for k in ("tune", "report")
+         if any(r["set"] == k for r in rows)}, indent=1))
+    if a.figure:
+        for name, season, asked, n in TUNE[1:2] + REPORT[:1]:
+            figure(cache.setdefault(name, load_series(name)), season, asked, n,
+                   ROOT / "docs" / f"date_products_{season}.png")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
