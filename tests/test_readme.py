@@ -44,6 +44,7 @@ def test_quickstart_and_api_run_as_written(tmp_path):
     assert api.returncode == 0, api.stderr[-2000:]
     assert (tmp_path / "out" / "sr.tif").is_file()
     assert (tmp_path / "out" / "sr.shifts.csv").is_file()
+    assert (tmp_path / "out" / "series" / "items.json").is_file()
 
 
 def test_ci_blocks_are_present():

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -38,6 +39,9 @@ import torch
 import splatsr.core.render as _r
 from splatsr.core.model import SplatGrid, render_latent
 from splatsr.core.scaling import noise_sigma
+
+if TYPE_CHECKING:
+    from splatsr.core.result import FitResult
 
 LAMBDA_BRACKET = (1e-10, 1e4)  # search range of the Tikhonov weight, relative to max eigenvalue
 
@@ -104,7 +108,7 @@ class DateScene:
     offset: np.ndarray  # (B,) that date's radiometric offset, reflectance
     corrected: np.ndarray  # (B,) True where the observation moved the scene beyond the noise
 
-    def render(self, result, resolution_m: float) -> np.ndarray:
+    def render(self, result: FitResult, resolution_m: float) -> np.ndarray:
         """(B, H', W') the scene at ``resolution_m``, with the date's change layer (float32)."""
         with torch.no_grad():
             img = render_latent(torch.from_numpy(self.weights.astype(np.float64)),
@@ -116,7 +120,7 @@ class DateScene:
         return img.astype(np.float32)
 
 
-def date_scene(result, observation: np.ndarray, t: int) -> DateScene:
+def date_scene(result: FitResult, observation: np.ndarray, t: int) -> DateScene:
     """Date ``t``'s scene, whose sensor view reproduces ``observation`` (B, H, W) (NaN
     where invalid) to within the noise; ``result`` is the
     :class:`~splatsr.core.result.FitResult` of a fit that included date ``t`` (see the
