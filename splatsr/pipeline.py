@@ -141,6 +141,7 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
         other ``SplatsrError``s for bad input data.
     """
     log, cfg, out = log or _LOG.info, config or FitConfig(), check_out(out, mkdir=mkdir)
+    cfg.validate()  # bad settings, a missing CUDA too: before any fetch or memory plan
     opts = dict(psf_sigma_m=psf_sigma_m, init_shifts=init_shifts, report_dir=report_dir,
                 uncertainty=uncertainty)
     tiles = _check_options(source, tiles=tiles, **opts)

@@ -11,12 +11,14 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+import torch
 from click.testing import CliRunner
 from helpers import run_cli as run
 
 from splatsr.cli import main
 
 FAST = ["--adam-steps", "30", "--lbfgs-iters", "15", "--coarse-levels", "0"]
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a CUDA device")
 
 
 def test_fit_writes_cog_and_shifts(small_stack, tmp_path):
@@ -125,6 +127,11 @@ def test_simulate_command(tmp_path, texture):
      "one number >= 0 per band", False),
     (["fit", "{stack}", "--out", "{tmp}/o.tif", "--band-psf-sigma", "4"], 2,
      "gives 1 PSF width(s) for a stack of 2 bands", True),
+    # a CPU-only torch: checked before the memory plan asks CUDA for its free memory
+    pytest.param(["fit", "{stack}", "--out", "{tmp}/new/o.tif", "--mkdir", "--device", "cuda"],
+                 2, "torch sees no CUDA device", True, marks=NO_CUDA),
+    pytest.param(["fit", "--sample", "--out", "{tmp}/o.tif", "--device", "cuda",
+                  "--tile-size", "32"], 2, "torch sees no CUDA device", True, marks=NO_CUDA),
 ])
 def test_bad_input_one_line_error_and_no_output(small_stack, tmp_path, args, code, message,
                                                 one_line):
