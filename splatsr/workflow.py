@@ -118,8 +118,9 @@ class StackFit(FitResult):
         """The scene at ``resolution_m`` as a georeferenced ``xarray.DataArray`` (band, y, x).
 
         Coordinates ``x``/``y`` are pixel centres in the stack's CRS; the CRS and transform
-        are in a ``spatial_ref`` coordinate (``.rio.crs`` / ``.rio.transform()`` with
-        rioxarray). Needs the ``xarray`` extra.
+        are in a ``spatial_ref`` coordinate. Needs the ``xarray`` extra, whose rioxarray is
+        imported here: ``.rio.crs``, ``.rio.transform()``, ``.rio.nodata`` (NaN), and
+        ``.rio.to_raster(path)`` writes the band names (in the stack's order) as descriptions.
         """
         if self.stack is None:
             raise ConfigError("this result has no stack (its CRS and grid); use splatsr.fit")
