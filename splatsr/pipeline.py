@@ -267,7 +267,8 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
     rows, cols = output_shape(_extent(stack), resolution_m)
     log(f"wrote {run.path} ({cols} x {rows} px at {resolution_m:g} m, "
         f"{len(stack.bands)} bands) and {run.path.stem}.shifts.csv; "
-        f"{len(stack.observations)} observations fitted in {result.seconds:.1f} s")
+        f"{len(stack.observations)} observations fitted in {result.seconds:.1f} s; "
+        f"effective dates: {result.effective_dates():.1f} of {len(stack.observations)}")
     if uncertainty:
         log(f"wrote {sigma_path(run.path).name}: per-pixel 1-sigma uncertainty "
             f"({result.uncertainty} estimate, calibrated to cover ~68 % of errors)")

@@ -130,3 +130,15 @@ def target_time_weights(dates: Sequence[Any] | np.ndarray | None, *, n_obs: int,
     days = day_numbers(dates)
     return time_weights(days, target_day=parse_target_date(target_date),
                         window_days=window_days)
+
+
+def effective_dates(weights: Sequence[float] | np.ndarray) -> float:
+    """How many dates effectively carried a fit: ``(sum w)**2 / sum w**2``.
+
+    ``weights`` (T,) are the dates' weights in the fit, >= 0 (e.g. time weight x robust weight
+    x valid fraction: :meth:`splatsr.core.result.FitResult.date_weights`). T equal weights
+    give T; one date carrying everything gives 1; all zero gives 0.
+    """
+    w = np.asarray(weights, np.float64).ravel()
+    s2 = float((w * w).sum())
+    return float(w.sum() ** 2 / s2) if s2 > 0 else 0.0

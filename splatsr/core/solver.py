@@ -110,6 +110,7 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
         fit_level(obj, level, log)
     log.close()
     result = collect_result(obj, scaling, band_names=band_names, log=log)
+    result.valid_fraction = valid.reshape(T, -1).mean(axis=1)  # (T,)
     pred = result.predict()
     with np.errstate(invalid="ignore"):
         result.residual_rms = np.sqrt(np.nanmean(((pred - data) ** 2).reshape(T, -1), axis=1))

@@ -93,6 +93,26 @@ def test_fit_sample_offline(tmp_path):
         assert src.overviews(1) == [2]  # internal overview for the 400 x 404 px output
 
 
+def test_fit_summary_says_how_many_dates_carried_the_result(small_stack, tmp_path):
+    """The summary line's effective dates are (sum w)^2 / sum w^2 of the CSV's weights x time
+    weights x each date's valid fraction: fewer than all 8 dates with a target date."""
+    import re
+
+    out = tmp_path / "sr.tif"
+    day = small_stack.observations[0].datetime[:10]
+    r = run("fit", small_stack.root, "--out", out, "--target-date", day,
+            "--time-window", 2, *FAST)  # daily dates: 2 days drop the last ones
+    assert r.exit_code == 0, r.output
+    n_eff, n = re.search(r"effective dates: ([\d.]+) of (\d+)", r.output).groups()
+    with open(tmp_path / "sr.shifts.csv") as f:
+        rows = list(csv.DictReader(f))
+    valid = np.isfinite(small_stack.load()).reshape(len(rows), -1).mean(axis=1)
+    w = np.array([float(x["weight"]) * float(x["time_weight"]) for x in rows]) * valid
+    assert int(n) == len(rows) == 8
+    assert float(n_eff) == pytest.approx(w.sum() ** 2 / (w * w).sum(), abs=0.051)
+    assert 1.0 <= float(n_eff) < 6.0
+
+
 def test_simulate_command(tmp_path, texture):
     from affine import Affine
 
