@@ -176,6 +176,7 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     log, cfg = log or _LOG.info, config or FitConfig()
     out = check_series_dir(out, mkdir=mkdir, config=cfg, uncertainty=uncertainty) \
         if every_date else check_out(out, mkdir=mkdir)
+    cfg.validate()  # bad settings, a missing CUDA too: before any fetch or memory plan
     opts = dict(psf_sigma_m=psf_sigma_m, init_shifts=init_shifts, report_dir=report_dir,
                 uncertainty=uncertainty, every_date=every_date)
     tiles = _check_options(source, tiles=tiles, **opts)
@@ -304,16 +305,17 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
     rows, cols = output_shape(_extent(stack), resolution_m)
     size = f"{cols} x {rows} px at {resolution_m:g} m, {len(stack.bands)} bands"
     n_obs = len(stack.observations)
+    effective = f"effective dates: {result.effective_dates():.1f} of {n_obs}"
     for line in date_notes(result):
         log(line)
     if every_date:
         run.series = result.save_series(out, resolution_m=resolution_m)
         log(f"wrote {n_obs} COGs ({size}), shifts.csv and {run.series.name} to {out}; "
-            f"{n_obs} observations fitted in {result.seconds:.1f} s")
+            f"{n_obs} observations fitted in {result.seconds:.1f} s; {effective}")
         return run
     run.path = result.save(out, resolution_m=resolution_m)
     log(f"wrote {run.path} ({size}) and {run.path.stem}.shifts.csv; "
-        f"{n_obs} observations fitted in {result.seconds:.1f} s")
+        f"{n_obs} observations fitted in {result.seconds:.1f} s; {effective}")
     if uncertainty:
         log(f"wrote {sigma_path(run.path).name}: per-pixel 1-sigma uncertainty "
             f"({result.uncertainty} estimate, calibrated to cover ~68 % of errors)")

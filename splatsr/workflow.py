@@ -137,7 +137,8 @@ class StackFit(FitResult):
             return ids.index(which)
         dates = [o.datetime for o in obs]
         idx = acquisition_index(dates or None, target_date=which if len(str(which)) == 10
-                                else None, valid_fraction=self.valid_fraction())
+                                else None, valid_fraction=self.valid_fraction
+                                if self.valid_fraction is not None else np.ones(len(dates)))
         if idx is None:
             raise ConfigError(f"no observation with id or date {which!r}; the stack has "
                               f"{', '.join(d[:10] for d in dates[:8])}"
@@ -151,13 +152,6 @@ class StackFit(FitResult):
         if self.stack is None:
             raise ConfigError("this result has no stack or data to read observations from")
         return read_observation(self.stack, self.stack.observations[t])
-
-    def valid_fraction(self) -> np.ndarray:
-        """(T,) share of valid pixels of each observation (from the fit's data or stack)."""
-        if self.data is not None:
-            return np.isfinite(self.data).reshape(len(self.data), -1).mean(axis=1)
-        return np.array([np.isfinite(self.observation(t)).mean()
-                         for t in range(len(self.shifts_m))])
 
     def render_date(self, which: int | str, resolution_m: float = 2.5) -> np.ndarray:
         """Observation ``which`` (index, id or date) as its own scene at ``resolution_m``:
@@ -200,8 +194,9 @@ class StackFit(FitResult):
         """The scene at ``resolution_m`` as a georeferenced ``xarray.DataArray`` (band, y, x).
 
         Coordinates ``x``/``y`` are pixel centres in the stack's CRS; the CRS and transform
-        are in a ``spatial_ref`` coordinate (``.rio.crs`` / ``.rio.transform()`` with
-        rioxarray). Needs the ``xarray`` extra.
+        are in a ``spatial_ref`` coordinate. Needs the ``xarray`` extra, whose rioxarray is
+        imported here: ``.rio.crs``, ``.rio.transform()``, ``.rio.nodata`` (NaN), and
+        ``.rio.to_raster(path)`` writes the band names (in the stack's order) as descriptions.
         """
         if self.stack is None:
             raise ConfigError("this result has no stack (its CRS and grid); use splatsr.fit")

@@ -7,10 +7,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import torch
 
 from splatsr.core.change import change_ratio
 from splatsr.core.dates import auto_window_days, day_numbers, parse_target_date
+from splatsr.core.memory import resolve_device
 from splatsr.core.prior import PRIORS
 from splatsr.core.robust import check_loss
 from splatsr.errors import ConfigError
@@ -196,6 +196,4 @@ class FitConfig:
             raise ConfigError(f"prior must be one of {', '.join(PRIORS)}; got {self.prior!r}")
         if self.target_date is not None:
             parse_target_date(self.target_date)
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but torch sees no CUDA device; "
-                              "use --device cpu or install a CUDA build of torch")
+        resolve_device(self.device)  # a ConfigError for "cuda" where torch sees none

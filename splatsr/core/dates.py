@@ -143,3 +143,15 @@ def acquisition_index(dates: Sequence[Any] | np.ndarray | None, *, target_date: 
     if len(same) == 0:
         return None
     return int(same[np.argmax(np.asarray(valid_fraction)[same])])
+
+
+def effective_dates(weights: Sequence[float] | np.ndarray) -> float:
+    """How many dates effectively carried a fit: ``(sum w)**2 / sum w**2``.
+
+    ``weights`` (T,) are the dates' weights in the fit, >= 0 (e.g. time weight x robust weight
+    x valid fraction: :meth:`splatsr.core.result.FitResult.date_weights`). T equal weights
+    give T; one date carrying everything gives 1; all zero gives 0.
+    """
+    w = np.asarray(weights, np.float64).ravel()
+    s2 = float((w * w).sum())
+    return float(w.sum() ** 2 / s2) if s2 > 0 else 0.0

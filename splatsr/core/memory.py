@@ -19,6 +19,7 @@ import torch
 from splatsr.core.change import ChangeGrid
 from splatsr.core.model import SplatGrid
 from splatsr.core.tiling import TILE_PIXELS_COLS, TILE_PIXELS_ROWS, axis_tiling
+from splatsr.errors import ConfigError
 
 BYTES = 4  # float32
 IMAGE_COPIES = 10  # data, mask, prediction, residual, loss terms and their gradients
@@ -112,9 +113,19 @@ def reset_peak(device: torch.device | str) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when torch sees it, else the CPU; other names as given."""
+    """``"auto"`` -> CUDA when torch sees it, else the CPU; other names as given.
+
+    Raises
+    ------
+    ConfigError
+        For ``"cuda"`` where torch sees no CUDA device (a CPU-only build, no driver), so
+        nothing asks CUDA for memory on a machine without it.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA device; "
+                          "use --device cpu (device='cpu') or install a CUDA build of torch")
     return torch.device(name)
 
 

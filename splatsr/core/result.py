@@ -11,6 +11,7 @@ import torch
 from splatsr.core.change import ChangeGrid, at_target, upsample
 from splatsr.core.config import FitConfig
 from splatsr.core.consensus import DateMedianAnchor, PixelAnchor
+from splatsr.core.dates import effective_dates
 from splatsr.core.model import SplatGrid, render_latent, render_observations
 from splatsr.core.observed import DateScene
 
@@ -38,6 +39,21 @@ class FitResult:
     band_offsets_m: np.ndarray | None = None  # (B, 2) (dx_m, dy_m) of each band vs the first
     anchor: DateMedianAnchor | PixelAnchor | None = None  # correction toward the dates
     date_scene: DateScene | None = None  # the target date's own observed scene, when it is one
+    valid_fraction: np.ndarray | None = None  # (T,) share of each date's pixels that is valid
+
+    def date_weights(self) -> np.ndarray:
+        """(T,) each date's weight in the fit: time weight x robust weight x valid fraction
+        (the factors the fit did not use count as 1)."""
+        w = np.ones(len(self.shifts_m))
+        for factor in (self.time_weight, self.obs_weights, self.valid_fraction):
+            if factor is not None:
+                w = w * np.asarray(factor, np.float64)
+        return w
+
+    def effective_dates(self) -> float:
+        """How many dates effectively carried the result,
+        :func:`~splatsr.core.dates.effective_dates` of :meth:`date_weights`."""
+        return effective_dates(self.date_weights())
 
     def band_shifts(self, shifts_m: torch.Tensor) -> torch.Tensor:
         """Date shifts (N, 2) as rendered: (N, B, 2) with the band offsets, else unchanged."""

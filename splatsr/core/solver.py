@@ -111,11 +111,12 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
         fit_level(obj, level, log)
     log.close()
     result = collect_result(obj, scaling, band_names=band_names, log=log)
+    result.valid_fraction = valid.reshape(T, -1).mean(axis=1)  # (T,)
     pred = result.predict()
     with np.errstate(invalid="ignore"):
         result.residual_rms = np.sqrt(np.nanmean(((pred - data) ** 2).reshape(T, -1), axis=1))
     own = acquisition_index(dates, target_date=cfg.target_date,
-                            valid_fraction=valid.reshape(T, -1).mean(axis=1))
+                            valid_fraction=result.valid_fraction)
     if cfg.observed_date and own is not None:
         result.date_scene = date_scene(result, data[own], own)
     elif cfg.median_anchor:

@@ -7,8 +7,17 @@ a projected CRS and wraps it as an :class:`ArrayStack` (a :class:`~splatsr.io.st
 whose pixels are in memory). :func:`scene_to_xarray` returns a rendered scene with its CRS,
 transform, band names and pixel-centre coordinates.
 
-xarray is imported lazily (the ``xarray`` extra); rioxarray is optional: when it is installed
-the returned array also answers ``.rio.crs`` and ``.rio.transform()``.
+Inputs as the usual loaders give them: ``stackstac.stack`` (time, band, y, x; a ``crs``
+attribute; pixel *corner* coordinates by default, told apart from centres by its ``transform``
+attribute), ``odc.stac.load`` (a Dataset of one (time, y, x) variable per band, a
+``spatial_ref`` coordinate: pass it as it is, or ``.to_array("band")``; a ``variable`` dimension
+is read as the bands), ``rioxarray.open_rasterio`` files concatenated along ``time`` (band
+numbers named from the ``long_name`` descriptions).
+
+xarray is imported lazily (the ``xarray`` extra, which also installs rioxarray). The ``.rio``
+accessor is registered for the user (rioxarray imported when installed), so the scene from
+:func:`scene_to_xarray` answers ``.rio.crs``, ``.rio.transform()``, ``.rio.nodata`` (NaN) and
+``.rio.to_raster(path)`` writes its band names as the band descriptions.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ DIMS = ("time", "band", "y", "x")
 NATIVE_PIXEL_M = 10.0  # Sentinel-2's 10 m bands
 _REL_TOL = 1e-6  # of the pixel size: spacing and lattice checks
 
-__all__ = ["ArrayStack", "is_dataarray", "scene_to_xarray", "stack_from_xarray"]
+__all__ = ["ArrayStack", "is_dataarray", "is_dataset", "scene_to_xarray", "stack_from_xarray"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,16 @@ class ArrayStack(Stack):
 
 def is_dataarray(obj: Any) -> bool:
     """True for an ``xarray.DataArray`` (without importing xarray)."""
-    return any(c.__module__.startswith("xarray") and c.__name__ == "DataArray"
+    return _is_xarray(obj, "DataArray")
+
+
+def is_dataset(obj: Any) -> bool:
+    """True for an ``xarray.Dataset`` (without importing xarray)."""
+    return _is_xarray(obj, "Dataset")
+
+
+def _is_xarray(obj: Any, name: str) -> bool:
+    return any(c.__module__.startswith("xarray") and c.__name__ == name
                for c in type(obj).__mro__)
 
 
@@ -60,10 +78,12 @@ def stack_from_xarray(da: Any, *, native_pixel_m: float | None = NATIVE_PIXEL_M,
     ----------
     da
         Reflectance (0-1 scale, NaN or the array's ``_FillValue``/``nodata`` where invalid)
-        with dimensions ``time``, ``band``, ``y``, ``x`` (any order) and 1-D ``x``/``y``
-        coordinates at pixel centres, evenly spaced, in a projected CRS in metres. The CRS is
-        taken from ``crs``, ``da.rio.crs`` (rioxarray), a ``spatial_ref`` coordinate
-        (``crs_wkt``, as rioxarray and odc-stac write it) or ``da.attrs["crs"]``.
+        with dimensions ``time``, ``band`` (or ``variable``), ``y``, ``x`` (any order) and 1-D
+        ``x``/``y`` coordinates at pixel centres (or corners, where a ``transform`` attribute
+        says so, as stackstac's), evenly spaced, in a projected CRS in metres; or a Dataset of
+        one (time, y, x) variable per band (odc-stac), each variable's ``nodata`` as NaN. The
+        CRS is taken from ``crs``, ``da.rio.crs`` (rioxarray), a ``spatial_ref`` coordinate
+        (``crs_wkt``, as rioxarray and odc-stac write it) or ``da.attrs["crs"]`` (stackstac).
     native_pixel_m
         The sensor's native pixel size; the grid must have it and lie on its lattice (a
         resampled or reprojected grid is refused). ``None`` accepts any square grid.
@@ -80,9 +100,14 @@ def stack_from_xarray(da: Any, *, native_pixel_m: float | None = NATIVE_PIXEL_M,
         Not a DataArray; wrong dimensions; uneven, non-square, resampled or off-lattice grid;
         no or a geographic CRS; values that are not reflectance.
     """
+    if is_dataset(da):
+        da = _bands_of_dataset(da)
     if not is_dataarray(da):
         raise ConfigError(f"expected a stack directory, a Stack or an xarray.DataArray "
                           f"(time, band, y, x); got {type(da).__name__}")
+    _import_xarray()  # with rioxarray when installed: da.rio.crs
+    if "variable" in da.dims and "band" not in da.dims:  # ds.to_array() without a name
+        da = da.rename(variable="band")
     if set(da.dims) != set(DIMS):
         raise ConfigError(f"the DataArray must have dimensions {', '.join(DIMS)}; it has "
                           f"{', '.join(map(str, da.dims))} (odc-stac: ds.to_array('band'))")
@@ -96,7 +121,7 @@ def stack_from_xarray(da: Any, *, native_pixel_m: float | None = NATIVE_PIXEL_M,
     times = [_iso(t) for t in da["time"].values]
     ids = ([str(v) for v in da["id"].values] if "id" in da.coords and da["id"].ndim == 1
            else [f"t{i:03d}_{t[:10]}" for i, t in enumerate(times)])
-    bands = tuple(str(b) for b in da["band"].values)
+    bands = _band_names(da)
     if len(set(bands)) != B or len(set(ids)) != T:
         raise ConfigError("band names and observation ids must be unique")
     name = da.name if da.name is not None else "DataArray"
@@ -118,7 +143,8 @@ def _grid_transform(da: Any, native_pixel_m: float | None) -> Affine:
     if not math.isclose(dx, dy, rel_tol=_REL_TOL):
         raise ConfigError(f"pixels are {dx:g} x {dy:g} m; splatsr needs square pixels on the "
                           "native grid (load without resampling)")
-    left, top = x[0] - dx / 2, y[0] + dy / 2
+    left, top = (x[0], y[0]) if _corner_coords(da, x[0], y[0], dx) else \
+        (x[0] - dx / 2, y[0] + dy / 2)
     if native_pixel_m is not None:
         if not math.isclose(dx, native_pixel_m, rel_tol=_REL_TOL):
             raise ConfigError(f"pixels are {dx:g} m, not the native {native_pixel_m:g} m: the "
@@ -132,13 +158,54 @@ def _grid_transform(da: Any, native_pixel_m: float | None) -> Affine:
     return Affine(dx, 0.0, left, 0.0, -dy, top)
 
 
+def _corner_coords(da: Any, x0: float, y0: float, dx: float) -> bool:
+    """Whether the x/y coordinates are pixel corners: the array's ``transform`` attribute
+    (stackstac's, whose default ``xy_coords="topleft"`` labels corners; ``xarray.open_rasterio``'s
+    6-tuple) puts the first coordinate on its corner lattice, not half a pixel off it."""
+    t = da.attrs.get("transform")
+    try:
+        t = t if isinstance(t, Affine) else Affine(*(float(v) for v in list(t)[:6]))
+    except (TypeError, ValueError):  # none, or not an affine transform
+        return False
+    if not math.isclose(abs(t.a), dx, rel_tol=_REL_TOL):
+        return False
+    off = [abs(v - round(v)) for v in ((x0 - t.c) / dx, (y0 - t.f) / dx)]
+    return max(off) < 0.25
+
+
+def _bands_of_dataset(ds: Any) -> Any:
+    """odc-stac's Dataset (one (time, y, x) variable per band) as a (band, time, y, x)
+    DataArray, each variable's no-data value as NaN."""
+    xr = _import_xarray()
+    names = list(ds.data_vars)
+    if not names:
+        raise ConfigError("the Dataset has no data variables (one per band expected)")
+    bands = []
+    for name in names:
+        var, fill = ds[name], _fill_value(ds[name])
+        var = var.astype(np.float32)
+        bands.append(var.where(var != fill) if fill is not None and np.isfinite(fill) else var)
+    return xr.concat(bands, dim="band", coords="minimal", compat="override",
+                     join="exact").assign_coords(band=names)
+
+
+def _band_names(da: Any) -> tuple[str, ...]:
+    """The ``band`` coordinate as text; band numbers (rioxarray) named by ``long_name``."""
+    values = list(da["band"].values)
+    names = da.attrs.get("long_name")
+    if all(isinstance(v, (int, np.integer)) for v in values) and \
+            isinstance(names, (tuple, list)) and len(names) == len(values):
+        values = list(names)
+    return tuple(str(b) for b in values)
+
+
 def _crs_of(da: Any, crs: str | None) -> str:
     """The CRS as text, from the argument, rioxarray, a spatial_ref coordinate or attrs."""
     found: Any = crs
     if found is None:
         try:
-            found = da.rio.crs  # only when rioxarray is imported
-        except AttributeError:
+            found = da.rio.crs  # only when rioxarray is installed
+        except Exception:  # no accessor, or a CRS it cannot read: the fallbacks below
             found = None
     if found is None and "spatial_ref" in da.coords:
         attrs = da["spatial_ref"].attrs
@@ -162,8 +229,7 @@ def _crs_of(da: Any, crs: str | None) -> str:
 def _reflectance(da: Any) -> np.ndarray:
     """float32 values, the fill value as NaN; refuses digital numbers."""
     data = np.asarray(da.values)
-    fill = next((v for v in (da.attrs.get("_FillValue"), da.attrs.get("nodata"),
-                             da.encoding.get("_FillValue")) if v is not None), None)
+    fill = _fill_value(da)
     out = data.astype(np.float32)
     if fill is not None and np.isfinite(fill):
         out[data == fill] = np.nan
@@ -175,6 +241,12 @@ def _reflectance(da: Any) -> np.ndarray:
                           "0-1 scale, not digital numbers; e.g. for Sentinel-2 L2A baseline "
                           ">= 04.00: (da.where(da > 0) - 1000) / 10000")
     return out
+
+
+def _fill_value(da: Any) -> Any:
+    """The array's no-data value (``_FillValue``/``nodata`` attribute or encoding), or None."""
+    return next((v for v in (da.attrs.get("_FillValue"), da.attrs.get("nodata"),
+                             da.encoding.get("_FillValue")) if v is not None), None)
 
 
 def _iso(t: Any) -> str:
@@ -189,8 +261,10 @@ def scene_to_xarray(image: np.ndarray, *, crs: str, transform: Affine,
     """A (band, y, x) georeferenced ``xarray.DataArray`` of a rendered scene.
 
     ``x``/``y`` are pixel centres; the CRS and transform are written as a ``spatial_ref``
-    coordinate (CF grid mapping, as rioxarray writes it), so ``.rio.crs`` and
-    ``.rio.transform()`` work when rioxarray is installed.
+    coordinate (CF grid mapping, as rioxarray writes it), the no-data value NaN as the
+    encoded ``_FillValue`` and the band names also as the ``long_name`` tuple (rioxarray's
+    band descriptions). With rioxarray installed (imported here) ``.rio.crs``,
+    ``.rio.transform()`` and ``.rio.nodata`` work and ``.rio.to_raster`` keeps the band names.
     """
     xr = _import_xarray()
     B, H, W = image.shape
@@ -203,15 +277,21 @@ def scene_to_xarray(image: np.ndarray, *, crs: str, transform: Affine,
                                                           (t.c, t.a, t.b, t.f, t.d, t.e))})
     da = xr.DataArray(image, dims=("band", "y", "x"),
                       coords={"band": list(band_names), "y": y, "x": x, "spatial_ref": ref},
-                      attrs={"crs": crs, "resolution_m": float(t.a), **(attrs or {})},
+                      attrs={"crs": crs, "resolution_m": float(t.a), **(attrs or {}),
+                             "long_name": tuple(str(b) for b in band_names)},
                       name="reflectance")
-    da.encoding["grid_mapping"] = "spatial_ref"
+    da.encoding.update(grid_mapping="spatial_ref", _FillValue=np.float32(np.nan))
     return da
 
 
 def _import_xarray() -> Any:
+    """xarray, with rioxarray's ``.rio`` accessor registered when rioxarray is installed."""
     try:
         import xarray
     except ImportError:
         raise ConfigError("xarray is not installed: pip install 'splatsr[xarray]'") from None
+    try:
+        import rioxarray  # noqa: F401  (registers the .rio accessor)
+    except ImportError:
+        pass
     return xarray

@@ -11,12 +11,14 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+import torch
 from click.testing import CliRunner
 from helpers import run_cli as run
 
 from splatsr.cli import main
 
 FAST = ["--adam-steps", "30", "--lbfgs-iters", "15", "--coarse-levels", "0"]
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a CUDA device")
 
 
 def test_fit_writes_cog_and_shifts(small_stack, tmp_path):
@@ -91,6 +93,26 @@ def test_fit_sample_offline(tmp_path):
         assert src.overviews(1) == [2]  # internal overview for the 400 x 404 px output
 
 
+def test_fit_summary_says_how_many_dates_carried_the_result(small_stack, tmp_path):
+    """The summary line's effective dates are (sum w)^2 / sum w^2 of the CSV's weights x time
+    weights x each date's valid fraction: fewer than all 8 dates with a target date."""
+    import re
+
+    out = tmp_path / "sr.tif"
+    day = small_stack.observations[0].datetime[:10]
+    r = run("fit", small_stack.root, "--out", out, "--target-date", day,
+            "--time-window", 2, *FAST)  # daily dates: 2 days drop the last ones
+    assert r.exit_code == 0, r.output
+    n_eff, n = re.search(r"effective dates: ([\d.]+) of (\d+)", r.output).groups()
+    with open(tmp_path / "sr.shifts.csv") as f:
+        rows = list(csv.DictReader(f))
+    valid = np.isfinite(small_stack.load()).reshape(len(rows), -1).mean(axis=1)
+    w = np.array([float(x["weight"]) * float(x["time_weight"]) for x in rows]) * valid
+    assert int(n) == len(rows) == 8
+    assert float(n_eff) == pytest.approx(w.sum() ** 2 / (w * w).sum(), abs=0.051)
+    assert 1.0 <= float(n_eff) < 6.0
+
+
 def test_simulate_command(tmp_path, texture):
     from affine import Affine
 
@@ -125,6 +147,11 @@ def test_simulate_command(tmp_path, texture):
      "one number >= 0 per band", False),
     (["fit", "{stack}", "--out", "{tmp}/o.tif", "--band-psf-sigma", "4"], 2,
      "gives 1 PSF width(s) for a stack of 2 bands", True),
+    # a CPU-only torch: checked before the memory plan asks CUDA for its free memory
+    pytest.param(["fit", "{stack}", "--out", "{tmp}/new/o.tif", "--mkdir", "--device", "cuda"],
+                 2, "torch sees no CUDA device", True, marks=NO_CUDA),
+    pytest.param(["fit", "--sample", "--out", "{tmp}/o.tif", "--device", "cuda",
+                  "--tile-size", "32"], 2, "torch sees no CUDA device", True, marks=NO_CUDA),
 ])
 def test_bad_input_one_line_error_and_no_output(small_stack, tmp_path, args, code, message,
                                                 one_line):

@@ -9,6 +9,7 @@ from splatsr.core.config import FitConfig
 from splatsr.core.dates import (
     auto_window_days,
     day_numbers,
+    effective_dates,
     parse_target_date,
     target_time_weights,
     time_weights,
@@ -70,3 +71,15 @@ def test_fit_config_resolves_the_window_from_the_stack():
         data, dates=dates[:2]).time_window_days is None
     with pytest.raises(ConfigError, match="time_window_days"):
         FitConfig(time_window_days=0.0).validate()
+
+
+def test_effective_dates_count_the_dates_that_carry_the_fit():
+    """(sum w)^2 / sum w^2: T equal weights are T dates, one weight alone is one date, and
+    scaling every weight changes nothing."""
+    assert effective_dates([1.0, 1.0, 1.0]) == pytest.approx(3.0)
+    assert effective_dates([0.2, 0.0, 0.0]) == pytest.approx(1.0)
+    assert effective_dates(np.zeros(4)) == 0.0
+    # the bundled sample with --target-date 2015-08-30: time x robust weights of its 3 dates
+    w = np.array([0.611592, 1.0, 3.57472e-06 * 0.166927])
+    assert effective_dates(w) == pytest.approx(1.611592 ** 2 / (1 + 0.611592 ** 2), rel=1e-5)
+    assert effective_dates(7.0 * w) == pytest.approx(effective_dates(w))

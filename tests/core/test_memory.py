@@ -66,3 +66,20 @@ def test_cuda_peak_is_reported():
     memory.reset_peak("cuda")
     x = torch.ones(2 ** 20, device="cuda")
     assert memory.peak_allocated("cuda") >= x.numel() * 4
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a CUDA device")
+def test_missing_cuda_is_a_config_error_before_any_cuda_call(small_stack):
+    """A CPU-only torch: "cuda" is refused with one line by the device check itself, by the
+    config's validation and by the route choice (which would ask CUDA for its free memory)."""
+    from splatsr.core.solver import FitConfig
+    from splatsr.errors import ConfigError
+    from splatsr.pipeline import choose_route
+
+    with pytest.raises(ConfigError, match="torch sees no CUDA device"):
+        memory.resolve_device("cuda")
+    with pytest.raises(ConfigError, match="use --device cpu"):
+        FitConfig(device="cuda").validate()
+    with pytest.raises(ConfigError, match="torch sees no CUDA device"):
+        choose_route(small_stack, FitConfig(device="cuda"))
+    assert memory.resolve_device("auto") == torch.device("cpu")

@@ -86,3 +86,80 @@ def test_fit_dataarray_and_back_to_xarray(small_stack, tmp_path):
     rio = pytest.importorskip("rioxarray")
     assert rio and out.rio.crs.to_string() == small_stack.crs
     assert out.rio.transform().almost_equals(type(t)(2.5, 0, t.c, 0, -2.5, t.f))
+
+
+# A fresh interpreter that never imports rioxarray by hand: the scene answers .rio all the same
+# (the xarray extra's rioxarray is imported by splatsr), NaN is its no-data value, and
+# rio.to_raster writes the stack's band names as the band descriptions.
+_FRESH = """
+import sys, numpy as np, rasterio, splatsr
+res = splatsr.fit(splatsr.sample_stack(), adam_steps=10, lbfgs_iters=5, coarse_levels=0)
+assert "rioxarray" not in sys.modules
+da = res.to_xarray(5.0)
+assert da.rio.crs.to_string() == res.stack.crs, da.rio.crs
+assert np.isnan(da.rio.nodata), da.rio.nodata
+da.rio.to_raster(sys.argv[1])
+with rasterio.open(sys.argv[1]) as src:
+    print(src.descriptions, src.nodata, src.crs.to_string(), src.res)
+"""
+
+
+def test_to_xarray_is_ready_for_rioxarray_without_importing_it(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("rioxarray")
+    out = tmp_path / "scene.tif"
+    run = subprocess.run([sys.executable, "-c", _FRESH, str(out)], capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    import rasterio
+
+    stack = splatsr.sample_stack()
+    with rasterio.open(out) as src:
+        assert src.descriptions == stack.bands == ("B02", "B03", "B04", "B08")
+        assert np.isnan(src.nodata) and src.crs.to_string() == stack.crs
+        assert src.res == (5.0, 5.0) and (src.width, src.height) == (200, 202)
+
+
+def _stackstac_like(stack):
+    """As ``stackstac.stack`` gives it: float64, pixel *corner* coordinates (its default
+    ``xy_coords="topleft"``), ``crs``/``transform`` attributes, per-time and per-band
+    coordinates, a scalar ``epsg`` coordinate."""
+    da = _dataarray(stack, crs_attr=False).astype(np.float64)
+    t, epsg = stack.transform, int(stack.crs.split(":")[1])
+    da = da.assign_coords(x=da.x.values - t.a / 2, y=da.y.values - t.e / 2,
+                          id=("time", [o.id for o in stack.observations]),
+                          common_name=("band", [f"c{b}" for b in stack.bands]), epsg=epsg)
+    da.attrs.update(crs=f"epsg:{epsg}", transform=t, resolution=t.a)
+    return da
+
+
+def test_inputs_as_stackstac_odc_stac_and_rioxarray_give_them(small_stack):
+    """The loaders' usual outputs read as the same stack: the grid, bands, dates, pixels."""
+    ref = stack_from_xarray(_dataarray(small_stack))
+    da = _dataarray(small_stack)
+    ds = da.copy(deep=True).to_dataset("band")  # odc.stac.load: a (time, y, x) variable per band
+    # ds.to_array() (xarray's, also odc-stac's advice) keeps no variable's nodata attribute
+    variable = ds.to_array().transpose("time", "variable", "y", "x")
+    for name in ds.data_vars:
+        ds[name].attrs["nodata"] = -9.0
+    ds[small_stack.bands[0]][0, 0, 0] = -9.0  # one no-data pixel
+    numbered = da.assign_coords(band=np.arange(1, len(small_stack.bands) + 1))
+    numbered.attrs["long_name"] = tuple(small_stack.bands)  # rioxarray.open_rasterio's names
+    cases = {"stackstac": _stackstac_like(small_stack), "odc-stac": ds,
+             "to_array()": variable,
+             "open_rasterio": numbered}
+    for name, obj in cases.items():
+        st = stack_from_xarray(obj)
+        assert (st.crs, st.transform, st.bands) == (small_stack.crs, small_stack.transform,
+                                                     small_stack.bands), name
+        assert [o.datetime for o in st.observations] == \
+            [o.datetime for o in ref.observations], name
+        data, want = st.load(), ref.load().copy()
+        if name == "odc-stac":
+            assert np.isnan(data[0, 0, 0, 0]), name  # the variable's nodata as NaN
+            want[0, 0, 0, 0] = np.nan
+        np.testing.assert_array_equal(data, want, err_msg=name)
+    ids = [o.id for o in stack_from_xarray(cases["stackstac"]).observations]
+    assert ids == [o.id for o in small_stack.observations]  # stackstac's item ids kept
