@@ -1,0 +1,284 @@
+"""GPU figures in one prepared run: everything a GPU user needs, within minutes.
+
+    python benchmarks/gpu.py                  # on a CUDA device: <= 6 min on an H100
+    python benchmarks/gpu.py --smoke          # the same code on the CPU at tiny sizes (<= 90 s)
+    python benchmarks/gpu.py --budget-s 200 --out DIR --no-docs
+
+Stages, in order of priority, each in a fresh process with its own time limit (a stage that
+runs out is killed and what it printed is kept; when the run's total budget is spent the rest
+are skipped):
+
+1. ``machine``: date, machine, commit, the card and its memory;
+2. ``tests``: the ``gpu``-marked tests (``pytest -m gpu``: CUDA against CPU results);
+3. ``render``: copy bandwidth (a large device-to-device clone), render forward + backward
+   against the bandwidth bound (target: within 3x);
+4. ``fit_small`` / ``fit_large``: full default fits of simulated stacks, 256 x 256 px x 32
+   dates x 4 bands (target <= 5 s) and 1000 x 1000 px x 16 dates (target <= 60 s), their 2.5 m
+   render, the peak ``torch.cuda.max_memory_allocated`` against the memory plan;
+5. ``max_stack``: the largest stack the memory plan says fits the card, and short fits at
+   that size and above: what really fits;
+6. ``series``: the every-date series product, where this version has it;
+7. ``compile``: ``torch.compile`` of the renderer on and off.
+
+After every stage ``gpu.json`` and ``gpu.md`` are rewritten (atomically) in ``--out``
+(default ``benchmarks/results/gpu/``, ``.../gpu/smoke/`` with ``--smoke``), and on a GPU the
+section between the ``gpu-figures`` markers of ``docs/performance.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# set before torch is imported. The CUDA check of this (parent) process then makes no CUDA
+# context, which would hold memory on the card that the stages measure; idle OpenMP threads
+# sleep, as in the CLI (spinning ones made CPU fits up to 30x slower on a busy machine)
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from _common import RESULTS, ROOT  # noqa: E402
+from gpu_stages import BUDGET_S, TOTAL_S, run_worker  # noqa: E402
+
+DOCS = ROOT / "docs" / "performance.md"
+BEGIN, END = "<!-- gpu-figures:begin -->", "<!-- gpu-figures:end -->"
+GRACE_S = 3.0  # past a stage's limit before its worker is killed (the stage checks it too)
+
+
+def _lines(stream, q: queue.Queue) -> None:
+    for line in stream:
+        q.put(line)
+    q.put(None)
+
+
+def run_stages(res: dict, *, smoke: bool, budget_s: float, t0_epoch: float,
+               save_all: Callable[[], None]) -> None:
+    """Run every stage in worker processes, filling ``res["stages"]`` as rows come in."""
+    st, pending = res["stages"], list(BUDGET_S)
+    while pending and budget_s - (time.time() - t0_epoch) >= 1:
+        with tempfile.TemporaryFile("w+") as err:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", ",".join(pending),
+                   "--budget-s", str(budget_s), "--t0", repr(t0_epoch)]
+            proc = subprocess.Popen(cmd + (["--smoke"] if smoke else []), stdout=subprocess.PIPE,
+                                    stderr=err, text=True, start_new_session=True)
+            q: queue.Queue = queue.Queue()
+            threading.Thread(target=_lines, args=(proc.stdout, q), daemon=True).start()
+            current, deadline = None, math.inf
+            while True:
+                try:
+                    line = q.get(timeout=max(0.05, min(deadline - time.time(), 3600)))
+                except queue.Empty:
+                    if time.time() < deadline:
+                        continue
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    st[current]["status"] = f"stopped at its {st[current]['limit_s']:.0f} s limit"
+                    break
+                if line is None:  # the worker ended (or crashed)
+                    proc.wait()
+                    if current:
+                        err.seek(0)
+                        tail = [x for x in err.read().splitlines() if x.strip()]
+                        st[current]["status"] = f"worker died (exit {proc.returncode})"
+                        st[current]["note"] = tail[-1][:200] if tail else ""
+                    break
+                if not line.startswith("{"):
+                    continue
+                ev = json.loads(line)
+                if ev.get("event") == "start":
+                    current, deadline = ev["stage"], time.time() + ev["limit_s"] + GRACE_S
+                    st[current] = dict(status="running", limit_s=ev["limit_s"], rows=[],
+                                       t0=time.time())
+                elif ev.get("event") in ("end", "skip"):
+                    name = ev["stage"]
+                    st.setdefault(name, dict(rows=[])).update(status=ev["status"],
+                                                                seconds=ev.get("seconds"))
+                    pending.remove(name)
+                    current, deadline = None, math.inf
+                    _finish(res, name, save_all)
+                elif current:
+                    st[current]["rows"].append(ev)
+            proc.wait()
+            if current:  # killed or crashed: keep its rows, go on with the rest
+                st[current]["seconds"] = time.time() - st[current]["t0"]
+                pending.remove(current)
+                _finish(res, current, save_all)
+    for name in pending:
+        st[name] = dict(status="skipped: the run's time budget is spent", rows=[])
+
+
+def _finish(res: dict, name: str, save_all: Callable[[], None]) -> None:
+    """After a stage: the machine record, the stage's note, then save everything."""
+    s = res["stages"][name]
+    s.pop("t0", None)
+    if name == "machine" and s["rows"]:
+        res["machine"] = {k: v for k, v in s["rows"][0].items() if k != "kind"}
+    counts = [r for r in s["rows"] if r.get("kind") == "tests"]
+    if counts:
+        c = counts[-1]
+        s["note"] = f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped"
+    save_all()
+    print(f"{name}: {s['status']} ({fmt(s.get('seconds'), '.1f')} s) {s.get('note', '')}",
+          flush=True)
+
+
+def fmt(v, spec: str = ".2f") -> str:
+    """A table cell: numbers formatted, None / missing as "-"."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+def table(head: list[str], rows: list[list[str]], empty: str) -> list[str]:
+    """A markdown table; one row saying ``empty`` when there is nothing to show."""
+    rows = rows or [[empty] + ["-"] * (len(head) - 1)]
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *["| " + " | ".join(r) + " |" for r in rows], ""]
+
+
+def markdown(res: dict, level: int = 1) -> str:
+    """The results as markdown: a record, then one table per kind of figure."""
+    h = "#" * level
+    st, info = res["stages"], res.get("machine", {})
+
+    def rows(kind: str) -> list[dict]:
+        return [r for s in st.values() for r in s.get("rows", []) if r.get("kind") == kind]
+
+    def why(name: str) -> str:
+        return f"not measured ({st[name]['status']})" if name in st else "not measured (not run)"
+
+    bw = rows("bandwidth")
+    md = [f"{h} GPU figures ({res['mode']})", "",
+          f"- date: {info.get('date', '-')}; commit: {info.get('commit', '-')} "
+          f"(uncommitted changes: {info.get('dirty', '-')})",
+          f"- machine: `{info.get('uname', '-')}`, {info.get('nproc', '-')} CPUs, torch "
+          f"{info.get('torch', '-')}; device: {info.get('gpu', 'CPU (smoke run)')}"
+          + (f", {info['gpu_total_mib']:.0f} MiB" if "gpu_total_mib" in info else ""),
+          f"- run: {res['elapsed_s']:.0f} s of a {res['budget_s']:.0f} s budget", "",
+          f"{h}# Stages", ""]
+    md += table(["stage", "status", "seconds", "note"],
+                [[n, s["status"], fmt(s.get("seconds"), ".1f"), s.get("note", "")]
+                 for n, s in st.items()], "none run")
+    md += [f"{h}# Tests (`pytest -m gpu`: CUDA against CPU)", ""]
+    md += table(["test", "outcome", "note"],
+                [[r["test"], r["outcome"], r["note"]] for r in rows("test")], why("tests"))
+    md += [f"{h}# Render forward + backward against the memory-bandwidth bound", "",
+           "Copy bandwidth (device-to-device clone, read + write): "
+           + (f"{bw[0]['GBps']:.1f} GB/s ({bw[0]['copy_mib']} MiB)." if bw else why("render")),
+           "Bound = compulsory bytes (weights and their gradient, images and their gradient) "
+           "/ that bandwidth; target: time / bound <= 3.", ""]
+    md += table(["size px", "dates", "bands", "fwd+bwd s", "MiB moved", "bound s",
+                 "time / bound"],
+                [[fmt(r["size"], "d"), fmt(r["T"], "d"), fmt(r["B"], "d"),
+                  fmt(r["fwd_bwd_s"], ".4f"), fmt(r["bytes"] / 2 ** 20, ".0f"),
+                  fmt(r["bound_s"], ".5f"), fmt(r["ratio"], ".1f")] for r in rows("render")],
+                why("render"))
+    md += [f"{h}# Default fits (simulated stacks, output at 2.5 m)", "",
+           "fit s: `fit_arrays` with `FitConfig()` (settings: those changed; solver loop, then the prediction and the "
+           "anchor on the CPU); solver s: the optimiser loop alone; planned MiB: "
+           "`plan_fit_memory` for this fit / for the pipeline's worst case (a change layer "
+           "node per pixel).", ""]
+    md += table(["case", "settings", "size px", "dates", "bands", "fit s", "solver s", "render 2.5 m s",
+                 "steps", "target s", "met", "peak alloc MiB", "planned MiB", "peak / plan",
+                 "PSNR dB"],
+                [[r["case"], r["settings"], fmt(r["size"], "d"), fmt(r["T"], "d"), fmt(r["B"], "d"),
+                  fmt(r["fit_s"], ".1f"), fmt(r["solve_s"], ".1f"), fmt(r["render_s"], ".1f"),
+                  fmt(r["steps"], "d"), fmt(r["target_s"], ".0f"), fmt(r["met"]),
+                  fmt(r["peak_mib"], ".0f"),
+                  f"{r['plan_mib']:.0f} / {r['route_plan_mib']:.0f}",
+                  fmt(None if r["peak_mib"] is None else r["peak_mib"] / r["plan_mib"]),
+                  fmt(r["psnr_db"])] for r in rows("fit")],
+                "not measured")
+    plan = rows("plan")
+    md += [f"{h}# Largest stack on the card: the memory plan against short fits", "",
+           (f"Plan: the largest square stack of {plan[0]['T']} dates x {plan[0]['B']} bands "
+            f"within the budget of {plan[0]['budget_mib']:.0f} MiB is {plan[0]['side']} px."
+            if plan else why("max_stack")), ""]
+    md += table(["size px", "dates", "planned MiB", "plan says fits", "ran", "peak alloc MiB",
+                 "seconds", "note"],
+                [[fmt(r["size"], "d"), fmt(r["T"], "d"), fmt(r["plan_mib"], ".0f"),
+                  fmt(r["plan_says"]), fmt(r["ran"]), fmt(r["peak_mib"], ".0f"),
+                  fmt(r["seconds"], ".1f"), r["note"]] for r in rows("try")],
+                why("max_stack"))
+    md += [f"{h}# Every-date series", ""]
+    md += table(["status", "size px", "dates", "fit s", "series s", "files"],
+                [[r["status"], fmt(r.get("size"), "d"), fmt(r.get("T"), "d"),
+                  fmt(r.get("fit_s"), ".1f"), fmt(r.get("series_s"), ".1f"),
+                  fmt(r.get("files"), "d")] for r in rows("series")], why("series"))
+    md += [f"{h}# torch.compile of the renderer", ""]
+    md += table(["status", "size px", "dates", "eager s", "compiled s", "first call s",
+                 "speedup"],
+                [[r["status"], fmt(r.get("size"), "d"), fmt(r.get("T"), "d"),
+                  fmt(r.get("eager_s"), ".4f"), fmt(r.get("compiled_s"), ".4f"),
+                  fmt(r.get("first_call_s"), ".1f"), fmt(r.get("speedup"))]
+                 for r in rows("compile")], why("compile"))
+    return "\n".join(md)
+
+
+def save(res: dict, out: Path, docs: bool) -> None:
+    """Rewrite gpu.json, gpu.md (and the docs section) atomically."""
+    from splatsr.io.atomic import write_text_atomic
+
+    write_text_atomic(out / "gpu.json", json.dumps(res, indent=1, default=float) + "\n")
+    write_text_atomic(out / "gpu.md", markdown(res) + "\n")
+    if docs:
+        text = DOCS.read_text()
+        i, j = text.find(BEGIN), text.find(END)
+        if 0 <= i < j:
+            body = markdown(res, level=3)
+            write_text_atomic(DOCS, text[: i + len(BEGIN)] + "\n" + body + "\n" + text[j:])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true",
+                   help="the same code path on the CPU at tiny sizes (no GPU needed)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results folder (default benchmarks/results/gpu[/smoke])")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help=f"total seconds (default {TOTAL_S[0]}, smoke {TOTAL_S[1]})")
+    p.add_argument("--no-docs", action="store_true",
+                   help="do not update docs/performance.md (a GPU run updates it)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # stages to run in this process
+    p.add_argument("--t0", type=float, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    budget = a.budget_s or TOTAL_S[1 if a.smoke else 0]
+    if a.worker:
+        return run_worker(a.worker.split(","), smoke=a.smoke, budget_s=budget,
+                          t0_epoch=a.t0)
+    if not a.smoke:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("gpu.py: no CUDA device is visible to torch; run it on a machine with a GPU "
+                  "(or `python benchmarks/gpu.py --smoke` for the CPU check)", file=sys.stderr)
+            return 1
+    out = a.out or RESULTS / "gpu" / ("smoke" if a.smoke else "")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    res: dict = dict(mode="smoke, CPU" if a.smoke else "CUDA", budget_s=budget, elapsed_s=0.0,
+                     machine={}, stages={})
+
+    def save_all() -> None:
+        res["elapsed_s"] = time.time() - t0
+        save(res, out, docs=not (a.smoke or a.no_docs))
+
+    run_stages(res, smoke=a.smoke, budget_s=budget, t0_epoch=t0, save_all=save_all)
+    save_all()
+    print(f"wrote {out / 'gpu.md'} ({res['elapsed_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

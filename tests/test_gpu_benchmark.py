@@ -1,0 +1,70 @@
+"""``benchmarks/gpu.py``: the smoke run (same code path on the CPU, tiny sizes) writes the
+same tables a GPU run does; without CUDA the plain run refuses in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu.py"
+STAGES = ["machine", "tests", "render", "fit_small", "fit_large", "max_stack", "series",
+          "compile"]
+TABLE_HEADS = [  # the first row of each table of gpu.md, GPU run or smoke run alike
+    "| stage | status | seconds | note |",
+    "| test | outcome | note |",
+    "| size px | dates | bands | fwd+bwd s | MiB moved | bound s | time / bound |",
+    "| case | settings | size px | dates | bands | fit s | solver s | render 2.5 m s | steps | target s "
+    "| met | peak alloc MiB | planned MiB | peak / plan | PSNR dB |",
+    "| size px | dates | planned MiB | plan says fits | ran | peak alloc MiB | seconds | note |",
+    "| status | size px | dates | fit s | series s | files |",
+    "| status | size px | dates | eager s | compiled s | first call s | speedup |",
+]
+
+
+def test_smoke_run_writes_every_table(tmp_path):
+    r = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    md = (tmp_path / "gpu.md").read_text()
+    res = json.loads((tmp_path / "gpu.json").read_text())
+    heads = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
+    for head in TABLE_HEADS:
+        assert head in heads
+    st = res["stages"]
+    assert list(st) == STAGES
+    for name in STAGES:  # every stage ran to its end within its limit
+        assert st[name]["status"] == "ok", (name, st[name])
+    assert res["machine"]["commit"] and res["machine"]["date"]
+    # on the CPU the gpu-marked tests are collected and skip (they need CUDA)
+    summary = st["tests"]["rows"][-1]
+    assert summary["skipped"] >= 2 and summary["failed"] == 0
+    fits = [r for r in st["fit_small"]["rows"] + st["fit_large"]["rows"] if r["kind"] == "fit"]
+    assert [f["size"] for f in fits] == [24, 32]
+    # a working fit of a simulated stack beats 25 dB against its truth (bicubic: ~30 dB)
+    assert all(f["psnr_db"] > 25 and f["peak_mib"] is None for f in fits)
+    tries = [r for r in st["max_stack"]["rows"] if r["kind"] == "try"]
+    assert tries and tries[0]["plan_says"] and tries[0]["ran"]
+    render = [r for r in st["render"]["rows"] if r["kind"] == "render"]
+    assert len(render) == 2 and all(r["ratio"] > 0 for r in render)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_plain_run_without_cuda_refuses_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode != 0
+    assert r.stdout == ""
+    assert len(r.stderr.strip().splitlines()) == 1 and "CUDA" in r.stderr
+    assert not (tmp_path / "gpu.md").exists()
+
+
+def test_docs_have_the_section_a_gpu_run_fills():
+    text = (ROOT / "docs" / "performance.md").read_text()
+    begin = text.find("<!-- gpu-figures:begin -->")
+    assert 0 <= begin < text.find("<!-- gpu-figures:end -->")
