@@ -159,6 +159,7 @@ def markdown(res: dict, level: int = 1) -> str:
         return f"not measured ({st[name]['status']})" if name in st else "not measured (not run)"
 
     bw = rows("bandwidth")
+    rendered = {r["case"]: r for r in rows("fit_render")}  # the fits' 2.5 m render and PSNR
     md = [f"{h} GPU figures ({res['mode']})", "",
           f"- date: {info.get('date', '-')}; commit: {info.get('commit', '-')} "
           f"(uncommitted changes: {info.get('dirty', '-')})",
@@ -193,17 +194,20 @@ def markdown(res: dict, level: int = 1) -> str:
                  "steps", "target s", "met", "peak alloc MiB", "planned MiB", "peak / plan",
                  "PSNR dB"],
                 [[r["case"], r["settings"], fmt(r["size"], "d"), fmt(r["T"], "d"), fmt(r["B"], "d"),
-                  fmt(r["fit_s"], ".1f"), fmt(r["solve_s"], ".1f"), fmt(r["render_s"], ".1f"),
+                  fmt(r["fit_s"], ".1f"), fmt(r["solve_s"], ".1f"),
+                  fmt(rendered.get(r["case"], {}).get("render_s"), ".1f"),
                   fmt(r["steps"], "d"), fmt(r["target_s"], ".0f"), fmt(r["met"]),
                   fmt(r["peak_mib"], ".0f"),
                   f"{r['plan_mib']:.0f} / {r['route_plan_mib']:.0f}",
                   fmt(None if r["peak_mib"] is None else r["peak_mib"] / r["plan_mib"]),
-                  fmt(r["psnr_db"])] for r in rows("fit")],
+                  fmt(rendered.get(r["case"], {}).get("psnr_db"))] for r in rows("fit")],
                 "not measured")
     plan = rows("plan")
     md += [f"{h}# Largest stack on the card: the memory plan against short fits", "",
            (f"Plan: the largest square stack of {plan[0]['T']} dates x {plan[0]['B']} bands "
-            f"within the budget of {plan[0]['budget_mib']:.0f} MiB is {plan[0]['side']} px."
+            f"within the budget of {plan[0]['budget_mib']:.0f} MiB is {plan[0]['side']} px"
+            + (f" ({plan[0]['free_mib']:.0f} MiB free on the card)." if plan[0]["free_mib"]
+               else ".")
             if plan else why("max_stack")), ""]
     md += table(["size px", "dates", "planned MiB", "plan says fits", "ran", "peak alloc MiB",
                  "seconds", "note"],

@@ -44,10 +44,12 @@ def test_smoke_run_writes_every_table(tmp_path):
     # on the CPU the gpu-marked tests are collected and skip (they need CUDA)
     summary = st["tests"]["rows"][-1]
     assert summary["skipped"] >= 2 and summary["failed"] == 0
-    fits = [r for r in st["fit_small"]["rows"] + st["fit_large"]["rows"] if r["kind"] == "fit"]
+    rows = st["fit_small"]["rows"] + st["fit_large"]["rows"]
+    fits = [r for r in rows if r["kind"] == "fit"]
     assert [f["size"] for f in fits] == [24, 32]
-    # a working fit of a simulated stack beats 25 dB against its truth (bicubic: ~30 dB)
-    assert all(f["psnr_db"] > 25 and f["peak_mib"] is None for f in fits)
+    assert all(f["fit_s"] > 0 and f["peak_mib"] is None for f in fits)  # no CUDA peak on CPU
+    # the short smoke fits of simulated stacks still beat 25 dB against their truth
+    assert all(r["psnr_db"] > 25 for r in rows if r["kind"] == "fit_render")
     tries = [r for r in st["max_stack"]["rows"] if r["kind"] == "try"]
     assert tries and tries[0]["plan_says"] and tries[0]["ran"]
     render = [r for r in st["render"]["rows"] if r["kind"] == "render"]
