@@ -27,12 +27,19 @@ TABLE_HEADS = [  # the first row of each table of gpu.md, GPU run or smoke run a
 ]
 
 
-def test_smoke_run_writes_every_table(tmp_path):
-    r = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path)],
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    """The folder of one ``gpu.py --smoke`` run (about 30 s on 2 idle cores)."""
+    out = tmp_path_factory.mktemp("gpu_smoke")
+    r = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
-    md = (tmp_path / "gpu.md").read_text()
-    res = json.loads((tmp_path / "gpu.json").read_text())
+    return out
+
+
+def test_smoke_run_writes_every_table(smoke):
+    md = (smoke / "gpu.md").read_text()
+    res = json.loads((smoke / "gpu.json").read_text())
     heads = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
     for head in TABLE_HEADS:
         assert head in heads
@@ -66,7 +73,24 @@ def test_plain_run_without_cuda_refuses_in_one_line(tmp_path):
     assert not (tmp_path / "gpu.md").exists()
 
 
-def test_docs_have_the_section_a_gpu_run_fills():
+def test_a_gpu_run_fills_the_docs_section_between_its_markers(smoke, tmp_path, monkeypatch):
+    """What a GPU run writes into docs/performance.md (here into a copy): the same tables,
+    between the markers, the rest of the page untouched, again at every stage."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu
+
+    docs = tmp_path / "performance.md"
     text = (ROOT / "docs" / "performance.md").read_text()
-    begin = text.find("<!-- gpu-figures:begin -->")
-    assert 0 <= begin < text.find("<!-- gpu-figures:end -->")
+    docs.write_text(text)
+    monkeypatch.setattr(gpu, "DOCS", docs)
+    res = json.loads((smoke / "gpu.json").read_text())
+    for _ in range(2):
+        gpu.save(res, tmp_path / "out", docs=True)
+    new = docs.read_text()
+    head, rest = text.split(gpu.BEGIN)
+    tail = rest.split(gpu.END)[1]
+    assert new.startswith(head + gpu.BEGIN) and new.endswith(gpu.END + tail)
+    section = new[len(head + gpu.BEGIN): len(new) - len(gpu.END + tail)]
+    assert section.strip().startswith("### GPU figures")
+    for table_head in TABLE_HEADS:
+        assert table_head in section
