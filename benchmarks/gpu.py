@@ -222,11 +222,12 @@ def markdown(res: dict, level: int = 1) -> str:
                   fmt(r.get("files"), "d")] for r in rows("series")], why("series"))
     md += [f"{h}# torch.compile of the renderer", ""]
     md += table(["status", "size px", "dates", "eager s", "compiled s", "first call s",
-                 "speedup"],
+                 "speedup", "max rel. diff"],
                 [[r["status"], fmt(r.get("size"), "d"), fmt(r.get("T"), "d"),
                   fmt(r.get("eager_s"), ".4f"), fmt(r.get("compiled_s"), ".4f"),
-                  fmt(r.get("first_call_s"), ".1f"), fmt(r.get("speedup"))]
-                 for r in rows("compile")], why("compile"))
+                  fmt(r.get("first_call_s"), ".1f"), fmt(r.get("speedup")),
+                  fmt(r.get("max_rel_diff"), ".1e")]
+                 for r in rows("compile")[-1:]], why("compile"))
     return "\n".join(md)
 
 

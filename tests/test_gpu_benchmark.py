@@ -23,7 +23,8 @@ TABLE_HEADS = [  # the first row of each table of gpu.md, GPU run or smoke run a
     "| met | peak alloc MiB | planned MiB | peak / plan | PSNR dB |",
     "| size px | dates | planned MiB | plan says fits | ran | peak alloc MiB | seconds | note |",
     "| status | size px | dates | fit s | series s | files |",
-    "| status | size px | dates | eager s | compiled s | first call s | speedup |",
+    "| status | size px | dates | eager s | compiled s | first call s | speedup | "
+    "max rel. diff |",
 ]
 
 
