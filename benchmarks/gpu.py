@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import queue
 import signal
@@ -53,6 +52,7 @@ from gpu_stages import BUDGET_S, TOTAL_S, run_worker  # noqa: E402
 DOCS = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- gpu-figures:begin -->", "<!-- gpu-figures:end -->"
 GRACE_S = 3.0  # past a stage's limit before its worker is killed (the stage checks it too)
+IDLE_S = 60.0  # a worker's start-up (imports) or step between stages, at most
 
 
 def _lines(stream, q: queue.Queue) -> None:
@@ -63,57 +63,79 @@ def _lines(stream, q: queue.Queue) -> None:
 
 def run_stages(res: dict, *, smoke: bool, budget_s: float, t0_epoch: float,
                save_all: Callable[[], None]) -> None:
-    """Run every stage in worker processes, filling ``res["stages"]`` as rows come in."""
-    st, pending = res["stages"], list(BUDGET_S)
+    """Run every stage in worker processes, filling ``res["stages"]`` as rows come in; a
+    worker that overruns a stage's limit (or dies) costs that stage, a fresh one goes on."""
+    pending = list(BUDGET_S)
     while pending and budget_s - (time.time() - t0_epoch) >= 1:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", ",".join(pending),
+               "--budget-s", str(budget_s), "--t0", repr(t0_epoch)]
         with tempfile.TemporaryFile("w+") as err:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", ",".join(pending),
-                   "--budget-s", str(budget_s), "--t0", repr(t0_epoch)]
             proc = subprocess.Popen(cmd + (["--smoke"] if smoke else []), stdout=subprocess.PIPE,
                                     stderr=err, text=True, start_new_session=True)
-            q: queue.Queue = queue.Queue()
-            threading.Thread(target=_lines, args=(proc.stdout, q), daemon=True).start()
-            current, deadline = None, math.inf
-            while True:
-                try:
-                    line = q.get(timeout=max(0.05, min(deadline - time.time(), 3600)))
-                except queue.Empty:
-                    if time.time() < deadline:
-                        continue
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    st[current]["status"] = f"stopped at its {st[current]['limit_s']:.0f} s limit"
-                    break
-                if line is None:  # the worker ended (or crashed)
-                    proc.wait()
-                    if current:
-                        err.seek(0)
-                        tail = [x for x in err.read().splitlines() if x.strip()]
-                        st[current]["status"] = f"worker died (exit {proc.returncode})"
-                        st[current]["note"] = tail[-1][:200] if tail else ""
-                    break
-                if not line.startswith("{"):
-                    continue
-                ev = json.loads(line)
-                if ev.get("event") == "start":
-                    current, deadline = ev["stage"], time.time() + ev["limit_s"] + GRACE_S
-                    st[current] = dict(status="running", limit_s=ev["limit_s"], rows=[],
-                                       t0=time.time())
-                elif ev.get("event") in ("end", "skip"):
-                    name = ev["stage"]
-                    st.setdefault(name, dict(rows=[])).update(status=ev["status"],
-                                                                seconds=ev.get("seconds"))
-                    pending.remove(name)
-                    current, deadline = None, math.inf
-                    _finish(res, name, save_all)
-                elif current:
-                    st[current]["rows"].append(ev)
-            proc.wait()
-            if current:  # killed or crashed: keep its rows, go on with the rest
-                st[current]["seconds"] = time.time() - st[current]["t0"]
-                pending.remove(current)
-                _finish(res, current, save_all)
+            lost = _follow(proc, res, pending, save_all)
+            if lost:  # killed, died, or never started the stage: keep its rows, go on
+                err.seek(0)
+                tail = [x for x in err.read().splitlines() if x.strip()]
+                s = res["stages"].setdefault(lost, dict(rows=[], t0=time.time()))
+                s.setdefault("note", tail[-1][:200] if tail else "")
+                s["seconds"] = time.time() - s["t0"]
+                pending.remove(lost)
+                _finish(res, lost, save_all)
     for name in pending:
-        st[name] = dict(status="skipped: the run's time budget is spent", rows=[])
+        res["stages"][name] = dict(status="skipped: the run's time budget is spent", rows=[])
+
+
+def _follow(proc: subprocess.Popen, res: dict, pending: list[str],
+            save_all: Callable[[], None]) -> str | None:
+    """Read a worker's events and rows until it has run ``pending``; return the stage it
+    did not finish (killing the worker where it overran), None when all ended."""
+    st = res["stages"]
+    q: queue.Queue = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stdout, q), daemon=True).start()
+    current, deadline = None, time.time() + IDLE_S
+    while pending:
+        try:
+            line = q.get(timeout=max(0.05, deadline - time.time()))
+        except queue.Empty:
+            if time.time() < deadline:
+                continue
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            if current is None:  # stuck before a stage started
+                current = pending[0]
+                st[current] = dict(status=f"not started by the worker within {IDLE_S:.0f} s",
+                                   rows=[], t0=time.time())
+            else:
+                st[current]["status"] = f"stopped at its {st[current]['limit_s']:.0f} s limit"
+            return current
+        if line is None:  # the worker ended before running every stage: it died
+            proc.wait()
+            current = current or pending[0]
+            st.setdefault(current, dict(rows=[], t0=time.time()))["status"] = \
+                f"worker died (exit {proc.returncode})"
+            return current
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # something else printed on stdout
+        if ev.get("event") == "start":
+            current, deadline = ev["stage"], time.time() + ev["limit_s"] + GRACE_S
+            st[current] = dict(status="running", limit_s=ev["limit_s"], rows=[], t0=time.time())
+        elif ev.get("event") in ("end", "skip"):
+            name = ev["stage"]
+            st.setdefault(name, dict(rows=[])).update(status=ev["status"],
+                                                        seconds=ev.get("seconds"))
+            pending.remove(name)
+            current, deadline = None, time.time() + IDLE_S
+            _finish(res, name, save_all)
+        elif current:
+            st[current]["rows"].append(ev)
+    try:
+        proc.wait(timeout=IDLE_S)
+    except subprocess.TimeoutExpired:  # all measured; a worker stuck on its way out
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return None
 
 
 def _finish(res: dict, name: str, save_all: Callable[[], None]) -> None:
