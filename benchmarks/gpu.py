@@ -1,12 +1,12 @@
 """GPU figures in one prepared run: everything a GPU user needs, within minutes.
 
-    python benchmarks/gpu.py                  # on a CUDA device: <= 6 min on an H100
+    python benchmarks/gpu.py                  # on a CUDA device (planned: <= 6 min, H100)
     python benchmarks/gpu.py --smoke          # the same code on the CPU at tiny sizes (<= 90 s)
     python benchmarks/gpu.py --budget-s 200 --out DIR --no-docs
 
-Stages, in order of priority, each in a fresh process with its own time limit (a stage that
-runs out is killed and what it printed is kept; when the run's total budget is spent the rest
-are skipped):
+Stages, in order of priority, each with its own time limit, run by a worker process (one
+that overruns its limit is killed, keeping what it printed, and a fresh worker runs the rest;
+when the run's total budget is spent the rest are skipped; see ``gpu_stages.py``):
 
 1. ``machine``: date, machine, commit, the card and its memory;
 2. ``tests``: the ``gpu``-marked tests (``pytest -m gpu``: CUDA against CPU results);
@@ -22,7 +22,8 @@ are skipped):
 
 After every stage ``gpu.json`` and ``gpu.md`` are rewritten (atomically) in ``--out``
 (default ``benchmarks/results/gpu/``, ``.../gpu/smoke/`` with ``--smoke``), and on a GPU the
-section between the ``gpu-figures`` markers of ``docs/performance.md``.
+section between the ``gpu-figures`` markers of ``docs/performance.md`` (tables:
+``gpu_report.py``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from _common import RESULTS, ROOT  # noqa: E402
+from gpu_report import fmt, markdown  # noqa: E402
 from gpu_stages import BUDGET_S, TOTAL_S, run_worker  # noqa: E402
 
 DOCS = ROOT / "docs" / "performance.md"
@@ -151,106 +153,6 @@ def _finish(res: dict, name: str, save_all: Callable[[], None]) -> None:
     save_all()
     print(f"{name}: {s['status']} ({fmt(s.get('seconds'), '.1f')} s) {s.get('note', '')}",
           flush=True)
-
-
-def fmt(v, spec: str = ".2f") -> str:
-    """A table cell: numbers formatted, None / missing as "-"."""
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    return format(v, spec) if isinstance(v, (int, float)) else str(v)
-
-
-def table(head: list[str], rows: list[list[str]], empty: str) -> list[str]:
-    """A markdown table; one row saying ``empty`` when there is nothing to show."""
-    rows = rows or [[empty] + ["-"] * (len(head) - 1)]
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
-            *["| " + " | ".join(r) + " |" for r in rows], ""]
-
-
-def markdown(res: dict, level: int = 1) -> str:
-    """The results as markdown: a record, then one table per kind of figure."""
-    h = "#" * level
-    st, info = res["stages"], res.get("machine", {})
-
-    def rows(kind: str) -> list[dict]:
-        return [r for s in st.values() for r in s.get("rows", []) if r.get("kind") == kind]
-
-    def why(name: str) -> str:
-        return f"not measured ({st[name]['status']})" if name in st else "not measured (not run)"
-
-    bw = rows("bandwidth")
-    rendered = {r["case"]: r for r in rows("fit_render")}  # the fits' 2.5 m render and PSNR
-    md = [f"{h} GPU figures ({res['mode']})", "",
-          f"- date: {info.get('date', '-')}; commit: {info.get('commit', '-')} "
-          f"(uncommitted changes: {info.get('dirty', '-')})",
-          f"- machine: `{info.get('uname', '-')}`, {info.get('nproc', '-')} CPUs, torch "
-          f"{info.get('torch', '-')}; device: {info.get('gpu', 'CPU (smoke run)')}"
-          + (f", {info['gpu_total_mib']:.0f} MiB" if "gpu_total_mib" in info else ""),
-          f"- run: {res['elapsed_s']:.0f} s of a {res['budget_s']:.0f} s budget", "",
-          f"{h}# Stages", ""]
-    md += table(["stage", "status", "seconds", "note"],
-                [[n, s["status"], fmt(s.get("seconds"), ".1f"), s.get("note", "")]
-                 for n, s in st.items()], "none run")
-    md += [f"{h}# Tests (`pytest -m gpu`: CUDA against CPU)", ""]
-    md += table(["test", "outcome", "note"],
-                [[r["test"], r["outcome"], r["note"]] for r in rows("test")], why("tests"))
-    md += [f"{h}# Render forward + backward against the memory-bandwidth bound", "",
-           "Copy bandwidth (device-to-device clone, read + write): "
-           + (f"{bw[0]['GBps']:.1f} GB/s ({bw[0]['copy_mib']} MiB)." if bw else why("render")),
-           "Bound = compulsory bytes (weights and their gradient, images and their gradient) "
-           "/ that bandwidth; target: time / bound <= 3.", ""]
-    md += table(["size px", "dates", "bands", "fwd+bwd s", "MiB moved", "bound s",
-                 "time / bound"],
-                [[fmt(r["size"], "d"), fmt(r["T"], "d"), fmt(r["B"], "d"),
-                  fmt(r["fwd_bwd_s"], ".4f"), fmt(r["bytes"] / 2 ** 20, ".0f"),
-                  fmt(r["bound_s"], ".5f"), fmt(r["ratio"], ".1f")] for r in rows("render")],
-                why("render"))
-    md += [f"{h}# Default fits (simulated stacks, output at 2.5 m)", "",
-           "fit s: `fit_arrays` with `FitConfig()` (settings: those changed; solver loop, then the prediction and the "
-           "anchor on the CPU); solver s: the optimiser loop alone; planned MiB: "
-           "`plan_fit_memory` for this fit / for the pipeline's worst case (a change layer "
-           "node per pixel).", ""]
-    md += table(["case", "settings", "size px", "dates", "bands", "fit s", "solver s", "render 2.5 m s",
-                 "steps", "target s", "met", "peak alloc MiB", "planned MiB", "peak / plan",
-                 "PSNR dB"],
-                [[r["case"], r["settings"], fmt(r["size"], "d"), fmt(r["T"], "d"), fmt(r["B"], "d"),
-                  fmt(r["fit_s"], ".1f"), fmt(r["solve_s"], ".1f"),
-                  fmt(rendered.get(r["case"], {}).get("render_s"), ".1f"),
-                  fmt(r["steps"], "d"), fmt(r["target_s"], ".0f"), fmt(r["met"]),
-                  fmt(r["peak_mib"], ".0f"),
-                  f"{r['plan_mib']:.0f} / {r['route_plan_mib']:.0f}",
-                  fmt(None if r["peak_mib"] is None else r["peak_mib"] / r["plan_mib"]),
-                  fmt(rendered.get(r["case"], {}).get("psnr_db"))] for r in rows("fit")],
-                "not measured")
-    plan = rows("plan")
-    md += [f"{h}# Largest stack on the card: the memory plan against short fits", "",
-           (f"Plan: the largest square stack of {plan[0]['T']} dates x {plan[0]['B']} bands "
-            f"within the budget of {plan[0]['budget_mib']:.0f} MiB is {plan[0]['side']} px"
-            + (f" ({plan[0]['free_mib']:.0f} MiB free on the card)." if plan[0]["free_mib"]
-               else ".")
-            if plan else why("max_stack")), ""]
-    md += table(["size px", "dates", "planned MiB", "plan says fits", "ran", "peak alloc MiB",
-                 "seconds", "note"],
-                [[fmt(r["size"], "d"), fmt(r["T"], "d"), fmt(r["plan_mib"], ".0f"),
-                  fmt(r["plan_says"]), fmt(r["ran"]), fmt(r["peak_mib"], ".0f"),
-                  fmt(r["seconds"], ".1f"), r["note"]] for r in rows("try")],
-                why("max_stack"))
-    md += [f"{h}# Every-date series", ""]
-    md += table(["status", "size px", "dates", "fit s", "series s", "files"],
-                [[r["status"], fmt(r.get("size"), "d"), fmt(r.get("T"), "d"),
-                  fmt(r.get("fit_s"), ".1f"), fmt(r.get("series_s"), ".1f"),
-                  fmt(r.get("files"), "d")] for r in rows("series")], why("series"))
-    md += [f"{h}# torch.compile of the renderer", ""]
-    md += table(["status", "size px", "dates", "eager s", "compiled s", "first call s",
-                 "speedup", "max rel. diff"],
-                [[r["status"], fmt(r.get("size"), "d"), fmt(r.get("T"), "d"),
-                  fmt(r.get("eager_s"), ".4f"), fmt(r.get("compiled_s"), ".4f"),
-                  fmt(r.get("first_call_s"), ".1f"), fmt(r.get("speedup")),
-                  fmt(r.get("max_rel_diff"), ".1e")]
-                 for r in rows("compile")[-1:]], why("compile"))
-    return "\n".join(md)
 
 
 def save(res: dict, out: Path, docs: bool) -> None:

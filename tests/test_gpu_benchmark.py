@@ -19,8 +19,8 @@ TABLE_HEADS = [  # the first row of each table of gpu.md, GPU run or smoke run a
     "| stage | status | seconds | note |",
     "| test | outcome | note |",
     "| size px | dates | bands | fwd+bwd s | MiB moved | bound s | time / bound |",
-    "| case | settings | size px | dates | bands | fit s | solver s | render 2.5 m s | steps | target s "
-    "| met | peak alloc MiB | planned MiB | peak / plan | PSNR dB |",
+    "| case | settings | size px | dates | bands | fit s | solver s | render 2.5 m s | steps "
+    "| target s | met | peak alloc MiB | planned MiB | peak / plan | PSNR dB |",
     "| size px | dates | planned MiB | plan says fits | ran | peak alloc MiB | seconds | note |",
     "| status | size px | dates | fit s | series s | files |",
     "| status | size px | dates | eager s | compiled s | first call s | speedup | "
