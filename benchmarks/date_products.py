@@ -99,7 +99,7 @@ def run_window(s: Series, season: str, asked: str, n: int) -> dict:
         img = shared.render_date(k, SCENE_M)
         clear = float(np.isfinite(obs[k]).mean())
         per_date.append(dict(date=dates[k], clear=clear, weight=float(shared.obs_weights[k]),
-                             scored=clear >= CLEAR and shared.obs_weights[k] >= OUTLIER_WEIGHT,
+                             scored=bool(clear >= CLEAR and shared.obs_weights[k] >= OUTLIER_WEIGHT),
                              gains=band_gains(img, s.data[idx[k]], obs[k])))
     row.update(series_dates=per_date, series_fit_s=fit_s,
                series_render_s=time.perf_counter() - t0,
