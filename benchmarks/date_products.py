@@ -20,7 +20,7 @@ defect to explain):
   its time is the fit plus every render, against a default fit of the same stack;
 * ``ceiling``: the same window with every date replaced by D's texture (one static scene).
 
-Windows: ``tune`` are the windows the choices of :mod:`splatsr.core.observed` were made on;
+Windows: ``tune`` are the windows the choices of :mod:`splatsr.core.products.observed` were made on;
 ``report`` were not looked at before the choices were frozen.
 """
 

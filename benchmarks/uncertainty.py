@@ -18,7 +18,7 @@ summer 2019 dates predicts a date it never saw (:func:`heldout_real`).
 
 ``--calibrate`` fits the combination's coefficients on other crops of the AROSICS reference
 image (``../shared/data``, rows/cols listed in :data:`CALIBRATION_CROPS`), both cases, and
-prints them for :data:`splatsr.core.uncertainty.CALIBRATION`.
+prints them for :data:`splatsr.core.products.uncertainty.CALIBRATION`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from scipy.optimize import minimize
 from scipy.stats import spearmanr
 
 from splatsr.core.solver import FitConfig, fit_arrays
-from splatsr.core.uncertainty import COMPONENTS, FAST, fit_uncertainty
+from splatsr.core.products.uncertainty import COMPONENTS, FAST, fit_uncertainty
 from splatsr.evaluate.simulate import simulate
 from splatsr.io.export import sigma_path
 from splatsr.io.stack import write_stack

@@ -29,7 +29,7 @@ import numpy as np
 from splatsr.core import memory
 from splatsr.core.model import output_shape
 from splatsr.core.solver import FitConfig
-from splatsr.core.uncertainty import check_mode
+from splatsr.core.products.uncertainty import check_mode
 from splatsr.errors import ConfigError
 from splatsr.io.export import sigma_path
 from splatsr.io.stack import Stack, read_stack

@@ -25,7 +25,7 @@ from splatsr import __version__
 from splatsr.core.checks import MIN_OBSERVATIONS
 from splatsr.core.dates import acquisition_index
 from splatsr.core.model import output_shape
-from splatsr.core.observed import date_scene
+from splatsr.core.products.observed import date_scene
 from splatsr.core.psf import (
     DEFAULT_CANDIDATES_M,
     PsfSelection,
@@ -33,7 +33,7 @@ from splatsr.core.psf import (
     selection_tags,
 )
 from splatsr.core.solver import FitConfig, FitResult, fit_arrays
-from splatsr.core.uncertainty import UncertaintyMode, calibration, check_mode, sigma_map
+from splatsr.core.products.uncertainty import UncertaintyMode, calibration, check_mode, sigma_map
 from splatsr.errors import ConfigError
 from splatsr.io.atomic import write_text_atomic
 from splatsr.io.export import (
@@ -62,7 +62,7 @@ class StackFit(FitResult):
               ) -> np.ndarray:
         """The calibrated per-pixel 1-sigma uncertainty of :meth:`render`: (B, H', W') float32.
 
-        Reflectance units, NaN where the scene is NaN (see :mod:`splatsr.core.uncertainty`).
+        Reflectance units, NaN where the scene is NaN (see :mod:`splatsr.core.products.uncertainty`).
         ``mode``: ``"full"`` (default) or ``"fast"`` (no posterior term, cheaper).
         """
         mode = mode or self.uncertainty or "full"
@@ -70,7 +70,7 @@ class StackFit(FitResult):
         if data is None:
             if self.stack is None:
                 raise ConfigError("this result has no stack or data; use splatsr.fit on a "
-                                  "stack directory, or core.uncertainty.sigma_map on arrays")
+                                  "stack directory, or core.products.uncertainty.sigma_map on arrays")
             data = self.stack.load()
         return sigma_map(self, data, resolution_m=resolution_m, mode=mode,
                          scene=self.render(resolution_m))
@@ -157,7 +157,7 @@ class StackFit(FitResult):
         """Observation ``which`` (index, id or date) as its own scene at ``resolution_m``:
         (B, H', W') float32 in that date's reflectance, the shared fit's fine detail where
         the date agrees with it, corrected until the date's sensor view reproduces its
-        observation to within the noise (:mod:`splatsr.core.observed`)."""
+        observation to within the noise (:mod:`splatsr.core.products.observed`)."""
         t = self.observation_index(which)
         return date_scene(self, self.observation(t), t).render(self, resolution_m)
 
@@ -218,7 +218,8 @@ class StackFit(FitResult):
         anchored = ", median-anchored" if self.anchor is not None else ""
         tags["change_cell_m"] = cfg.change_cell() or 0.0
         if cfg.target_date is not None:
-            tags.update(product="scene at target date" + anchored,
+            tags.update(product="observed date scene" if self.date_scene is not None
+                        else "scene at target date" + anchored,
                         target_date=cfg.target_date, time_window_days=cfg.time_window_days)
         else:
             tags["product"] = "consensus" + anchored

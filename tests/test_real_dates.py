@@ -14,7 +14,7 @@ import numpy as np
 from scipy.ndimage import zoom
 
 import splatsr
-from splatsr.core.consensus import median_weights
+from splatsr.core.products.consensus import median_weights
 from splatsr.core.solver import PLAIN, FitConfig, fit_arrays
 from splatsr.evaluate.metrics import cpsnr
 

@@ -7,9 +7,9 @@ and shifts jointly (Adam, then L-BFGS, coarse to fine) from :mod:`~splatsr.core.
 :mod:`~splatsr.core.scaling`, :mod:`~splatsr.core.robust`, :mod:`~splatsr.core.prior`,
 :mod:`~splatsr.core.dates`, :mod:`~splatsr.core.change`, :mod:`~splatsr.core.bands`,
 :mod:`~splatsr.core.objective`, :mod:`~splatsr.core.levels` and :mod:`~splatsr.core.result`;
-:mod:`~splatsr.core.consensus` anchors the consensus and target-date scenes to the dates
-(interpolated by :mod:`~splatsr.core.cubic`); :mod:`~splatsr.core.psf` chooses the PSF width
-from held-out dates; :mod:`~splatsr.core.uncertainty` gives the per-pixel 1-sigma map;
+:mod:`~splatsr.core.products.consensus` anchors the consensus and target-date scenes to the dates
+(interpolated by :mod:`~splatsr.core.products.cubic`); :mod:`~splatsr.core.psf` chooses the PSF width
+from held-out dates; :mod:`~splatsr.core.products.uncertainty` gives the per-pixel 1-sigma map;
 :mod:`~splatsr.core.memory` plans a fit's memory; :mod:`~splatsr.core.checks` validates user
 arrays.
 """
@@ -23,7 +23,7 @@ from splatsr.core.psf import (
            select_psf_sigma,
 )
 from splatsr.core.solver import PLAIN, FitConfig, FitResult, fit_arrays, noise_sigma
-from splatsr.core.uncertainty import sigma_map
+from splatsr.core.products.uncertainty import sigma_map
 
 __all__ = ["MIN_OBSERVATIONS", "PLAIN", "FitConfig", "FitResult", "PsfSelection", "SplatGrid",
            "check_stack_array", "fit_arrays", "heldout_error", "integer_ratio", "noise_sigma",

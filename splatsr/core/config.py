@@ -90,11 +90,11 @@ class FitConfig:
     prior: str = "tv"
     # take the pixel-scale content from the per-pixel median of the dates (with a target
     # date: of their residuals, time- and robust-weighted) and the detail from the fit
-    # (splatsr.core.consensus); False = the fitted scene as it is
+    # (splatsr.core.products.consensus); False = the fitted scene as it is
     median_anchor: bool = True
     # when the target date is an acquisition of the stack (the same UTC day), that date's own
     # observation decides the 10 m-scale content: the scene is corrected until its sensor
-    # view reproduces that observation to within the noise (splatsr.core.observed); False =
+    # view reproduces that observation to within the noise (splatsr.core.products.observed); False =
     # the time-weighted scene of the other dates
     observed_date: bool = True
 

@@ -10,10 +10,10 @@ import torch
 
 from splatsr.core.change import ChangeGrid, at_target, upsample
 from splatsr.core.config import FitConfig
-from splatsr.core.consensus import DateMedianAnchor, PixelAnchor
+from splatsr.core.products.consensus import DateMedianAnchor, PixelAnchor
 from splatsr.core.dates import effective_dates
 from splatsr.core.model import SplatGrid, render_latent, render_observations
-from splatsr.core.observed import DateScene
+from splatsr.core.products.observed import DateScene
 
 
 @dataclass
@@ -76,8 +76,8 @@ class FitResult:
         """The latent scene over the stack's extent at ``resolution_m``: (B, H', W').
 
         With a target date and a change layer, the layer at the target is added; then the
-        anchor correction (:mod:`splatsr.core.consensus`), if any. When the target date is an
-        acquisition, its observed scene (:mod:`splatsr.core.observed`)."""
+        anchor correction (:mod:`splatsr.core.products.consensus`), if any. When the target date is an
+        acquisition, its observed scene (:mod:`splatsr.core.products.observed`)."""
         if self.date_scene is not None:
             return self.date_scene.render(self, resolution_m)
         w = torch.from_numpy(self.weights.astype(np.float64))

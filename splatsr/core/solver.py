@@ -23,7 +23,7 @@ from splatsr.core.bands import band_offsets
 from splatsr.core.change import centred
 from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array
 from splatsr.core.config import PLAIN, FitConfig
-from splatsr.core.consensus import (
+from splatsr.core.products.consensus import (
     DateMedianAnchor,
     PixelAnchor,
     median_anchor,
@@ -32,7 +32,7 @@ from splatsr.core.consensus import (
 from splatsr.core.dates import acquisition_index, target_time_weights
 from splatsr.core.levels import FitLog, fit_level, level_schedule, start_weights
 from splatsr.core.objective import Objective
-from splatsr.core.observed import date_scene
+from splatsr.core.products.observed import date_scene
 from splatsr.core.result import FitResult
 from splatsr.core.robust import regauge
 from splatsr.core.scaling import BandScaling, noise_sigma
@@ -126,7 +126,7 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
 
 def anchor_correction(result: FitResult, data: np.ndarray, pred: np.ndarray, *,
                       pixel_m: float) -> DateMedianAnchor | PixelAnchor:
-    """The anchor of :mod:`~splatsr.core.consensus`: the consensus to the median of the
+    """The anchor of :mod:`~splatsr.core.products.consensus`: the consensus to the median of the
     dates, a target-date scene to the time-weighted location of the dates' residuals."""
     if result.time_weight is None:
         return median_anchor(data, result.seen(), obs_weights=result.obs_weights,

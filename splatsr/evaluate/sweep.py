@@ -51,7 +51,7 @@ from skimage.registration import phase_cross_correlation
 from splatsr.core.checks import integer_ratio
 from splatsr.core.psf import heldout_error
 from splatsr.core.solver import FitConfig, FitResult, fit_arrays
-from splatsr.core.uncertainty import sigma_map
+from splatsr.core.products.uncertainty import sigma_map
 from splatsr.errors import ConfigError, StackError
 from splatsr.evaluate.registration import phasecorr_seed, shift_from_seed_m
 from splatsr.io.atomic import write_text_atomic

@@ -28,7 +28,7 @@ from tqdm import tqdm  # not tqdm.auto: its import warns in notebooks without ip
 
 from splatsr.core.checks import MIN_OBSERVATIONS, integer_ratio
 from splatsr.core.solver import FitConfig, fit_arrays
-from splatsr.core.uncertainty import sigma_map
+from splatsr.core.products.uncertainty import sigma_map
 from splatsr.errors import ConfigError, FetchError, StackError, TileError
 from splatsr.io.atomic import atomic_path, write_text_atomic
 from splatsr.io.export import sigma_path

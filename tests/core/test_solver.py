@@ -239,5 +239,6 @@ def test_target_date_is_saved_in_the_csv_and_the_tags(small_stack, tmp_path):
     np.testing.assert_allclose(weights[:4], np.exp(-(d * d - d[2] ** 2) / 8), rtol=1e-4)
     with rasterio.open(out) as src:
         assert src.tags()["target_date"] == "2025-04-03"
-        assert src.tags()["product"] == "scene at target date, median-anchored"
+        # 2025-04-03 is an acquisition: its own observation sets the scene
+        assert src.tags()["product"] == "observed date scene"
         assert src.tags()["change_cell_m"] == "40.0"  # the automatic change layer

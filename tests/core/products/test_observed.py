@@ -9,7 +9,7 @@ import torch
 
 import splatsr
 from splatsr.core.model import SplatGrid
-from splatsr.core.observed import axis_operators, min_norm_correction, risk_lambda
+from splatsr.core.products.observed import axis_operators, min_norm_correction, risk_lambda
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -64,7 +64,7 @@ def changed(texture):
 
 
 def test_date_scene_follows_its_own_observation(changed):
-    from splatsr.core.observed import date_scene
+    from splatsr.core.products.observed import date_scene
 
     truths, data, fit = changed
     ds = date_scene(fit, data[2], 2)
@@ -93,7 +93,7 @@ def _sensor(fit, w, t):
 
 
 def test_dates_that_agree_keep_the_shared_scene(changed):
-    from splatsr.core.observed import date_scene
+    from splatsr.core.products.observed import date_scene
 
     truths, data, fit = changed
     ds = date_scene(fit, data[5], 5)

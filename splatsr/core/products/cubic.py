@@ -1,6 +1,6 @@
 """Cubic convolution (bicubic interpolation) from the pixel grid to an output grid.
 
-The anchors of :mod:`~splatsr.core.consensus` live at the 10 m pixel grid, in each band's
+The anchors of :mod:`~splatsr.core.products.consensus` live at the 10 m pixel grid, in each band's
 observed frame; they are brought to the output grid here. One axis at a time: a sparse
 ``(n_out, n_in)`` matrix with 4 taps per row (Keys 1981, ``a = -0.5``), edges replicated,
 and each band sampled at its band offset.

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from splatsr.core.cubic import axis_nearest, axis_operators, upsample
+from splatsr.core.products.cubic import axis_nearest, axis_operators, upsample
 from splatsr.core.robust import date_lift, weighted_m_estimate, weighted_median
 
 MEDIAN_NOISE = 1.2533  # std of the median of n normal samples, in sigma / sqrt(n)

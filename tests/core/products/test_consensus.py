@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 import splatsr
-from splatsr.core.consensus import (
+from splatsr.core.products.consensus import (
     MEDIAN_NOISE,
     BandSampler,
     DateMedianAnchor,
     date_median,
     target_correction,
 )
-from splatsr.core.cubic import cubic_matrix, keys_kernel, nearest_index, upsample
+from splatsr.core.products.cubic import cubic_matrix, keys_kernel, nearest_index, upsample
 from splatsr.core.robust import weighted_median
 
 
@@ -149,8 +149,19 @@ def test_anchor_leaves_a_static_stack_alone(texture):
     # a target-date fit of the same stack: its anchor is as small
     dates = [f"2024-06-{d:02d}" for d in range(1, len(data) + 1)]
     target = splatsr.fit_arrays(data, pixel_m=10.0, dates=dates,
-                                config=splatsr.FitConfig(target_date="2024-06-03"))
+                                config=splatsr.FitConfig(target_date="2024-06-03",
+                                                         observed_date=False))
     assert target.anchor is not None and np.abs(target.anchor.at(5.0)).max() < 0.003
+    # the observed-date scene of that acquisition: on a static stack its own observation
+    # moves the shared scene by less than the noise of one date (0.002)
+    own = splatsr.fit_arrays(data, pixel_m=10.0, dates=dates,
+                             config=splatsr.FitConfig(target_date="2024-06-03"))
+    shared = own.render(5.0) if own.date_scene is None else None
+    assert shared is None and own.anchor is None
+    ds, k = own.date_scene, 2
+    base = own.weights * own.gains[k][:, None, None]
+    moved = (ds.weights - base)[:, 20:-20, 20:-20]  # splat weights over the raster
+    assert ds.index == k and np.sqrt(np.mean(moved ** 2)) < 0.002
 
 
 def test_target_correction_follows_the_weighted_majority():
@@ -213,7 +224,7 @@ def test_weighted_median_matches_nanmedian_and_drops_zero_weights():
 
 
 def test_median_weights_only_when_bright_outliers_are_half_the_dates():
-    from splatsr.core.consensus import median_weights
+    from splatsr.core.products.consensus import median_weights
     data = np.zeros((4, 2, 4, 4))
     data[:2] += 0.3  # two dates brighter in both bands, down-weighted by the fit
     robust = np.array([0.0, 0.05, 1.0, 1.0])
@@ -234,7 +245,7 @@ def test_median_weights_measure_brightness_against_the_trusted_dates():
     """Thin haze (+0.02, kept at weight 0.7 by the fit) beside a thick cloud: brighter than
     the two clear dates by 1.5 noise units in both bands, so both are left out, although the
     haze is no brighter than the mean of the four dates (0.08)."""
-    from splatsr.core.consensus import median_weights
+    from splatsr.core.products.consensus import median_weights
     data = np.zeros((4, 2, 4, 4))
     data[1] += 0.005  # the two clear dates differ a little
     data[2] += 0.02

@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 from splatsr.core.model import SplatGrid, render_latent, render_observations
 from splatsr.core.solver import FitConfig, fit_arrays
 from splatsr.core.prior import smoothed_tv
-from splatsr.core.uncertainty import (
+from splatsr.core.products.uncertainty import (
     COMPONENTS,
     data_precision,
     date_variance,
