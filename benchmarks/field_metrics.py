@@ -226,6 +226,42 @@ def score_against(ref_hr: np.ndarray, sr: np.ndarray, lr: np.ndarray, *, scale: 
     return opensr_metrics(lr, sr, ref_hr, scale=scale, **kwargs)
 
 
+def bar_figure(groups: dict[str, list[dict]], path: str, *, note: str = "") -> None:
+    """Stacked bars of improvement / omission / hallucination: one panel per group, one bar
+    per row (``row["method"]``); the shares sum to 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = (("improvement", "tab:blue"), ("omission", "tab:green"),
+             ("hallucination", "tab:red"))
+    fig, axs = plt.subplots(len(groups), 1, squeeze=False,
+                            figsize=(7, 0.5 + sum(0.35 * len(r) + 0.6 for r in groups.values())),
+                            gridspec_kw=dict(height_ratios=[len(r) for r in groups.values()]))
+    for ax, (title, rows) in zip(axs[:, 0], groups.items()):
+        names = [r["method"] for r in rows]
+        left = np.zeros(len(rows))
+        for key, color in parts:
+            v = np.array([r[key] for r in rows])
+            ax.barh(names, v, left=left, color=color, label=key)
+            for y, (x0, x) in enumerate(zip(left, v)):
+                if x > 0.06:
+                    ax.text(x0 + x / 2, y, f"{x:.2f}", ha="center", va="center", fontsize=7,
+                            color="white")
+            left += v
+        ax.set_xlim(0, 1)
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=8)
+    axs[0, 0].legend(ncol=3, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.15))
+    axs[-1, 0].set_xlabel("opensr-test share of the scored pixels" + (f" ({note})" if note
+                                                                       else ""), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 if __name__ == "__main__":  # python benchmarks/field_metrics.py --demo [...]: field_demo.py
     from field_demo import main
 
