@@ -254,10 +254,11 @@ def bar_figure(groups: dict[str, list[dict]], path: str, *, note: str = "") -> N
         ax.invert_yaxis()
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=8)
-    axs[0, 0].legend(ncol=3, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.15))
+    fig.legend(*axs[0, 0].get_legend_handles_labels(), ncol=3, fontsize=8,
+               loc="upper center")
     axs[-1, 0].set_xlabel("opensr-test share of the scored pixels" + (f" ({note})" if note
                                                                        else ""), fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
