@@ -26,7 +26,10 @@ sensor, scored by cPSNR against a *held-out* real date at the output resolution.
 Metrics: PSNR and SSIM at 5 m (2x) and 2.5 m (4x) against the truth after a per-band
 least-squares gain/offset (the PROBA-V / must-show protocol), 20 m border cropped; shift MAE
 where known; hallucination: the 5 m output's spatial standard deviation on a flat and on a
-pure-noise stack, relative to that of bicubic-of-mean.
+pure-noise stack, relative to that of bicubic-of-mean. With ``--opensr`` (needs
+``pip install -e ".[eval]"``), every semi-synthetic output also gets opensr-test's metrics
+(``field_metrics.py``) at 2.5 m against the truth, the first date as its low-resolution input
+and a 20 m border: consistency, synthesis, improvement / omission / hallucination.
 """
 
 from __future__ import annotations
@@ -179,7 +182,15 @@ def semi_synthetic_cases(quick: bool) -> list[dict]:
     return cases
 
 
-def run_semi_synthetic(case: dict, size: int) -> list[dict]:
+def opensr_scores(img: np.ndarray, lr: np.ndarray, truth: np.ndarray) -> dict:
+    """opensr-test's metrics of a 2.5 m output (first date as input, 20 m border)."""
+    import field_metrics
+
+    return field_metrics.opensr_metrics(lr, img, truth, scale=FACTOR,
+                                        border_px=int(CROP_M / 2.5))
+
+
+def run_semi_synthetic(case: dict, size: int, *, opensr: bool = False) -> list[dict]:
     truth = load_texture(size, case["crop"])
     data, shifts = splatsr.simulate(truth, truth_pixel_m=2.5, n_obs=case["n"],
                                     noise_sigma=case["noise"], seed=case["seed"])
@@ -195,6 +206,8 @@ def run_semi_synthetic(case: dict, size: int) -> list[dict]:
         row = dict(case=case["name"], kind="semi-synthetic", method=name, n_obs=case["n"],
                    noise=case["noise"], psnr_5m=p2, ssim_5m=s2, psnr_2p5m=p4, ssim_2p5m=s4,
                    shift_mae_m=o["shift_mae_m"], seconds=o["seconds"])
+        if opensr:
+            row.update(opensr_scores(o["img"], data[0], truth))
         if name == "splatsr":
             r = o["result"]
             bad = [t for t, s in enumerate(notes) if s != "clean"]
@@ -329,6 +342,7 @@ def write_outputs(rows: list[dict], psf: list[dict], out: Path, info: dict) -> N
                 md.append(f"| {c} | {t} | {by['splatsr']['heldout_rmse']:.5f} | "
                           f"{by['bicubic_median']['heldout_rmse']:.5f} | "
                           f"{by['splatsr']['consistency_rmse']:.5f} |")
+    md += opensr_markdown(semi)
     md += real_proxy.markdown(rows)
     hall = [r for r in rows if r["kind"] == "hallucination"]
     if hall:
@@ -341,6 +355,20 @@ def write_outputs(rows: list[dict], psf: list[dict], out: Path, info: dict) -> N
         md += [f"| {r['psf_sigma_m']} | {r['heldout_rmse']:.6f} |" for r in psf]
     (out / "quality.md").write_text("\n".join(md) + "\n")
     _figure(gains, psf, out / "quality.png")
+
+
+def opensr_markdown(semi: list[dict]) -> list[str]:
+    """The opensr-test table of the semi-synthetic rows (none without ``--opensr``)."""
+    rows = [r for r in semi if "improvement" in r]
+    if not rows:
+        return []
+    cols = ["improvement", "omission", "hallucination", "synthesis",
+            "consistency_reflectance", "consistency_spectral", "consistency_spatial"]
+    md = ["", "## Semi-synthetic: opensr-test at 2.5 m (first date as input, 20 m border)", "",
+          "| case | method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    md += [f"| {r['case']} | {r['method']} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |"
+           for r in rows]
+    return md
 
 
 def _figure(gains: list[tuple[str, float]], psf: list[dict], path: Path) -> None:
@@ -367,6 +395,16 @@ def _figure(gains: list[tuple[str, float]], psf: list[dict], path: Path) -> None
     plt.close(fig)
 
 
+def _opensr_figure(rows: list[dict], path: Path) -> None:
+    """improvement / omission / hallucination of every method, one panel per case."""
+    import field_metrics
+
+    semi = [r for r in rows if r["kind"] == "semi-synthetic" and "improvement" in r]
+    groups = {c: [r for r in semi if r["case"] == c] for c in dict.fromkeys(r["case"]
+                                                                            for r in semi)}
+    field_metrics.bar_figure(groups, str(path), note="2.5 m, semi-synthetic")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(RESULTS / "quality"))
@@ -374,13 +412,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--size", type=int, default=256, help="truth side in 2.5 m pixels")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip", default="", help="comma list of: semi,real,proxy,hall,psf")
+    ap.add_argument("--opensr", action="store_true", help="also opensr-test's metrics of the "
+                    "semi-synthetic outputs (needs: pip install -e \".[eval]\")")
     a = ap.parse_args(argv)
+    if a.opensr:
+        import field_metrics
+
+        try:
+            field_metrics.load_opensr_test()
+        except ImportError as err:
+            raise SystemExit(f"Error: {err}") from None
     torch.set_num_threads(a.threads)
     skip = set(filter(None, a.skip.split(",")))
     rows: list[dict] = []
     if "semi" not in skip:
         for case in semi_synthetic_cases(a.quick):
-            rows += run_semi_synthetic(case, a.size)
+            rows += run_semi_synthetic(case, a.size, opensr=a.opensr)
             print(f"{case['name']}: " + ", ".join(
                 f"{r['method']} {r['psnr_5m']:.2f}" for r in rows if r["case"] == case["name"]),
                 flush=True)
@@ -393,6 +440,8 @@ def main(argv: list[str] | None = None) -> None:
     psf = psf_curve(a.size) if "psf" not in skip else []
     info = machine()
     write_outputs(rows, psf, Path(a.out), info)
+    if a.opensr and "semi" not in skip:
+        _opensr_figure(rows, Path(a.out) / "opensr.png")
     print(f"wrote {a.out}/quality.md, quality.csv, psf_curve.csv, quality.png", flush=True)
 
 
