@@ -266,7 +266,7 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
     rows, cols = output_shape(_extent(stack), resolution_m)
     log(f"wrote {run.path} ({cols} x {rows} px at {resolution_m:g} m, "
         f"{len(stack.bands)} bands) and {run.path.stem}.shifts.csv; "
-        f"{len(stack.observations)} observations fitted in {result.seconds:.1f} s")
+        f"{_n_used(result, stack)} observations fitted in {result.seconds:.1f} s")
     if uncertainty:
         log(f"wrote {sigma_path(run.path).name}: per-pixel 1-sigma uncertainty "
             f"({result.uncertainty} estimate, calibrated to cover ~68 % of errors)")
@@ -283,6 +283,12 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
                                   resolution_m=resolution_m)
         log(f"wrote {', '.join(p.name for p in run.report.values())} to {report_dir}")
     return run
+
+
+def _n_used(result: StackFit, stack: Stack) -> int:
+    """How many of the stack's dates the fit used (the input guard leaves empty ones out)."""
+    inputs = result.inputs
+    return len(stack.observations) if inputs is None else int(inputs.used_dates.sum())
 
 
 def _tile_kwargs(out: Path, cfg: FitConfig, resolution_m: float,

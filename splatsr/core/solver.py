@@ -13,6 +13,7 @@ The pieces: :mod:`~splatsr.core.config` (settings), :mod:`~splatsr.core.scaling`
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +31,10 @@ from splatsr.core.consensus import (
     target_correction,
 )
 from splatsr.core.dates import target_time_weights
+from splatsr.core.expand import expand_result, subset_config
+from splatsr.core.inputs import InputWarning, inspect_stack, shift_limit_lines
 from splatsr.core.levels import FitLog, fit_level, level_schedule, start_weights
+from splatsr.core.model import MAX_SHIFT_M
 from splatsr.core.objective import Objective
 from splatsr.core.result import FitResult
 from splatsr.core.robust import regauge
@@ -84,15 +88,48 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     Returns
     -------
     FitResult
+        One row per date and band of ``data``, also where the input guard
+        (:mod:`splatsr.core.inputs`) left a date or band out: an empty band's scene is NaN,
+        an empty date has weight 0. What the guard found is in ``.inputs`` and is raised as
+        :class:`~splatsr.core.inputs.InputWarning` warnings (a shift at the search limit too).
     """
     cfg = config or FitConfig()
     cfg.validate()
     data = check_stack_array(data)
-    cfg = cfg.with_change_cell(data, pixel_m=pixel_m).with_time_window(data, dates=dates)
-    T, B, H, W = data.shape
+    T, B = data.shape[:2]
     cfg.check_bands(B)
-    valid = valid_mask(data)
+    valid_mask(data)  # too few dates with valid pixels: the error, before any word
     band_names = tuple(band_names or (f"band{i + 1}" for i in range(B)))
+    report = inspect_stack(data, band_names=band_names, dates=dates,
+                           target_date=cfg.target_date)
+    report.warn()
+    dates_ok, bands_ok = report.used_dates, report.used_bands
+    if dates_ok.all() and bands_ok.all():
+        result = fit_used(data, pixel_m=pixel_m, config=cfg, band_names=band_names,
+                          init_shifts_m=init_shifts_m, dates=dates)
+    else:  # the empty dates and bands left out, then put back (NaN bands, weight-0 dates)
+        sub = data[dates_ok][:, bands_ok]
+        init = None if init_shifts_m is None else np.asarray(init_shifts_m)[dates_ok]
+        used_dates = None if dates is None or len(dates) != T else np.asarray(dates)[dates_ok]
+        result = fit_used(sub, pixel_m=pixel_m, config=subset_config(cfg, bands_ok),
+                          band_names=tuple(np.asarray(band_names)[bands_ok]),
+                          init_shifts_m=init, dates=used_dates)
+        result = expand_result(result, dates=dates_ok, bands=bands_ok, config=cfg,
+                               band_names=band_names)
+    result.inputs = report
+    for line in shift_limit_lines(result.shifts_m, limit_m=MAX_SHIFT_M,
+                                  labels=report.date_labels):
+        warnings.warn(line, InputWarning, stacklevel=2)
+    return result
+
+
+def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,
+             band_names: tuple[str, ...], init_shifts_m: np.ndarray | None,
+             dates: Sequence[Any] | np.ndarray | None) -> FitResult:
+    """:func:`fit_arrays` of a stack in which every date and band has a valid pixel."""
+    cfg = config.with_change_cell(data, pixel_m=pixel_m).with_time_window(data, dates=dates)
+    T, B, H, W = data.shape
+    valid = valid_mask(data)
     time_w = target_time_weights(dates, n_obs=T, target_date=cfg.target_date,
                                  window_days=cfg.time_window_days)
     scaling = BandScaling.from_data(data, valid)
@@ -111,7 +148,8 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     log.close()
     result = collect_result(obj, scaling, band_names=band_names, log=log)
     pred = result.predict()
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a date without a valid pixel
         result.residual_rms = np.sqrt(np.nanmean(((pred - data) ** 2).reshape(T, -1), axis=1))
     if cfg.median_anchor:
         result.anchor = anchor_correction(result, data, pred, pixel_m=pixel_m)

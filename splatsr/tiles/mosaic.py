@@ -118,7 +118,7 @@ def _blend_window(live: Sequence[Tile], weights: dict[str, tuple[np.ndarray, np.
     """
     r0, c0, h, w = window.row_off, window.col_off, window.height, window.width
     acc = np.zeros((len(order), h, w))
-    wsum = np.zeros((h, w))
+    wsum = np.zeros((len(order), h, w))  # per band: a band NaN in every tile stays NaN
     for t in live:
         _accumulate(acc, wsum, t, weights[t.id], store, keys[t.id], f, r0, c0, order,
                     sigma=sigma)
@@ -131,7 +131,7 @@ def _accumulate(acc: np.ndarray, wsum: np.ndarray, t: Tile, w: tuple[np.ndarray,
                 store: Path, key: str, f: int, r0: int, c0: int, order: list[int],
                 sigma: bool = False) -> None:
     """Add tile ``t``'s weighted image (or variance) to the window at (r0, c0)."""
-    h, w_ = wsum.shape
+    h, w_ = wsum.shape[1:]
     tr0, tc0 = t.row0 * f, t.col0 * f
     a0, a1 = max(r0, tr0), min(r0 + h, tr0 + t.rows * f)
     b0, b1 = max(c0, tc0), min(c0 + w_, tc0 + t.cols * f)
@@ -142,10 +142,10 @@ def _accumulate(acc: np.ndarray, wsum: np.ndarray, t: Tile, w: tuple[np.ndarray,
     part = np.asarray(img[:, a0 - tr0:a1 - tr0, b0 - tc0:b1 - tc0], np.float64)[order]
     part = part * part if sigma else part
     ww = np.outer(w[0][a0 - tr0:a1 - tr0], w[1][b0 - tc0:b1 - tc0])
-    ok = np.isfinite(part).all(axis=0)
-    ww = np.where(ok, ww, 0.0)
+    ok = np.isfinite(part)  # (B, h, w)
+    ww = np.where(ok, ww[None], 0.0)
     acc[:, a0 - r0:a1 - r0, b0 - c0:b1 - c0] += np.where(ok, part, 0.0) * ww
-    wsum[a0 - r0:a1 - r0, b0 - c0:b1 - c0] += ww
+    wsum[:, a0 - r0:a1 - r0, b0 - c0:b1 - c0] += ww
 
 
 def write_shifts(source: Stack | TileSource, tiles: Sequence[Tile], metas: dict[str, dict], *,

@@ -18,6 +18,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 from tqdm import tqdm  # not tqdm.auto: its import warns in notebooks without ipywidgets
 
 from splatsr.core.checks import MIN_OBSERVATIONS, integer_ratio
+from splatsr.core.inputs import InputReport, InputWarning
 from splatsr.core.solver import FitConfig, fit_arrays
 from splatsr.core.uncertainty import sigma_map
 from splatsr.errors import ConfigError, FetchError, StackError, TileError
@@ -35,6 +37,7 @@ from splatsr.io.export import sigma_path
 from splatsr.io.fetch import plan_scenes, remote_gdal_env
 from splatsr.io.query import SceneQuery, as_query, split_query
 from splatsr.io.stack import Stack, read_stack
+from splatsr.tiles.inputs import source_report
 from splatsr.tiles.mosaic import write_mosaic, write_shifts
 from splatsr.tiles.plan import Tile, plan_tiles
 from splatsr.tiles.sources import LocalSource, RemoteSource, TileSource, as_source
@@ -124,8 +127,11 @@ def _fit_and_store(source: TileSource, data: np.ndarray, seen: np.ndarray, *,
     with ``uncertainty``); the tile's metadata."""
     dates = np.asarray(source.datetimes, dtype=object)
     fitted = data if seen.all() else data[seen]
-    result = fit_arrays(fitted, pixel_m=source.pixel_m, config=FitConfig(**config),
-                        band_names=source.bands, dates=dates if seen.all() else dates[seen])
+    with warnings.catch_warnings():  # the whole stack's findings are said by the driver
+        warnings.simplefilter("ignore", InputWarning)
+        result = fit_arrays(fitted, pixel_m=source.pixel_m, config=FitConfig(**config),
+                            band_names=source.bands,
+                            dates=dates if seen.all() else dates[seen])
     image = result.render(resolution_m)  # (B, rows * f, cols * f)
     _save_npy(img_path, image)
     if uncertainty:
@@ -192,6 +198,7 @@ class TiledResult:
     uncertainty: str | None = None  # "full"/"fast" when the tiles' 1-sigma maps are made
     sigma_tif: Path | None = None  # the mosaic's 1-sigma map, with uncertainty
     dropped: list[dict[str, Any]] = field(default_factory=list)  # fit_aoi_tiled: unused items
+    inputs: InputReport | None = None  # the input guard on the whole source
 
 
 def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.PathLike,
@@ -240,11 +247,13 @@ def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.P
     t0, source = time.perf_counter(), _tile_source(source)
     (cfg := config or FitConfig()).validate()
     factor = _factor(source.pixel_m, resolution_m)
+    (inputs := source_report(source, cfg)).warn(stacklevel=2)
     tiles = plan_tiles(height=source.height, width=source.width, tile_size=tile_size,
                        overlap=overlap)
     store, keys, metas = _open_store(store, out, source, tiles, cfg, resolution_m, uncertainty)
     res = TiledResult(path=Path(out), tiles=tiles, store=store, observations=source.ids,
-                      reused=[t.id for t in tiles if metas[t.id]], uncertainty=uncertainty)
+                      reused=[t.id for t in tiles if metas[t.id]], uncertainty=uncertainty,
+                      inputs=inputs)
     if todo := [t for t in tiles if metas[t.id] is None]:
         _raise_failures(_run_tiles(source, todo, keys, metas, res, cfg=cfg,
                                    resolution_m=resolution_m, store=store, client=client,

@@ -1,0 +1,97 @@
+"""Degenerate stacks through the command: each is reported or right, never silently wrong.
+
+Small stacks simulated from real 2.5 m texture (3 bands, 32 x 32 px at 10 m): a band with no
+valid pixel in any date, a date with no valid pixel, a target date far after the data, and
+(:mod:`tests.core.test_short_stacks`) two dates of which one is clouded.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from helpers import run_cli as run
+
+import splatsr
+from splatsr.evaluate.simulate import simulate
+
+FAST = ["--adam-steps", "30", "--lbfgs-iters", "15", "--coarse-levels", "0"]
+BANDS = ["B02", "B03", "B04"]
+
+
+@pytest.fixture(scope="module")
+def observations(texture) -> np.ndarray:
+    """(6, 3, 32, 32) simulated 10 m dates of real texture."""
+    truth = np.stack([texture[0, :128, :128], texture[1, :128, :128],
+                      0.8 * texture[2, :128, :128] + 0.01])
+    obs, _ = simulate(truth, truth_pixel_m=2.5, n_obs=6, shift_std_m=1.5, noise_sigma=0.002,
+                      seed=3)
+    return obs
+
+
+def write(root, data: np.ndarray) -> splatsr.Stack:
+    dts = [f"2019-06-{1 + 3 * t:02d}T10:30:00Z" for t in range(len(data))]
+    return splatsr.write_stack(root, data, crs="EPSG:32633",
+                               transform=Affine(10, 0, 500000, 0, -10, 5000000), bands=BANDS,
+                               ids=[f"d{t}" for t in range(len(data))], datetimes=dts)
+
+
+def fit(root, out, *extra):
+    r = run("fit", root, "--out", out, *FAST, *extra)
+    assert r.exit_code == 0, r.output
+    assert "Mean of empty slice" not in r.output and "RuntimeWarning" not in r.output
+    with rasterio.open(out) as src:
+        img = dict(zip(src.descriptions, src.read()))
+    with open(out.with_name(out.stem + ".shifts.csv")) as f:
+        rows = list(csv.DictReader(f))
+    return r.output, img, rows
+
+
+def test_empty_band_is_nan_and_named(observations, tmp_path):
+    data = observations.copy()
+    data[:, 1] = np.nan  # B03: no valid pixel in any date
+    write(tmp_path / "stack", data)
+    text, img, rows = fit(tmp_path / "stack", tmp_path / "sr.tif")
+    assert "band(s) B03 have no valid pixel in any date" in text
+    assert np.isnan(img["B03"]).all()
+    for b in ("B02", "B04"):
+        assert np.isfinite(img[b]).all() and 0.05 < img[b].mean() < 0.2
+
+
+def test_empty_date_left_out_named_and_marked(observations, tmp_path):
+    data = observations.copy()
+    data[2] = np.nan
+    write(tmp_path / "stack", data)
+    text, img, rows = fit(tmp_path / "stack", tmp_path / "sr.tif")
+    assert "left out of the fit: 2019-06-07" in text
+    assert "5 observations fitted" in text
+    assert [r["used"] for r in rows] == ["1", "1", "0", "1", "1", "1"]
+    assert rows[2]["dx_m"] == "nan" and rows[2]["weight"] == "0"
+    # the others keep the gauge of a fit without that date: gains near 1
+    gains = np.array([[float(r[f"gain_{b}"]) for b in BANDS] for r in rows])
+    assert np.abs(gains - 1).max() < 0.05
+    assert all(np.isfinite(v).all() for v in img.values())
+
+
+def test_far_target_date_says_how_far(observations, tmp_path):
+    write(tmp_path / "stack", observations)
+    text, img, _ = fit(tmp_path / "stack", tmp_path / "sr.tif", "--target-date", "2020-01-01")
+    assert ("target date 2020-01-01 is 199 days after the last observation (2019-06-16): "
+            "the result is an extrapolation") in text
+    text, _, _ = fit(tmp_path / "stack", tmp_path / "sr2.tif", "--target-date", "2019-06-08")
+    assert "extrapolation" not in text  # within the span: no word
+
+
+def test_tiled_route_reports_the_same(observations, tmp_path):
+    data = observations.copy()
+    data[:, 1] = np.nan
+    data[4] = np.nan
+    write(tmp_path / "stack", data)
+    text, img, _ = fit(tmp_path / "stack", tmp_path / "sr.tif", "--tile-size", "24",
+                       "--overlap", "8")
+    assert "band(s) B03 have no valid pixel in any date" in text
+    assert "left out of the fit: 2019-06-13" in text
+    assert np.isnan(img["B03"]).all() and np.isfinite(img["B02"]).all()
