@@ -89,6 +89,13 @@ def date_label(day: float) -> str:
     return (_dt.date(1970, 1, 1) + _dt.timedelta(days=int(np.floor(day)))).isoformat()
 
 
+def date_labels(dates: Sequence[Any] | np.ndarray | None, n: int) -> tuple[str, ...]:
+    """(n,) the dates as ``YYYY-MM-DD`` for messages, or ``date 1`` ... without them."""
+    if dates is None or len(dates) != n:
+        return tuple(f"date {t + 1}" for t in range(n))
+    return tuple(date_label(d) for d in day_numbers(dates))
+
+
 def target_gap(days: np.ndarray, target_day: float) -> tuple[float, int]:
     """(days outside the span of ``days``, signed: > 0 after the last; index of the date at
     that end), or (0, -1) when ``target_day`` is within the span (to the day)."""
@@ -123,8 +130,7 @@ def report_from_seen(seen: np.ndarray, *, band_names: Sequence[str] | None = Non
     T, B = seen.shape
     names = tuple(band_names or (f"band{i + 1}" for i in range(B)))
     days = day_numbers(dates) if dates is not None and len(dates) == T else None
-    labels = (tuple(date_label(d) for d in days) if days is not None
-              else tuple(f"date {t + 1}" for t in range(T)))
+    labels = date_labels(dates, T)
     gap, end = 0.0, -1
     if target_date is not None and days is not None:
         gap, end = target_gap(days, parse_target_date(target_date))

@@ -32,10 +32,11 @@ from splatsr.core.consensus import (
 )
 from splatsr.core.dates import target_time_weights
 from splatsr.core.expand import expand_result, subset_config
-from splatsr.core.inputs import InputWarning, inspect_stack, shift_limit_lines
+from splatsr.core.inputs import InputWarning, date_labels, inspect_stack, shift_limit_lines
 from splatsr.core.levels import FitLog, fit_level, level_schedule, start_weights
 from splatsr.core.model import MAX_SHIFT_M
 from splatsr.core.objective import Objective
+from splatsr.core.outliers import SHORT_STACK, short_stack_outliers
 from splatsr.core.result import FitResult
 from splatsr.core.robust import regauge
 from splatsr.core.scaling import BandScaling, noise_sigma
@@ -135,18 +136,27 @@ def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,
     scaling = BandScaling.from_data(data, valid)
     y = scaling.normalise(data, valid)
     offsets = band_offsets(data, pixel_m=pixel_m) if cfg.band_offsets and B > 1 else None
+    bright = short_stack_outliers(np.where(valid, y, np.nan)) if T <= SHORT_STACK else None
+    fit_valid = valid if bright is None else valid & ~bright.outlier[:, None, None, None]
+    if bright is not None:
+        for line in bright.lines(date_labels(dates, T)):
+            warnings.warn(line, InputWarning, stacklevel=3)
     torch.manual_seed(cfg.seed)
-    obj = Objective(y, valid, config=cfg, device=torch_device(cfg.device),
+    obj = Objective(y, fit_valid, config=cfg, device=torch_device(cfg.device),
                     init_shifts_m=init_shifts_m, time_weight=time_w, pixel_m=pixel_m,
                     band_offsets_m=offsets)
     levels = level_schedule(cfg, height=H, width=W, pixel_m=pixel_m)
     log = FitLog(total=sum(lv.adam_steps + lv.lbfgs_iters for lv in levels),
                  progress=cfg.progress)
     for level in levels:
-        obj.set_level(start_weights(obj, level, y, valid), level.grid)
+        obj.set_level(start_weights(obj, level, y, fit_valid), level.grid)
         fit_level(obj, level, log)
     log.close()
-    result = collect_result(obj, scaling, band_names=band_names, log=log)
+    prior = None if bright is None else bright.weights()
+    result = collect_result(obj, scaling, band_names=band_names, log=log,
+                            gauge=gauge_weights(obj, valid, prior))
+    if prior is not None:  # the outlier's weight in the product (consensus.median_weights)
+        result.obs_weights = result.obs_weights * prior
     pred = result.predict()
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a date without a valid pixel
@@ -168,9 +178,26 @@ def anchor_correction(result: FitResult, data: np.ndarray, pred: np.ndarray, *,
     return PixelAnchor(corr, pixel_m)
 
 
+def gauge_weights(obj: Objective, valid: np.ndarray, prior: np.ndarray | None
+                  ) -> np.ndarray | None:
+    """(T,) date weights of the radiometric reference (:func:`~splatsr.core.robust.regauge`),
+    or None (the plain median over the dates: the consensus of a stack without outliers).
+
+    A target-date fit weighs each date by its time weight x its robust weight x its share of
+    valid pixels, so a nearly empty or hazy date nearest the target does not set the
+    radiometry alone; ``prior`` (0 for a short stack's bright outlier) multiplies in."""
+    if obj.time_w is None and prior is None:
+        return None
+    w = np.ones(valid.shape[0]) if obj.time_w is None else \
+        obj.time_w.double().cpu().numpy() * obj.obs_w.double().cpu().numpy() * \
+        valid.reshape(len(valid), -1).mean(axis=1)
+    return w if prior is None else w * prior
+
+
 def collect_result(obj: Objective, scaling: BandScaling, *, band_names: tuple[str, ...],
-                   log: FitLog) -> FitResult:
-    """The fitted state of ``obj`` back in reflectance, in the median date's radiometry."""
+                   log: FitLog, gauge: np.ndarray | None = None) -> FitResult:
+    """The fitted state of ``obj`` back in reflectance, in the median date's radiometry
+    (the weighted median with the date weights ``gauge``, :func:`gauge_weights`)."""
     cfg = obj.cfg
     out_frac = obj.outlier_fraction()
     with torch.no_grad():
@@ -180,7 +207,7 @@ def collect_result(obj: Objective, scaling: BandScaling, *, band_names: tuple[st
         o_np = obj.offset.detach().double().cpu().numpy()
     # back to reflectance: the offsets scale with the data, the gains are unit-free
     time_w = None if obj.time_w is None else obj.time_w.double().cpu().numpy()
-    w_n, gains, offs = regauge(w_n, a_np, o_np, time_w)
+    w_n, gains, offs = regauge(w_n, a_np, o_np, gauge)
     mean, scale = scaling.mean, scaling.scale
     w_phys = w_n * scale[:, None, None] + mean[:, None, None]
     offs = offs * scale[None] + mean[None] * (1.0 - gains)

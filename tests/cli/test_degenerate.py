@@ -95,3 +95,40 @@ def test_tiled_route_reports_the_same(observations, tmp_path):
     assert "band(s) B03 have no valid pixel in any date" in text
     assert "left out of the fit: 2019-06-13" in text
     assert np.isnan(img["B03"]).all() and np.isfinite(img["B02"]).all()
+
+
+def two_dates(texture, *, cloud: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(2, 3, 32, 32) dates of real texture, the second under an unmasked bright layer over
+    the right 60 % of the scene (a cloud: opacity 0.8, reflectance ~0.4; else a uniform
+    +0.3 brightening that keeps the texture), and the (3,) truth's band means."""
+    truth = np.stack([texture[0, :128, :128], texture[1, :128, :128],
+                      0.8 * texture[2, :128, :128] + 0.01])
+    obs, _ = simulate(truth, truth_pixel_m=2.5, n_obs=2, shift_std_m=1.5, noise_sigma=0.002,
+                      seed=5)
+    W = obs.shape[-1]
+    alpha = np.clip((np.arange(W) - 0.4 * W) / 3.0, 0, 1)[None, None, :]  # 0 -> 1 at 40 %
+    if cloud:
+        layer = np.array([0.45, 0.42, 0.40])[:, None, None]
+        obs[1] = (1 - 0.8 * alpha) * obs[1] + 0.8 * alpha * layer
+    else:
+        obs[1] = obs[1] + 0.3 * alpha
+    return obs, truth.reshape(3, -1).mean(axis=1)
+
+
+def test_two_dates_one_clouded_the_clear_date_wins(texture, tmp_path):
+    obs, truth_mean = two_dates(texture, cloud=True)
+    write(tmp_path / "stack", obs)
+    text, img, rows = fit(tmp_path / "stack", tmp_path / "sr.tif")
+    assert "2019-06-04: brighter and flatter than the other date(s) in every band" in text
+    assert [r["weight"] for r in rows] == ["1", "0"]
+    for b, m in zip(BANDS, truth_mean):  # without the rule: +0.08 to +0.09 too bright
+        assert abs(img[b].mean() - m) < 0.01, (b, img[b].mean(), m)
+
+
+def test_two_dates_brighter_but_not_flatter_says_it_cannot_tell(texture, tmp_path):
+    obs, _ = two_dates(texture, cloud=False)
+    write(tmp_path / "stack", obs)
+    text, _, rows = fit(tmp_path / "stack", tmp_path / "sr.tif")
+    assert ("2019-06-04 is brighter than 2019-06-01 in every band but not flatter: the "
+            "evidence cannot tell") in text
+    assert float(rows[1]["weight"]) > 0  # nothing left out
