@@ -107,3 +107,31 @@ def short_stack_outliers(data: np.ndarray, *, units: float = BRIGHT_UNITS) -> Br
     if outlier.all():
         return none
     return BrightVerdict(outlier, None if outlier.any() else undecided)
+
+
+def hazy_dates(data: np.ndarray, *, units: float = BRIGHT_UNITS) -> np.ndarray:
+    """(T,) True for the dates of a reflectance stack (T, B, H, W), NaN invalid, that are
+    brighter than the per-pixel median of the dates by more than ``units`` noise units
+    (:func:`~splatsr.core.scaling.noise_sigma`) and flatter (:data:`FLAT_RATIO`), both in
+    every band: haze or a cloud the mask missed. Such a date does not count as a clear date
+    when the time window is chosen (:func:`~splatsr.core.dates.auto_window_days`). None with
+    a single band or fewer than 3 dates (the median of two is their mean)."""
+    from splatsr.core.scaling import noise_sigma
+
+    T, B = data.shape[:2]
+    if B < 2 or T < 3:
+        return np.zeros(T, bool)
+    scale = np.array([noise_sigma(data[:, b]) for b in range(B)])[:, None, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN pixel
+        median = np.nanmedian(data, axis=0) / scale  # (B, H, W)
+    tex = np.array([[texture(data[t, b]) for b in range(B)] for t in range(T)])  # (T, B)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a band without texture
+        # against a typical date's texture, not the median image's (less noisy: flatter)
+        ratio = tex / np.nanmedian(tex, axis=0)
+    out = np.zeros(T, bool)
+    for t in range(T):
+        lift = compare(data[t] / scale, median)[0]
+        out[t] = bool((lift > units).all() and (ratio[t] < FLAT_RATIO).all())
+    return out
