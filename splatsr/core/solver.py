@@ -67,7 +67,8 @@ def valid_mask(data: np.ndarray) -> np.ndarray:
 def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = None,
                band_names: tuple[str, ...] | None = None,
                init_shifts_m: np.ndarray | None = None,
-               dates: Sequence[Any] | np.ndarray | None = None) -> FitResult:
+               dates: Sequence[Any] | np.ndarray | None = None,
+               band_offsets_m: np.ndarray | None = None) -> FitResult:
     """Fit the splat scene and the per-observation shifts to a stack held in memory.
 
     Parameters
@@ -85,6 +86,9 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     dates
         (T,) observation dates (``numpy.datetime64`` or ISO-8601 strings); needed when
         ``config.target_date`` is set (dates are then weighted by their distance to it).
+    band_offsets_m
+        (B, 2) band offsets decided elsewhere (a tiled fit's, on the whole stack); default:
+        estimated from ``data`` when ``config.band_offsets``.
 
     Returns
     -------
@@ -107,14 +111,17 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     dates_ok, bands_ok = report.used_dates, report.used_bands
     if dates_ok.all() and bands_ok.all():
         result = fit_used(data, pixel_m=pixel_m, config=cfg, band_names=band_names,
-                          init_shifts_m=init_shifts_m, dates=dates)
+                          init_shifts_m=init_shifts_m, dates=dates,
+                          band_offsets_m=band_offsets_m)
     else:  # the empty dates and bands left out, then put back (NaN bands, weight-0 dates)
         sub = data[dates_ok][:, bands_ok]
         init = None if init_shifts_m is None else np.asarray(init_shifts_m)[dates_ok]
         used_dates = None if dates is None or len(dates) != T else np.asarray(dates)[dates_ok]
         result = fit_used(sub, pixel_m=pixel_m, config=subset_config(cfg, bands_ok),
                           band_names=tuple(np.asarray(band_names)[bands_ok]),
-                          init_shifts_m=init, dates=used_dates)
+                          init_shifts_m=init, dates=used_dates,
+                          band_offsets_m=None if band_offsets_m is None else
+                          np.asarray(band_offsets_m)[bands_ok])
         result = expand_result(result, dates=dates_ok, bands=bands_ok, config=cfg,
                                band_names=band_names)
     result.inputs = report
@@ -126,7 +133,8 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
 
 def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,
              band_names: tuple[str, ...], init_shifts_m: np.ndarray | None,
-             dates: Sequence[Any] | np.ndarray | None) -> FitResult:
+             dates: Sequence[Any] | np.ndarray | None,
+             band_offsets_m: np.ndarray | None = None) -> FitResult:
     """:func:`fit_arrays` of a stack in which every date and band has a valid pixel."""
     cfg = config.with_change_cell(data, pixel_m=pixel_m).with_time_window(data, dates=dates)
     T, B, H, W = data.shape
@@ -135,7 +143,10 @@ def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,
                                  window_days=cfg.time_window_days)
     scaling = BandScaling.from_data(data, valid)
     y = scaling.normalise(data, valid)
-    offsets = band_offsets(data, pixel_m=pixel_m) if cfg.band_offsets and B > 1 else None
+    offsets = None
+    if cfg.band_offsets and B > 1:
+        offsets = band_offsets(data, pixel_m=pixel_m) if band_offsets_m is None else \
+            np.asarray(band_offsets_m, np.float64)
     bright = short_stack_outliers(np.where(valid, y, np.nan)) if T <= SHORT_STACK else None
     fit_valid = valid if bright is None else valid & ~bright.outlier[:, None, None, None]
     if bright is not None:
