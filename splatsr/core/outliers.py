@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from splatsr.core.robust import BRIGHT_UNITS
+from splatsr.core.scaling import noise_sigma
 
 SHORT_STACK = 3  # dates up to which the rule applies (beyond, the median decides)
 # A date is flatter when its pixel-scale texture (robust spread of the diagonal second
@@ -116,8 +117,6 @@ def hazy_dates(data: np.ndarray, *, units: float = BRIGHT_UNITS) -> np.ndarray:
     every band: haze or a cloud the mask missed. Such a date does not count as a clear date
     when the time window is chosen (:func:`~splatsr.core.dates.auto_window_days`). None with
     a single band or fewer than 3 dates (the median of two is their mean)."""
-    from splatsr.core.scaling import noise_sigma
-
     T, B = data.shape[:2]
     if B < 2 or T < 3:
         return np.zeros(T, bool)
