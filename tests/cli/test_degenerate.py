@@ -132,3 +132,17 @@ def test_two_dates_brighter_but_not_flatter_says_it_cannot_tell(texture, tmp_pat
     assert ("2019-06-04 is brighter than 2019-06-01 in every band but not flatter: the "
             "evidence cannot tell") in text
     assert float(rows[1]["weight"]) > 0  # nothing left out
+
+
+def test_psf_auto_on_a_stack_with_an_empty_band_and_date(observations, tmp_path):
+    data = observations.copy()
+    data[:, 1] = np.nan
+    data[2] = np.nan
+    write(tmp_path / "stack", data)
+    text, img, rows = fit(tmp_path / "stack", tmp_path / "sr.tif", "--psf-sigma", "auto")
+    assert text.count("have no valid pixel in any date") == 1  # said once, not per fit
+    assert text.count("left out of the fit") == 1 and "psf sigma auto:" in text
+    assert np.isnan(img["B03"]).all() and np.isfinite(img["B02"]).all()
+    with open(tmp_path / "sr.psf.csv") as f:
+        curve = list(csv.DictReader(f))
+    assert len(curve) == 5 and {r["heldout_rmse_B03"] for r in curve} == {"nan"}
