@@ -36,7 +36,7 @@ from splatsr.core.inputs import InputWarning, date_labels, inspect_stack, shift_
 from splatsr.core.levels import FitLog, fit_level, level_schedule, start_weights
 from splatsr.core.model import MAX_SHIFT_M
 from splatsr.core.objective import Objective
-from splatsr.core.outliers import SHORT_STACK, short_stack_outliers
+from splatsr.core.outliers import SHORT_STACK, BrightVerdict, short_stack_outliers
 from splatsr.core.result import FitResult
 from splatsr.core.robust import regauge
 from splatsr.core.scaling import BandScaling, noise_sigma
@@ -147,11 +147,8 @@ def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,
     if cfg.band_offsets and B > 1:
         offsets = band_offsets(data, pixel_m=pixel_m) if band_offsets_m is None else \
             np.asarray(band_offsets_m, np.float64)
-    bright = short_stack_outliers(np.where(valid, y, np.nan)) if T <= SHORT_STACK else None
+    bright = bright_outliers(y, valid, dates)
     fit_valid = valid if bright is None else valid & ~bright.outlier[:, None, None, None]
-    if bright is not None:
-        for line in bright.lines(date_labels(dates, T)):
-            warnings.warn(line, InputWarning, stacklevel=3)
     torch.manual_seed(cfg.seed)
     obj = Objective(y, fit_valid, config=cfg, device=torch_device(cfg.device),
                     init_shifts_m=init_shifts_m, time_weight=time_w, pixel_m=pixel_m,
@@ -175,6 +172,19 @@ def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,
     if cfg.median_anchor:
         result.anchor = anchor_correction(result, data, pred, pixel_m=pixel_m)
     return result
+
+
+def bright_outliers(y: np.ndarray, valid: np.ndarray,
+                    dates: Sequence[Any] | np.ndarray | None) -> BrightVerdict | None:
+    """The short-stack rule (:func:`~splatsr.core.outliers.short_stack_outliers`) on the
+    normalised data ``y`` (T, B, H, W), its finding said; None beyond a short stack."""
+    T = len(y)
+    if T > SHORT_STACK:
+        return None
+    verdict = short_stack_outliers(np.where(valid, y, np.nan))
+    for line in verdict.lines(date_labels(dates, T)):
+        warnings.warn(line, InputWarning, stacklevel=4)
+    return verdict
 
 
 def anchor_correction(result: FitResult, data: np.ndarray, pred: np.ndarray, *,
