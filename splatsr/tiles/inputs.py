@@ -17,13 +17,21 @@ their tiles choose for themselves, and only the target date is checked.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from splatsr.core.bands import band_offsets
 from splatsr.core.config import FitConfig
-from splatsr.core.inputs import InputReport, inspect_stack, report_from_seen
+from splatsr.core.inputs import (
+    InputReport,
+    InputWarning,
+    inspect_stack,
+    report_from_seen,
+    shift_limit_lines,
+)
+from splatsr.core.model import MAX_SHIFT_M
 from splatsr.tiles.sources import LocalSource, TileSource
 
 
@@ -59,3 +67,14 @@ def stack_choices(source: TileSource, config: FitConfig) -> StackChoices:
         offsets = np.zeros((B, 2))
         offsets[used_b] = band_offsets(data, pixel_m=source.pixel_m)
     return StackChoices(inputs, cfg, offsets)
+
+
+def warn_shift_limit(shifts_m: np.ndarray, labels: tuple[str, ...]) -> None:
+    """Say (an :class:`InputWarning`) which dates reached the search limit in some tile:
+    ``shifts_m`` (n_tiles, T, 2), NaN where a tile did not fit a date."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a date no tile fitted
+        widest = np.nanmax(np.abs(shifts_m), axis=0)  # (T, 2)
+    for line in shift_limit_lines(widest, limit_m=MAX_SHIFT_M, labels=labels):
+        warnings.warn(line.replace("the shift of", "in some tile, the shift of"), InputWarning,
+                      stacklevel=3)

@@ -37,7 +37,7 @@ from splatsr.io.export import sigma_path
 from splatsr.io.fetch import plan_scenes, remote_gdal_env
 from splatsr.io.query import SceneQuery, as_query, split_query
 from splatsr.io.stack import Stack, read_stack
-from splatsr.tiles.inputs import stack_choices
+from splatsr.tiles.inputs import stack_choices, warn_shift_limit
 from splatsr.tiles.mosaic import write_mosaic, write_shifts
 from splatsr.tiles.plan import Tile, plan_tiles
 from splatsr.tiles.sources import LocalSource, RemoteSource, TileSource, as_source
@@ -269,6 +269,7 @@ def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.P
                                    max_reads=max_reads, progress=progress),
                         n_tiles=len(tiles), retries=retries, store=store)
     _write_outputs(res, source, keys, metas, factor=factor, overlap=overlap, config=cfg)
+    warn_shift_limit(res.shifts_m, choices.inputs.date_labels)
     res.seconds = time.perf_counter() - t0
     return res
 

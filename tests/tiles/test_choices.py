@@ -44,3 +44,17 @@ def test_tiled_mosaic_tags_equal_a_whole_stack_run_s(small_stack, tmp_path):
     assert set(tiled) == set(whole), set(tiled) ^ set(whole)
     assert whole["product"] == "scene at target date, median-anchored"
     assert np.isfinite(float(whole["time_window_days"]))
+
+
+def test_shift_at_the_search_limit_in_a_tile_is_said():
+    import warnings
+
+    from splatsr.tiles.inputs import warn_shift_limit
+
+    shifts = np.full((2, 3, 2), np.nan)  # (tiles, dates, 2); NaN: a date a tile left out
+    shifts[0, 0], shifts[1, 0], shifts[0, 1] = [1, 2], [29.8, 0], [0.1, 0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_shift_limit(shifts, ("a", "b", "c"))
+    assert [str(w.message)[:44] for w in caught] == [
+        "in some tile, the shift of a reached the sea"]
