@@ -304,7 +304,7 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
             f"{run.psf_curve.name})")
     rows, cols = output_shape(_extent(stack), resolution_m)
     size = f"{cols} x {rows} px at {resolution_m:g} m, {len(stack.bands)} bands"
-    n_obs = len(stack.observations)
+    n_obs = _n_used(result, stack)
     effective = f"effective dates: {result.effective_dates():.1f} of {n_obs}"
     for line in date_notes(result):
         log(line)
@@ -351,6 +351,12 @@ def date_notes(result: StackFit) -> list[str]:
                      + ("; the product follows its own observation"
                         if ds is not None and ds.index == t else ""))
     return lines
+
+
+def _n_used(result: StackFit, stack: Stack) -> int:
+    """How many of the stack's dates the fit used (the input guard leaves empty ones out)."""
+    inputs = result.inputs
+    return len(stack.observations) if inputs is None else int(inputs.used_dates.sum())
 
 
 def _tile_kwargs(out: Path, cfg: FitConfig, resolution_m: float,

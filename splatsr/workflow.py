@@ -96,7 +96,7 @@ class StackFit(FitResult):
         image = self.render(resolution_m)
         write_shifts_csv(shifts_path(out), ids=ids,
                          datetimes=[o.datetime for o in st.observations],
-                         shifts_m=self.shifts_m, extra=self.per_observation())
+                         shifts_m=self.reported_shifts_m(), extra=self.per_observation())
         path = write_cog(out, image, crs=st.crs, transform=transform,
                          band_names=list(self.band_names),
                          tags=self.tags(resolution_m=resolution_m, ids=ids))

@@ -11,6 +11,7 @@ import numpy as np
 from splatsr.core.change import change_ratio
 from splatsr.core.dates import auto_window_days, day_numbers, parse_target_date
 from splatsr.core.memory import resolve_device
+from splatsr.core.outliers import hazy_dates
 from splatsr.core.prior import PRIORS
 from splatsr.core.robust import check_loss
 from splatsr.errors import ConfigError
@@ -149,13 +150,15 @@ class FitConfig:
 
     def with_time_window(self, data: np.ndarray, *, dates: Any) -> "FitConfig":
         """This config with an automatic time window resolved for ``data`` (T, B, H, W)
-        observed on ``dates``: :func:`~splatsr.core.dates.auto_window_days`; itself without
+        observed on ``dates``: :func:`~splatsr.core.dates.auto_window_days` (a hazy date,
+        :func:`~splatsr.core.outliers.hazy_dates`, is not a clear one); itself without
         a target date, with a window set, or without one date per observation (the fit
         then says what is missing)."""
         if (self.target_date is None or self.time_window_days is not None or dates is None
                 or len(dates) != len(data)):
             return self
         valid = np.isfinite(data).reshape(len(data), -1).mean(axis=1)  # (T,)
+        valid = np.where(hazy_dates(data), 0.0, valid)  # a hazy date is not a clear one
         window = auto_window_days(day_numbers(dates), valid,
                                   target_day=parse_target_date(self.target_date))
         return replace(self, time_window_days=window)

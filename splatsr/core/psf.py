@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array
+from splatsr.core.expand import put, subset_config
+from splatsr.core.inputs import InputWarning, inspect_stack
 from splatsr.core.model import render_observations
 from splatsr.core.solver import FitConfig, FitResult, fit_arrays
 from splatsr.errors import ConfigError, StackError
@@ -180,6 +182,14 @@ def select_psf_sigma(data: np.ndarray, *, pixel_m: float,
     cands = sorted({float(c) for c in candidates_m})
     if not cands or min(cands) < 0:
         raise ConfigError(f"PSF candidates must be >= 0 and non-empty, got {candidates_m}")
+    # the dates and bands with a valid pixel (the input guard's; the main fit says the rest)
+    found_in = inspect_stack(data, band_names=band_names)
+    bands_ok = found_in.used_bands  # (B,) the curve's per-band errors are NaN for the others
+    if found_in.degenerate:
+        data = data[found_in.used_dates][:, bands_ok]
+        band_names = None if band_names is None else \
+            tuple(b for b, ok in zip(band_names, bands_ok) if ok)
+        config = None if config is None else subset_config(config, bands_ok)
     T = data.shape[0]
     if n_holdout < 1 or T - n_holdout < MIN_OBSERVATIONS:
         raise StackError(f"choosing the PSF holds out {n_holdout} of {T} observations and "
@@ -191,12 +201,15 @@ def select_psf_sigma(data: np.ndarray, *, pixel_m: float,
     curve = []
     for c in cands:
         # the PSF is the sensor's: chosen on consensus fits, whatever the target date
-        res = fit_arrays(data[keep], pixel_m=pixel_m, band_names=band_names, config=replace(
-            cfg, psf_sigma_m=c, band_psf_sigma_m=None, target_date=None))
+        with warnings.catch_warnings():  # the main fit says what the stack lacks
+            warnings.simplefilter("ignore", InputWarning)
+            res = fit_arrays(data[keep], pixel_m=pixel_m, band_names=band_names,
+                             config=replace(cfg, psf_sigma_m=c, band_psf_sigma_m=None,
+                                            target_date=None))
         found = [heldout_error(res, data[t]) for t in hold]  # (error, shift) per date
         band = [heldout_band_errors(res, data[t], shift_m=sh) for t, (_, sh) in zip(hold, found)]
         curve.append(dict(psf_sigma_m=c, heldout_rmse=float(np.mean([e for e, _ in found])),
-                          band_heldout_rmse=_nan_mean(band).tolist(),
+                          band_heldout_rmse=put(_nan_mean(band), bands_ok, np.nan).tolist(),
                           fit_seconds=res.seconds))
     best = pick_psf_sigma(cands, [row["heldout_rmse"] for row in curve], tolerance=tolerance,
                           min_rise=min_rise)

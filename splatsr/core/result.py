@@ -10,8 +10,9 @@ import torch
 
 from splatsr.core.change import ChangeGrid, at_target, upsample
 from splatsr.core.config import FitConfig
-from splatsr.core.products.consensus import DateMedianAnchor, PixelAnchor
 from splatsr.core.dates import effective_dates
+from splatsr.core.inputs import InputReport
+from splatsr.core.products.consensus import DateMedianAnchor, PixelAnchor
 from splatsr.core.model import SplatGrid, render_latent, render_observations
 from splatsr.core.products.observed import DateScene
 
@@ -54,6 +55,13 @@ class FitResult:
         """How many dates effectively carried the result,
         :func:`~splatsr.core.dates.effective_dates` of :meth:`date_weights`."""
         return effective_dates(self.date_weights())
+    inputs: InputReport | None = None  # what the input guard found (empty dates, bands, ...)
+
+    def reported_shifts_m(self) -> np.ndarray:
+        """(T, 2) :attr:`shifts_m` as written out: NaN for a date left out of the fit."""
+        if self.inputs is None or self.inputs.used_dates.all():
+            return self.shifts_m
+        return np.where(self.inputs.used_dates[:, None], self.shifts_m, np.nan)
 
     def band_shifts(self, shifts_m: torch.Tensor) -> torch.Tensor:
         """Date shifts (N, 2) as rendered: (N, B, 2) with the band offsets, else unchanged."""
@@ -127,6 +135,8 @@ class FitResult:
     def per_observation(self) -> dict[str, Any]:
         """Columns of the shifts CSV besides the shifts: misfit, weight, radiometry."""
         cols: dict[str, Any] = {"residual_rms": self.residual_rms}
+        if self.inputs is not None and not self.inputs.used_dates.all():
+            cols["used"] = self.inputs.used_dates.astype(int)  # 0: left out (no valid pixel)
         if self.obs_weights is not None:
             cols["weight"] = self.obs_weights
         if self.outlier_fraction is not None:

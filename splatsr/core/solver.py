@@ -13,6 +13,7 @@ The pieces: :mod:`~splatsr.core.config` (settings), :mod:`~splatsr.core.scaling`
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,9 +31,13 @@ from splatsr.core.products.consensus import (
     target_correction,
 )
 from splatsr.core.dates import acquisition_index, target_time_weights
+from splatsr.core.expand import expand_result, subset_config
+from splatsr.core.inputs import InputWarning, date_labels, inspect_stack, shift_limit_lines
 from splatsr.core.levels import FitLog, fit_level, level_schedule, start_weights
+from splatsr.core.model import MAX_SHIFT_M
 from splatsr.core.objective import Objective
 from splatsr.core.products.observed import date_scene
+from splatsr.core.outliers import SHORT_STACK, BrightVerdict, short_stack_outliers
 from splatsr.core.result import FitResult
 from splatsr.core.robust import regauge
 from splatsr.core.scaling import BandScaling, noise_sigma
@@ -63,7 +68,8 @@ def valid_mask(data: np.ndarray) -> np.ndarray:
 def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = None,
                band_names: tuple[str, ...] | None = None,
                init_shifts_m: np.ndarray | None = None,
-               dates: Sequence[Any] | np.ndarray | None = None) -> FitResult:
+               dates: Sequence[Any] | np.ndarray | None = None,
+               band_offsets_m: np.ndarray | None = None) -> FitResult:
     """Fit the splat scene and the per-observation shifts to a stack held in memory.
 
     Parameters
@@ -81,39 +87,89 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     dates
         (T,) observation dates (``numpy.datetime64`` or ISO-8601 strings); needed when
         ``config.target_date`` is set (dates are then weighted by their distance to it).
+    band_offsets_m
+        (B, 2) band offsets decided elsewhere (a tiled fit's, on the whole stack); default:
+        estimated from ``data`` when ``config.band_offsets``.
 
     Returns
     -------
     FitResult
+        One row per date and band of ``data``, also where the input guard
+        (:mod:`splatsr.core.inputs`) left a date or band out: an empty band's scene is NaN,
+        an empty date has weight 0. What the guard found is in ``.inputs`` and is raised as
+        :class:`~splatsr.core.inputs.InputWarning` warnings (a shift at the search limit too).
     """
     cfg = config or FitConfig()
     cfg.validate()
     data = check_stack_array(data)
-    cfg = cfg.with_change_cell(data, pixel_m=pixel_m).with_time_window(data, dates=dates)
-    T, B, H, W = data.shape
+    T, B = data.shape[:2]
     cfg.check_bands(B)
-    valid = valid_mask(data)
+    valid_mask(data)  # too few dates with valid pixels: the error, before any word
     band_names = tuple(band_names or (f"band{i + 1}" for i in range(B)))
+    report = inspect_stack(data, band_names=band_names, dates=dates,
+                           target_date=cfg.target_date)
+    report.warn()
+    dates_ok, bands_ok = report.used_dates, report.used_bands
+    if dates_ok.all() and bands_ok.all():
+        result = fit_used(data, pixel_m=pixel_m, config=cfg, band_names=band_names,
+                          init_shifts_m=init_shifts_m, dates=dates,
+                          band_offsets_m=band_offsets_m)
+    else:  # the empty dates and bands left out, then put back (NaN bands, weight-0 dates)
+        sub = data[dates_ok][:, bands_ok]
+        init = None if init_shifts_m is None else np.asarray(init_shifts_m)[dates_ok]
+        used_dates = None if dates is None or len(dates) != T else np.asarray(dates)[dates_ok]
+        result = fit_used(sub, pixel_m=pixel_m, config=subset_config(cfg, bands_ok),
+                          band_names=tuple(np.asarray(band_names)[bands_ok]),
+                          init_shifts_m=init, dates=used_dates,
+                          band_offsets_m=None if band_offsets_m is None else
+                          np.asarray(band_offsets_m)[bands_ok])
+        result = expand_result(result, dates=dates_ok, bands=bands_ok, config=cfg,
+                               band_names=band_names)
+    result.inputs = report
+    for line in shift_limit_lines(result.shifts_m, limit_m=MAX_SHIFT_M,
+                                  labels=report.date_labels):
+        warnings.warn(line, InputWarning, stacklevel=2)
+    return result
+
+
+def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,
+             band_names: tuple[str, ...], init_shifts_m: np.ndarray | None,
+             dates: Sequence[Any] | np.ndarray | None,
+             band_offsets_m: np.ndarray | None = None) -> FitResult:
+    """:func:`fit_arrays` of a stack in which every date and band has a valid pixel."""
+    cfg = config.with_change_cell(data, pixel_m=pixel_m).with_time_window(data, dates=dates)
+    T, B, H, W = data.shape
+    valid = valid_mask(data)
     time_w = target_time_weights(dates, n_obs=T, target_date=cfg.target_date,
                                  window_days=cfg.time_window_days)
     scaling = BandScaling.from_data(data, valid)
     y = scaling.normalise(data, valid)
-    offsets = band_offsets(data, pixel_m=pixel_m) if cfg.band_offsets and B > 1 else None
+    offsets = None
+    if cfg.band_offsets and B > 1:
+        offsets = band_offsets(data, pixel_m=pixel_m) if band_offsets_m is None else \
+            np.asarray(band_offsets_m, np.float64)
+    bright = bright_outliers(y, valid, dates)
+    fit_valid = valid if bright is None else valid & ~bright.outlier[:, None, None, None]
     torch.manual_seed(cfg.seed)
-    obj = Objective(y, valid, config=cfg, device=torch_device(cfg.device),
+    obj = Objective(y, fit_valid, config=cfg, device=torch_device(cfg.device),
                     init_shifts_m=init_shifts_m, time_weight=time_w, pixel_m=pixel_m,
                     band_offsets_m=offsets)
     levels = level_schedule(cfg, height=H, width=W, pixel_m=pixel_m)
     log = FitLog(total=sum(lv.adam_steps + lv.lbfgs_iters for lv in levels),
                  progress=cfg.progress)
     for level in levels:
-        obj.set_level(start_weights(obj, level, y, valid), level.grid)
+        obj.set_level(start_weights(obj, level, y, fit_valid), level.grid)
         fit_level(obj, level, log)
     log.close()
-    result = collect_result(obj, scaling, band_names=band_names, log=log)
+    prior = None if bright is None else bright.weights()
+    result = collect_result(obj, scaling, band_names=band_names, log=log,
+                            gauge=gauge_weights(obj, valid, prior))
+    if prior is not None:  # the outlier's weight in the product (consensus.median_weights)
+        result.obs_weights = result.obs_weights * prior
     result.valid_fraction = valid.reshape(T, -1).mean(axis=1)  # (T,)
     pred = result.predict()
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a date without a valid pixel
         result.residual_rms = np.sqrt(np.nanmean(((pred - data) ** 2).reshape(T, -1), axis=1))
     own = acquisition_index(dates, target_date=cfg.target_date,
                             valid_fraction=result.valid_fraction)
@@ -122,6 +178,19 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     elif cfg.median_anchor:
         result.anchor = anchor_correction(result, data, pred, pixel_m=pixel_m)
     return result
+
+
+def bright_outliers(y: np.ndarray, valid: np.ndarray,
+                    dates: Sequence[Any] | np.ndarray | None) -> BrightVerdict | None:
+    """The short-stack rule (:func:`~splatsr.core.outliers.short_stack_outliers`) on the
+    normalised data ``y`` (T, B, H, W), its finding said; None beyond a short stack."""
+    T = len(y)
+    if T > SHORT_STACK:
+        return None
+    verdict = short_stack_outliers(np.where(valid, y, np.nan))
+    for line in verdict.lines(date_labels(dates, T)):
+        warnings.warn(line, InputWarning, stacklevel=4)
+    return verdict
 
 
 def anchor_correction(result: FitResult, data: np.ndarray, pred: np.ndarray, *,
@@ -136,9 +205,26 @@ def anchor_correction(result: FitResult, data: np.ndarray, pred: np.ndarray, *,
     return PixelAnchor(corr, pixel_m)
 
 
+def gauge_weights(obj: Objective, valid: np.ndarray, prior: np.ndarray | None
+                  ) -> np.ndarray | None:
+    """(T,) date weights of the radiometric reference (:func:`~splatsr.core.robust.regauge`),
+    or None (the plain median over the dates: the consensus of a stack without outliers).
+
+    A target-date fit weighs each date by its time weight x its robust weight x its share of
+    valid pixels, so a nearly empty or hazy date nearest the target does not set the
+    radiometry alone; ``prior`` (0 for a short stack's bright outlier) multiplies in."""
+    if obj.time_w is None and prior is None:
+        return None
+    w = np.ones(valid.shape[0]) if obj.time_w is None else \
+        obj.time_w.double().cpu().numpy() * obj.obs_w.double().cpu().numpy() * \
+        valid.reshape(len(valid), -1).mean(axis=1)
+    return w if prior is None else w * prior
+
+
 def collect_result(obj: Objective, scaling: BandScaling, *, band_names: tuple[str, ...],
-                   log: FitLog) -> FitResult:
-    """The fitted state of ``obj`` back in reflectance, in the median date's radiometry."""
+                   log: FitLog, gauge: np.ndarray | None = None) -> FitResult:
+    """The fitted state of ``obj`` back in reflectance, in the median date's radiometry
+    (the weighted median with the date weights ``gauge``, :func:`gauge_weights`)."""
     cfg = obj.cfg
     out_frac = obj.outlier_fraction()
     with torch.no_grad():
@@ -148,7 +234,7 @@ def collect_result(obj: Objective, scaling: BandScaling, *, band_names: tuple[st
         o_np = obj.offset.detach().double().cpu().numpy()
     # back to reflectance: the offsets scale with the data, the gains are unit-free
     time_w = None if obj.time_w is None else obj.time_w.double().cpu().numpy()
-    w_n, gains, offs = regauge(w_n, a_np, o_np, time_w)
+    w_n, gains, offs = regauge(w_n, a_np, o_np, gauge)
     mean, scale = scaling.mean, scaling.scale
     w_phys = w_n * scale[:, None, None] + mean[:, None, None]
     offs = offs * scale[None] + mean[None] * (1.0 - gains)

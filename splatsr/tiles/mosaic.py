@@ -12,7 +12,6 @@ import os
 import tempfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from splatsr import __version__
+from splatsr.core.provenance import fit_tags
 from splatsr.core.solver import FitConfig
 from splatsr.io.atomic import atomic_path, write_text_atomic
 from splatsr.io.export import band_order, shifts_path, write_shifts_csv
@@ -35,8 +35,12 @@ MOSAIC_BLOCK_PX = 2048  # output pixels per side of one mosaic window (a multipl
 
 def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[str, str],
                  metas: dict[str, dict], *, out: str | os.PathLike, store: Path, factor: int,
-                 overlap: int, config: FitConfig, sigma: str | None = None) -> Path:
+                 overlap: int, config: FitConfig, sigma: str | None = None,
+                 band_offsets_m: np.ndarray | None = None) -> Path:
     """Blend the stored tiles into a COG at ``out``, one window at a time.
+
+    Its tags are a whole-stack fit's (:func:`~splatsr.core.provenance.fit_tags` of the
+    resolved ``config`` and the whole stack's ``band_offsets_m``) plus the tiling.
 
     With ``sigma`` (the uncertainty mode the tiles were fitted with) blend their stored 1-sigma
     maps instead: the blend weights average the variances, ``sqrt(sum w s^2 / sum w)``.
@@ -56,7 +60,7 @@ def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[s
     order = band_order(list(grid.bands))
     names = [grid.bands[i] + (" sigma" if sigma else "") for i in order]
     tags = _mosaic_tags(grid.ids, tiles, config=config, overlap=overlap, res_m=res_m,
-                        sigma=sigma)
+                        sigma=sigma, bands=grid.bands, band_offsets_m=band_offsets_m)
     live = [t for t in tiles if metas[t.id]["status"] == "fitted"]
     cog_block = next(b for b in (256, 128, 64, 16) if min(H, W) >= b or b == 16)
     weights = {t.id: (blend_weights(t.rows, factor=f, ramp_px=overlap, start_open=not t.top,
@@ -94,12 +98,14 @@ def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[s
 
 
 def _mosaic_tags(ids: Sequence[str], tiles: Sequence[Tile], *, config: FitConfig,
-                 overlap: int, res_m: float, sigma: str | None = None) -> dict[str, str]:
+                 overlap: int, res_m: float, sigma: str | None = None,
+                 bands: Sequence[str] = (), band_offsets_m: np.ndarray | None = None
+                 ) -> dict[str, str]:
     """The mosaic's dataset tags (non-strings as JSON); for a sigma mosaic, say so."""
-    tags = dict(software=f"splatsr {__version__}", psf_sigma_m=config.psf_sigma_m,
-                splat_spacing_m=config.splat_spacing_m, resolution_m=res_m,
-                observations=list(ids), config=asdict(config),
-                units="reflectance (0-1)",
+    tags = dict(software=f"splatsr {__version__}", resolution_m=res_m,
+                observations=list(ids),
+                **fit_tags(config, band_names=bands, band_offsets_m=band_offsets_m,
+                           anchored=config.median_anchor),
                 tiling=dict(tiles=len(tiles), tile_size=max(t.rows for t in tiles),
                             overlap=overlap))
     if sigma:
@@ -118,7 +124,7 @@ def _blend_window(live: Sequence[Tile], weights: dict[str, tuple[np.ndarray, np.
     """
     r0, c0, h, w = window.row_off, window.col_off, window.height, window.width
     acc = np.zeros((len(order), h, w))
-    wsum = np.zeros((h, w))
+    wsum = np.zeros((len(order), h, w))  # per band: a band NaN in every tile stays NaN
     for t in live:
         _accumulate(acc, wsum, t, weights[t.id], store, keys[t.id], f, r0, c0, order,
                     sigma=sigma)
@@ -131,7 +137,7 @@ def _accumulate(acc: np.ndarray, wsum: np.ndarray, t: Tile, w: tuple[np.ndarray,
                 store: Path, key: str, f: int, r0: int, c0: int, order: list[int],
                 sigma: bool = False) -> None:
     """Add tile ``t``'s weighted image (or variance) to the window at (r0, c0)."""
-    h, w_ = wsum.shape
+    h, w_ = wsum.shape[1:]
     tr0, tc0 = t.row0 * f, t.col0 * f
     a0, a1 = max(r0, tr0), min(r0 + h, tr0 + t.rows * f)
     b0, b1 = max(c0, tc0), min(c0 + w_, tc0 + t.cols * f)
@@ -142,10 +148,10 @@ def _accumulate(acc: np.ndarray, wsum: np.ndarray, t: Tile, w: tuple[np.ndarray,
     part = np.asarray(img[:, a0 - tr0:a1 - tr0, b0 - tc0:b1 - tc0], np.float64)[order]
     part = part * part if sigma else part
     ww = np.outer(w[0][a0 - tr0:a1 - tr0], w[1][b0 - tc0:b1 - tc0])
-    ok = np.isfinite(part).all(axis=0)
-    ww = np.where(ok, ww, 0.0)
+    ok = np.isfinite(part)  # (B, h, w)
+    ww = np.where(ok, ww[None], 0.0)
     acc[:, a0 - r0:a1 - r0, b0 - c0:b1 - c0] += np.where(ok, part, 0.0) * ww
-    wsum[a0 - r0:a1 - r0, b0 - c0:b1 - c0] += ww
+    wsum[:, a0 - r0:a1 - r0, b0 - c0:b1 - c0] += ww
 
 
 def write_shifts(source: Stack | TileSource, tiles: Sequence[Tile], metas: dict[str, dict], *,

@@ -18,6 +18,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 from tqdm import tqdm  # not tqdm.auto: its import warns in notebooks without ipywidgets
 
 from splatsr.core.checks import MIN_OBSERVATIONS, integer_ratio
+from splatsr.core.inputs import InputReport, InputWarning
 from splatsr.core.solver import FitConfig, fit_arrays
 from splatsr.core.products.uncertainty import sigma_map
 from splatsr.errors import ConfigError, FetchError, StackError, TileError
@@ -35,6 +37,7 @@ from splatsr.io.export import sigma_path
 from splatsr.io.fetch import plan_scenes, remote_gdal_env
 from splatsr.io.query import SceneQuery, as_query, split_query
 from splatsr.io.stack import Stack, read_stack
+from splatsr.tiles.inputs import stack_choices, warn_shift_limit
 from splatsr.tiles.mosaic import write_mosaic, write_shifts
 from splatsr.tiles.plan import Tile, plan_tiles
 from splatsr.tiles.sources import LocalSource, RemoteSource, TileSource, as_source
@@ -53,8 +56,8 @@ _LOCAL_READS = threading.BoundedSemaphore(4)  # bounds reads when no Dask semaph
 
 def fit_tile(source: TileSource, tile: Tile, *, config: dict[str, Any], resolution_m: float,
              store: str, entry_key: str, read_slots: Any = None,
-             torch_threads: int | None = None, uncertainty: str | None = None
-             ) -> dict[str, Any]:
+             torch_threads: int | None = None, uncertainty: str | None = None,
+             band_offsets_m: list[list[float]] | None = None) -> dict[str, Any]:
     """Fit one tile and store it (the Dask task). Returns the tile's metadata.
 
     Parameters
@@ -77,6 +80,8 @@ def fit_tile(source: TileSource, tile: Tile, *, config: dict[str, Any], resoluti
         Set torch's intra-op threads in this worker first (None: leave as is).
     uncertainty
         ``"full"`` or ``"fast"``: also store the tile's 1-sigma map (:func:`sigma_entry_path`).
+    band_offsets_m
+        (B, 2) band offsets decided on the whole stack (None: the tile estimates its own).
 
     Returns
     -------
@@ -102,7 +107,7 @@ def fit_tile(source: TileSource, tile: Tile, *, config: dict[str, Any], resoluti
     else:
         meta.update(_fit_and_store(source, data, seen, config=config,
                                    resolution_m=resolution_m, img_path=img_path,
-                                   uncertainty=uncertainty))
+                                   uncertainty=uncertainty, band_offsets_m=band_offsets_m))
     write_text_atomic(meta_path, json.dumps(meta) + "\n")
     return dict(meta, reused=False)
 
@@ -119,13 +124,19 @@ def _prepare_torch(config: dict[str, Any], torch_threads: int | None) -> None:
 
 def _fit_and_store(source: TileSource, data: np.ndarray, seen: np.ndarray, *,
                    config: dict[str, Any], resolution_m: float, img_path: Path,
-                   uncertainty: str | None = None) -> dict[str, Any]:
+                   uncertainty: str | None = None,
+                   band_offsets_m: list[list[float]] | None = None) -> dict[str, Any]:
     """Fit the dates ``seen`` of a tile's ``data``, save the rendering (and its 1-sigma map
     with ``uncertainty``); the tile's metadata."""
     dates = np.asarray(source.datetimes, dtype=object)
     fitted = data if seen.all() else data[seen]
-    result = fit_arrays(fitted, pixel_m=source.pixel_m, config=FitConfig(**config),
-                        band_names=source.bands, dates=dates if seen.all() else dates[seen])
+    with warnings.catch_warnings():  # the whole stack's findings are said by the driver
+        warnings.simplefilter("ignore", InputWarning)
+        result = fit_arrays(fitted, pixel_m=source.pixel_m, config=FitConfig(**config),
+                            band_names=source.bands,
+                            dates=dates if seen.all() else dates[seen],
+                            band_offsets_m=None if band_offsets_m is None else
+                            np.asarray(band_offsets_m, np.float64))
     image = result.render(resolution_m)  # (B, rows * f, cols * f)
     _save_npy(img_path, image)
     if uncertainty:
@@ -192,6 +203,8 @@ class TiledResult:
     uncertainty: str | None = None  # "full"/"fast" when the tiles' 1-sigma maps are made
     sigma_tif: Path | None = None  # the mosaic's 1-sigma map, with uncertainty
     dropped: list[dict[str, Any]] = field(default_factory=list)  # fit_aoi_tiled: unused items
+    inputs: InputReport | None = None  # the input guard on the whole source
+    band_offsets_m: np.ndarray | None = None  # (B, 2) decided on the whole stack, if it was
 
 
 def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.PathLike,
@@ -240,11 +253,15 @@ def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.P
     t0, source = time.perf_counter(), _tile_source(source)
     (cfg := config or FitConfig()).validate()
     factor = _factor(source.pixel_m, resolution_m)
+    choices = stack_choices(source, cfg)  # once for every tile: one model per stack
+    choices.inputs.warn(stacklevel=2)
+    cfg = choices.config
     tiles = plan_tiles(height=source.height, width=source.width, tile_size=tile_size,
                        overlap=overlap)
     store, keys, metas = _open_store(store, out, source, tiles, cfg, resolution_m, uncertainty)
     res = TiledResult(path=Path(out), tiles=tiles, store=store, observations=source.ids,
-                      reused=[t.id for t in tiles if metas[t.id]], uncertainty=uncertainty)
+                      reused=[t.id for t in tiles if metas[t.id]], uncertainty=uncertainty,
+                      inputs=choices.inputs, band_offsets_m=choices.band_offsets_m)
     if todo := [t for t in tiles if metas[t.id] is None]:
         _raise_failures(_run_tiles(source, todo, keys, metas, res, cfg=cfg,
                                    resolution_m=resolution_m, store=store, client=client,
@@ -252,6 +269,7 @@ def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.P
                                    max_reads=max_reads, progress=progress),
                         n_tiles=len(tiles), retries=retries, store=store)
     _write_outputs(res, source, keys, metas, factor=factor, overlap=overlap, config=cfg)
+    warn_shift_limit(res.shifts_m, choices.inputs.date_labels)
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -281,11 +299,12 @@ def _write_outputs(res: TiledResult, source: TileSource, keys: dict[str, str],
         raise StackError(f"{source.name}: no tile has valid pixels in at least "
                          f"{MIN_OBSERVATIONS} observations; nothing to mosaic")
     write_mosaic(source, tiles, keys, metas, out=res.path, store=res.store, factor=factor,
-                 overlap=overlap, config=config)
+                 overlap=overlap, config=config, band_offsets_m=res.band_offsets_m)
     if res.uncertainty:
         res.sigma_tif = write_mosaic(source, tiles, keys, metas, out=sigma_path(res.path),
                                      store=res.store, factor=factor, overlap=overlap,
-                                     config=config, sigma=res.uncertainty)
+                                     config=config, sigma=res.uncertainty,
+                                     band_offsets_m=res.band_offsets_m)
     res.shifts_m, res.tile_shifts_csv, res.shifts_tif = write_shifts(source, tiles, metas,
                                                                      out=res.path)
 
@@ -412,6 +431,8 @@ def _run_tiles(source: TileSource, todo: list[Tile], keys: dict[str, str],
                                 resolution_m=resolution_m, store=str(store.resolve()),
                                 entry_key=keys[t.id], read_slots=slots,
                                 torch_threads=torch_threads, uncertainty=res.uncertainty,
+                                band_offsets_m=None if res.band_offsets_m is None else
+                                res.band_offsets_m.tolist(),
                                 retries=retries, pure=False,
                                 resources={"GPU": 1} if gpu else None)
             by_future[fut] = t

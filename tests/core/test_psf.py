@@ -27,16 +27,24 @@ def test_heldout_error_recovers_shift_and_noise(texture):
 
 
 def test_select_psf_sigma_finds_the_simulated_width(texture):
+    """The 2-6 m grid of the command, true PSF 4 m. Bias tolerance: 1 m, one grid step up.
+
+    Why not exact: below the truth the held-out error is flat (a narrower PSF fits the same
+    dates with a sharper scene; measured within 2.3 % from 2 to 6 m on 64 x 64 px, minimum at
+    5 m), above it the error rises; :func:`pick_psf_sigma` takes the candidate before the
+    steepest rise, which is the truth or the step after it, never below the truth by more
+    than the flat part allows (checked: 3 m and narrower are rejected)."""
     truth = texture[2:3, :64, :64]
     data, _ = splatsr.simulate(truth, truth_pixel_m=2.5, n_obs=8, noise_sigma=0.002,
                                psf_sigma_m=4.0, seed=5)
-    sel = select_psf_sigma(data, pixel_m=10.0, candidates_m=(1.0, 4.0, 8.0),
+    grid = (2.0, 3.0, 4.0, 5.0, 6.0)
+    sel = select_psf_sigma(data, pixel_m=10.0, candidates_m=grid,
                            config=FitConfig(adam_steps=40, lbfgs_iters=20, coarse_levels=0))
-    assert sel.psf_sigma_m == 4.0, sel.curve
+    assert 4.0 <= sel.psf_sigma_m <= 4.0 + 1.0, sel.curve
     err = {row["psf_sigma_m"]: row["heldout_rmse"] for row in sel.curve}
-    # too wide is clearly worse (measured +38 %); too narrow only slightly better (-8 %)
-    assert err[8.0] > 1.2 * err[4.0] and err[1.0] > 0.8 * err[4.0]
-    assert len(sel.curve) == 3 and len(sel.holdout) == 2
+    # too narrow is never much better: the curve is flat below the truth
+    assert min(err[2.0], err[3.0]) > 0.9 * err[4.0], err
+    assert len(sel.curve) == len(grid) and len(sel.holdout) == 2
     for row in sel.curve:  # one band: its own held-out error is the stack's (the same
         # residuals, rendered alone or in a batch of shifts: 5e-8 apart, measured)
         assert row["band_heldout_rmse"] == pytest.approx([row["heldout_rmse"]], rel=1e-6)

@@ -111,14 +111,19 @@ def test_validate_rejects_mismatched_csv(small_stack, tmp_path):
 
 
 def test_fit_then_validate_planted_shifts(texture, tmp_path):
-    """Planted shifts (std 1.5 m): phase correlation r >= 0.95, fit vs phase corr. r >= 0.975."""
+    """Planted shifts (std 1.5 m), a fit that starts at zero: its shifts against the *planted*
+    ones (not against phase correlation, which would only check that the fit kept its seed).
+
+    Tolerance: the planted shifts are 0.15 px (std); a registration error of 0.05 px (0.5 m,
+    a third of the planted spread) per axis would still give r = 1.5 / sqrt(1.5^2 + 0.5^2) =
+    0.95, so r >= 0.975 asks for an error below ~0.34 m, and the mean error below 0.3 m
+    (a quarter of the 1.2 m mean |planted| shift)."""
     stack = splatsr.simulate_stack(tmp_path / "stack", texture[0, :192, :192],
                                    truth_pixel_m=2.5, n_obs=16, shift_std_m=1.5,
                                    psf_sigma_m=4.0, noise_sigma=0.003, seed=0)
     out = tmp_path / "fit" / "sr.tif"
-    r = run("fit", stack.root, "--out", out, "--mkdir", "--init-shifts", "phasecorr", *FAST)
+    r = run("fit", stack.root, "--out", out, "--mkdir", *FAST)
     assert r.exit_code == 0, r.output
-    assert "mean shift of the fit from the phase-correlation seed:" in r.output
     r = run("validate", stack.root, tmp_path / "fit" / "sr.shifts.csv",
             "--out", tmp_path / "report.json")
     assert r.exit_code == 0, r.output
@@ -126,10 +131,13 @@ def test_fit_then_validate_planted_shifts(texture, tmp_path):
     rep = json.loads((tmp_path / "report.json").read_text())
     pc = np.array([[o["pc_dx_m"], o["pc_dy_m"]] for o in rep["observations"]])
     planted = np.array([[o["planted_dx_m"], o["planted_dy_m"]] for o in rep["observations"]])
+    planted = planted - planted.mean(0)  # the fit's gauge: mean zero over the dates
     with open(tmp_path / "fit" / "sr.shifts.csv") as f:
         fitted = np.array([[float(row["dx_m"]), float(row["dy_m"])] for row in csv.DictReader(f)])
+    agree = compare_shifts(fitted, planted)
+    assert min(agree["pearson_r"].values()) >= 0.975, agree
+    assert np.abs(fitted - planted).mean() < 0.3, np.abs(fitted - planted).mean(0)
     assert min(compare_shifts(pc, planted)["pearson_r"].values()) >= 0.95
-    assert min(rep["pearson_r"].values()) >= 0.975, rep["pearson_r"]
     assert compare_shifts(fitted, pc)["pearson_r"] == pytest.approx(rep["pearson_r"], abs=1e-5)
 
 
