@@ -59,7 +59,8 @@ def expand_date_scene(scene: DateScene | None, dates: np.ndarray, bands: np.ndar
     if scene is None:
         return None
     return DateScene(int(np.flatnonzero(dates)[scene.index]), put(scene.weights, bands, np.nan),
-                     put(scene.offset, bands, 0.0), put(scene.corrected, bands, False))
+                     put(scene.offset, bands, 0.0),
+                     put(scene.corrected, bands, False).astype(bool))
 
 
 def expand_result(res: FitResult, *, dates: np.ndarray, bands: np.ndarray,
