@@ -110,6 +110,38 @@ def run_window(s: Series, season: str, asked: str, n: int) -> dict:
     return row
 
 
+def field_window(s: Series, season: str, asked: str, n: int) -> dict:
+    """opensr-test's metrics (``[eval]`` extra) of the target product, the time-weighted
+    one and bicubic of D's own observation, against the real date D (2 px border)."""
+    from field_metrics import score_against
+
+    idx = window_with(s, asked, n)
+    h, dates = s.dates.index(asked), [s.dates[k] for k in idx]
+    t = idx.index(h)
+    obs = observe(s.data[idx], s.clear[idx], seed=100 * n + h)
+    kw = dict(scale=FACTOR, bands=s.bands, index=s.name == "eolearn_ndvi")
+    imgs = {"bicubic": bicubic_median(obs[t:t + 1], factor=FACTOR)}
+    for name, cfg in (("target", {}), ("target_before", {"observed_date": False})):
+        imgs[name] = fit(obs, dates, s.bands, target_date=asked, **cfg)[0].render(SCENE_M)
+    return dict(series=s.name, season=season, asked=asked, n_dates=n,
+                **{k: dict(score_against(s.data[h], img, obs[t], **kw),
+                           cpsnr=cpsnr(img, s.data[h])) for k, img in imgs.items()})
+
+
+def field_markdown(rows: list[dict]) -> list[str]:
+    """The opensr-test table: improvement / omission / hallucination per product."""
+    keys = ("improvement", "omission", "hallucination", "consistency_reflectance", "cpsnr")
+    md = ["| window | D | product | " + " | ".join(keys) + " |", "|---" * (len(keys) + 3) + "|"]
+    for r in rows:
+        for prod in ("target", "target_before", "bicubic"):
+            md.append(f"| {r['series']} {r['season']} | {r['asked']} | {prod} | "
+                      + " | ".join(f"{r[prod][k]:.3f}" for k in keys) + " |")
+    for prod in ("target", "target_before", "bicubic"):
+        md.append(f"| **mean** | | {prod} | " + " | ".join(
+            f"{np.mean([r[prod][k] for r in rows]):.3f}" for k in keys) + " |")
+    return md
+
+
 def _timed(f) -> float:
     t0 = time.perf_counter()
     f()
@@ -198,12 +230,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--windows", choices=["tune", "report", "all"], default="all")
     ap.add_argument("--out", default=str(RESULTS / "date_products"))
     ap.add_argument("--figure", action="store_true", help="also docs/date_products_*.png")
+    ap.add_argument("--opensr", action="store_true", help="only opensr-test's metrics of the "
+                    "target product and bicubic (needs the [eval] extra): field.md")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     chosen = {"tune": TUNE, "report": REPORT, "all": TUNE + REPORT}[a.windows]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     cache: dict[str, Series] = {}
+    if a.opensr:
+        rows = [field_window(cache.setdefault(w[0], load_series(w[0])), *w[1:])
+                for w in chosen]
+        md = field_markdown(rows) + ["", "Machine: " + ", ".join(
+            f"{k} {v}" for k, v in machine().items())]
+        (out / "field.json").write_text(json.dumps(rows, indent=1))
+        (out / "field.md").write_text("\n".join(md) + "\n")
+        print("\n".join(md))
+        return
     rows = []
     for name, season, asked, n in chosen:
         s = cache.setdefault(name, load_series(name))
