@@ -348,7 +348,8 @@ def date_notes(result: StackFit) -> list[str]:
     for t in np.flatnonzero(w < OUTLIER_WEIGHT) if w is not None else ():
         lines.append(f"date {ids[t]} departs from the other dates beyond the noise (fit weight "
                      f"{w[t]:.2f}: a cloud or haze the mask missed, or a change)"
-                     + ("; the product follows its own observation"
+                     + ("; the product follows its own observation (--no-observed-date: "
+                        "the time-weighted scene of the dates)"
                         if ds is not None and ds.index == t else ""))
     return lines
 

@@ -27,11 +27,11 @@ def sparse(texture):
     return obs, dates, truth.reshape(3, -1).mean(axis=1)
 
 
-def fit(data, dates, target):
+def fit(data, dates, target, **cfg):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return fit_arrays(data, pixel_m=10.0, dates=dates,
-                          config=FitConfig(target_date=target, **FAST))
+                          config=FitConfig(target_date=target, **FAST, **cfg))
 
 
 def test_hazy_nearest_date_does_not_pull(sparse):
@@ -40,12 +40,17 @@ def test_hazy_nearest_date_does_not_pull(sparse):
     hazy[3] = 0.6 * hazy[3] + 0.12  # brighter and flatter, fully valid, on the target day
     assert hazy_dates(hazy).tolist() == [False, False, False, True, False, False]
     assert not hazy_dates(obs).any()
-    res = fit(hazy, dates, dates[3])
+    # the time-weighted scene of the day (the target is an acquisition: without
+    # observed_date=False its own, hazy observation would set the scene, as asked)
+    res = fit(hazy, dates, dates[3], observed_date=False)
     # the window is not set by the hazy date (which would be 10 days: the others ~0)
     assert res.config.time_window_days == 40.0
     means = res.render(2.5).reshape(3, -1).mean(axis=1)
     # measured: +0.05 to +0.08 when the hazy date set the window, 0.001-0.002 now
     assert np.abs(means - truth_mean).max() < 0.01, means - truth_mean
+    # the observed-date scene of that acquisition shows its haze: 0.6 x truth + 0.12
+    own = fit(hazy, dates, dates[3]).render(2.5).reshape(3, -1).mean(axis=1)
+    np.testing.assert_allclose(own, 0.6 * truth_mean + 0.12, atol=0.01)
 
 
 def test_empty_nearest_date_is_as_if_absent(sparse):
