@@ -190,8 +190,11 @@ class StackFit(FitResult):
                          shifts_m=self.shifts_m, extra=self.per_observation())
         return write_series(out_dir, scenes(), grid=grid)
 
-    def to_xarray(self, resolution_m: float = 2.5) -> Any:
-        """The scene at ``resolution_m`` as a georeferenced ``xarray.DataArray`` (band, y, x).
+    def to_xarray(self, resolution_m: float = 2.5, *, every_date: bool = False) -> Any:
+        """The scene at ``resolution_m`` as a georeferenced ``xarray.DataArray`` (band, y, x);
+        with ``every_date`` every observation's scene (:meth:`render_date`) as
+        (time, band, y, x), ``time`` the observations' datetimes (all in memory at once; for
+        large areas :meth:`save_series` writes one date at a time).
 
         Coordinates ``x``/``y`` are pixel centres in the stack's CRS; the CRS and transform
         are in a ``spatial_ref`` coordinate. Needs the ``xarray`` extra, whose rioxarray is
@@ -202,11 +205,21 @@ class StackFit(FitResult):
             raise ConfigError("this result has no stack (its CRS and grid); use splatsr.fit")
         st = self.stack
         transform = Affine(resolution_m, 0, st.transform.c, 0, -resolution_m, st.transform.f)
-        return scene_to_xarray(self.render(resolution_m), crs=st.crs, transform=transform,
-                               band_names=list(self.band_names),
-                               attrs={"units": "reflectance (0-1)",
-                                      "software": f"splatsr {__version__}",
-                                      "psf_sigma_m": self.config.psf_sigma_m})
+        attrs = {"units": "reflectance (0-1)", "software": f"splatsr {__version__}",
+                 "psf_sigma_m": self.config.psf_sigma_m}
+
+        def one(image: np.ndarray) -> Any:
+            return scene_to_xarray(image, crs=st.crs, transform=transform,
+                                   band_names=list(self.band_names), attrs=attrs)
+        if not every_date:
+            return one(self.render(resolution_m))
+        import xarray
+
+        times = [np.datetime64(o.datetime.rstrip("Z")[:19], "s") for o in st.observations]
+        cube = xarray.concat([one(self.render_date(t, resolution_m))
+                              for t in range(len(times))], dim="time")
+        return cube.assign_coords(time=times, observation=("time", [o.id for o in
+                                                                    st.observations]))
 
     def tags(self, *, resolution_m: float, ids: list[str]) -> dict[str, Any]:
         """The COG's metadata: software, sensor model, settings, observations."""
