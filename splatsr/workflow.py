@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from splatsr import __version__
 from splatsr.core.checks import MIN_OBSERVATIONS
 from splatsr.core.dates import acquisition_index
 from splatsr.core.model import output_shape
+from splatsr.core.provenance import fit_tags
 from splatsr.core.products.observed import date_scene
 from splatsr.core.psf import (
     DEFAULT_CANDIDATES_M,
@@ -222,26 +223,14 @@ class StackFit(FitResult):
                                                                     st.observations]))
 
     def tags(self, *, resolution_m: float, ids: list[str]) -> dict[str, Any]:
-        """The COG's metadata: software, sensor model, settings, observations."""
-        cfg = self.config
-        tags = dict(software=f"splatsr {__version__}", psf_sigma_m=cfg.psf_sigma_m,
-                    splat_spacing_m=self.grid.spacing_m, splat_sigma_m=self.grid.sigma_m,
-                    resolution_m=resolution_m, observations=ids, config=asdict(cfg),
-                    units="reflectance (0-1)")
-        anchored = ", median-anchored" if self.anchor is not None else ""
-        tags["change_cell_m"] = cfg.change_cell() or 0.0
-        if cfg.target_date is not None:
-            tags.update(product="observed date scene" if self.date_scene is not None
-                        else "scene at target date" + anchored,
-                        target_date=cfg.target_date, time_window_days=cfg.time_window_days)
-        else:
-            tags["product"] = "consensus" + anchored
-        if self.band_offsets_m is not None:  # (dx_m, dy_m) of each band against the first
-            tags["band_offsets_m"] = {b: [round(float(v), 4) for v in o]
-                                      for b, o in zip(self.band_names, self.band_offsets_m)}
-        if cfg.band_psf_sigma_m is not None:
-            tags["band_psf_sigma_m"] = {b: float(v) for b, v in
-                                        zip(self.band_names, cfg.band_psf_sigma_m)}
+        """The COG's metadata: software, sensor model, settings, product, observations
+        (:func:`~splatsr.core.provenance.fit_tags`, the same as a tiled mosaic's)."""
+        tags = dict(software=f"splatsr {__version__}", resolution_m=resolution_m,
+                    observations=ids,
+                    **fit_tags(self.config, band_names=self.band_names,
+                               band_offsets_m=self.band_offsets_m,
+                               anchored=self.anchor is not None,
+                               observed=self.date_scene is not None))
         if self.psf_selection is not None:
             tags.update(selection_tags(self.psf_selection))
         return tags

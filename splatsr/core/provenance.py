@@ -18,11 +18,14 @@ from splatsr.core.model import SIGMA_PER_SPACING
 
 
 def fit_tags(config: FitConfig, *, band_names: Sequence[str],
-             band_offsets_m: np.ndarray | None, anchored: bool) -> dict[str, Any]:
+             band_offsets_m: np.ndarray | None, anchored: bool,
+             observed: bool = False) -> dict[str, Any]:
     """The model and product tags of a fit with the resolved ``config``.
 
     ``band_offsets_m`` (B, 2) as fitted (None or all zero: the bands line up, no tag);
-    ``anchored``: the product is median-anchored (:mod:`splatsr.core.products.consensus`).
+    ``anchored``: the product is median-anchored (:mod:`splatsr.core.products.consensus`);
+    ``observed``: the target date is an acquisition whose own observation sets the scene
+    (:mod:`splatsr.core.products.observed`).
     """
     cfg = config
     sigma = cfg.splat_sigma_m if cfg.splat_sigma_m is not None else \
@@ -33,7 +36,8 @@ def fit_tags(config: FitConfig, *, band_names: Sequence[str],
                                 change_cell_m=cfg.change_cell() or 0.0)
     suffix = ", median-anchored" if anchored else ""
     if cfg.target_date is not None:
-        tags.update(product="scene at target date" + suffix, target_date=cfg.target_date,
+        tags.update(product="observed date scene" if observed else
+                    "scene at target date" + suffix, target_date=cfg.target_date,
                     time_window_days=cfg.time_window_days)
     else:
         tags["product"] = "consensus" + suffix

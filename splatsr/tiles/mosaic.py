@@ -21,6 +21,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from splatsr import __version__
+from splatsr.core.dates import acquisition_index
 from splatsr.core.provenance import fit_tags
 from splatsr.core.solver import FitConfig
 from splatsr.io.atomic import atomic_path, write_text_atomic
@@ -59,8 +60,9 @@ def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[s
     transform = Affine(res_m, 0, grid.transform.c, 0, -res_m, grid.transform.f)
     order = band_order(list(grid.bands))
     names = [grid.bands[i] + (" sigma" if sigma else "") for i in order]
-    tags = _mosaic_tags(grid.ids, tiles, config=config, overlap=overlap, res_m=res_m,
-                        sigma=sigma, bands=grid.bands, band_offsets_m=band_offsets_m)
+    tags = _mosaic_tags(grid.ids, grid.datetimes, tiles, config=config, overlap=overlap,
+                        res_m=res_m, sigma=sigma, bands=grid.bands,
+                        band_offsets_m=band_offsets_m)
     live = [t for t in tiles if metas[t.id]["status"] == "fitted"]
     cog_block = next(b for b in (256, 128, 64, 16) if min(H, W) >= b or b == 16)
     weights = {t.id: (blend_weights(t.rows, factor=f, ramp_px=overlap, start_open=not t.top,
@@ -97,15 +99,19 @@ def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[s
     return out
 
 
-def _mosaic_tags(ids: Sequence[str], tiles: Sequence[Tile], *, config: FitConfig,
-                 overlap: int, res_m: float, sigma: str | None = None,
+def _mosaic_tags(ids: Sequence[str], datetimes: Sequence[str], tiles: Sequence[Tile], *,
+                 config: FitConfig, overlap: int, res_m: float, sigma: str | None = None,
                  bands: Sequence[str] = (), band_offsets_m: np.ndarray | None = None
                  ) -> dict[str, str]:
     """The mosaic's dataset tags (non-strings as JSON); for a sigma mosaic, say so."""
+    observed = config.observed_date and acquisition_index(
+        list(datetimes), target_date=config.target_date,
+        valid_fraction=np.ones(len(datetimes))) is not None
     tags = dict(software=f"splatsr {__version__}", resolution_m=res_m,
                 observations=list(ids),
                 **fit_tags(config, band_names=bands, band_offsets_m=band_offsets_m,
-                           anchored=config.median_anchor),
+                           anchored=config.median_anchor and not observed,
+                           observed=observed),
                 tiling=dict(tiles=len(tiles), tile_size=max(t.rows for t in tiles),
                             overlap=overlap))
     if sigma:

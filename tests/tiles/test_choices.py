@@ -42,7 +42,7 @@ def test_tiled_mosaic_tags_equal_a_whole_stack_run_s(small_stack, tmp_path):
                 "psf_sigma_m", "splat_spacing_m", "splat_sigma_m", "observations"):
         assert tiled.get(key) == whole[key], key
     assert set(tiled) == set(whole), set(tiled) ^ set(whole)
-    assert whole["product"] == "scene at target date, median-anchored"
+    assert whole["product"] == "observed date scene"  # 2025-04-05 is an acquisition
     assert np.isfinite(float(whole["time_window_days"]))
 
 
