@@ -30,6 +30,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from _common import TEXTURE_384, TEXTURE_CROPS, machine  # noqa: E402
 from baselines import bicubic_mean, bicubic_median, bicubic_one, block_mean  # noqa: E402
 
 import splatsr  # noqa: E402
+from splatsr.core.prior_choice import few_dates_config  # noqa: E402
 from splatsr.core.solver import FitConfig, fit_arrays  # noqa: E402
 from splatsr.evaluate.sweep import truth_scores  # noqa: E402
 
@@ -94,9 +96,11 @@ def stack(truth: np.ndarray, n_obs: int, seed: int) -> np.ndarray:
     return data
 
 
-def score_case(truth: np.ndarray, n_obs: int, seed: int, configs: dict[str, FitConfig]
+def score_case(truth: np.ndarray, n_obs: int, seed: int,
+               configs: dict[str, FitConfig | Callable[[np.ndarray], FitConfig]]
                ) -> dict[str, dict[str, float]]:
-    """Per config: ``gain_db`` (see the module docstring), ``flat_excess`` and ``seconds``."""
+    """Per config (or rule: stack -> config): ``gain_db`` (see the module docstring),
+    ``flat_excess``, ``seconds`` (the rule's choice included) and ``tv_weight`` used."""
     data = stack(truth, n_obs, seed)
     t3 = truth[None]  # (1, H, W)
     out = {}
@@ -109,18 +113,23 @@ def score_case(truth: np.ndarray, n_obs: int, seed: int, configs: dict[str, FitC
     truth_flat = flat_share(t3)
     for name, cfg in configs.items():
         t0 = time.perf_counter()
+        if callable(cfg):  # a rule that reads the stack
+            cfg = cfg(data)
         res = fit_arrays(data, pixel_m=10.0, config=cfg)
         img25 = res.render(TRUTH_M)
         gain = (truth_scores(res.render(5.0), t5)["psnr_db"] if n_obs >= 16
                 else psnr_25(img25, t3)) - base
         out[name] = dict(gain_db=gain, flat_excess=flat_share(img25) - truth_flat,
-                         seconds=time.perf_counter() - t0)
+                         seconds=time.perf_counter() - t0, tv_weight=cfg.tv_weight,
+                         prior=cfg.prior)
     return out
 
 
 CONFIGS = {
     "default": FitConfig(),
     "huber": FitConfig(prior="huber"),
+    # Huber, weight from leave-one-date-out prediction (splatsr.core.prior_choice)
+    "huber-loo": lambda data: few_dates_config(data, pixel_m=10.0),
 }
 
 
@@ -138,7 +147,8 @@ def run(size: int, names: list[str], dates: tuple[int, ...], which: list[str]
             for name, r in got.items():
                 rows.append(dict(crop=cname, dates=n, config=name, **r))
                 print(f"{cname} {n:2d} dates {name:>12}: {r['gain_db']:+.2f} dB  "
-                      f"flat excess {r['flat_excess']:+.3f}  ({r['seconds']:.1f} s)",
+                      f"flat excess {r['flat_excess']:+.3f}  ({r['prior']} "
+                      f"{r['tv_weight']:g}, {r['seconds']:.1f} s)",
                       flush=True)
     return rows
 
@@ -167,7 +177,7 @@ def summary(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=128, help="truth crop size (2.5 m px)")
-    p.add_argument("--configs", default="default,huber")
+    p.add_argument("--configs", default="default,huber,huber-loo")
     p.add_argument("--dates", default="3,5,16")
     p.add_argument("--crops", default="tune0,tune1,heldout")
     a = p.parse_args(argv)
