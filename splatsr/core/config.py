@@ -94,7 +94,7 @@ class FitConfig:
     # Measured on known truth (benchmarks/few_dates.py, docs/few_dates.md; 3 and 5 dates,
     # 128 px crops): "auto" vs "tv" on the held-out crop +1.34 vs +1.29 dB over bicubic of the
     # median, flat-plateau excess 0.013 vs 0.101; on the two tuning crops +0.84 vs +0.95 dB,
-    # 0.018 vs 0.102. 16 dates: unchanged (more than MAX_DATES dates keep "tv").
+    # 0.018 vs 0.102. More than 5 dates (prior_choice.MAX_DATES): "tv", unchanged.
     prior: str = "tv"
     # take the pixel-scale content from the per-pixel median of the dates (with a target
     # date: of their residuals, time- and robust-weighted) and the detail from the fit
