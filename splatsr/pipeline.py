@@ -28,6 +28,7 @@ import numpy as np
 
 from splatsr.core import memory
 from splatsr.core.model import output_shape
+from splatsr.core.config import AUTO_PRIOR
 from splatsr.core.solver import FitConfig
 from splatsr.core.products.uncertainty import check_mode
 from splatsr.errors import ConfigError
@@ -179,7 +180,7 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     cfg.validate()  # bad settings, a missing CUDA too: before any fetch or memory plan
     opts = dict(psf_sigma_m=psf_sigma_m, init_shifts=init_shifts, report_dir=report_dir,
                 uncertainty=uncertainty, every_date=every_date)
-    tiles = _check_options(source, tiles=tiles, **opts)
+    tiles = _check_options(source, tiles=tiles, prior=cfg.prior, **opts)
     if tiles is not None and isinstance(source, Mapping):
         return _fit_query_tiled(source, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles,
                                 log=log)
@@ -197,7 +198,7 @@ def _auto_tiles(source: Any, stack: Stack, cfg: FitConfig, opts: dict[str, Any],
     """:func:`choose_route`'s tiles, after checking the options work with tiles."""
     tiles = choose_route(stack, cfg, psf_sigma_m=opts["psf_sigma_m"], log=log)
     if tiles is not None:
-        tiles = _check_options(source, tiles=tiles, **opts)
+        tiles = _check_options(source, tiles=tiles, prior=cfg.prior, **opts)
     return tiles
 
 
@@ -239,7 +240,7 @@ def choose_route(stack: Stack, cfg: FitConfig, *, psf_sigma_m: Any = None, overl
 
 def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
                    init_shifts: str, report_dir: Any, uncertainty: Any = False,
-                   every_date: bool = False) -> TileOptions | None:
+                   every_date: bool = False, prior: str = "tv") -> TileOptions | None:
     """``tiles`` with the uncertainty mode; a :class:`ConfigError` for options that clash."""
     if isinstance(source, Mapping):
         missing = [k for k in ("aoi", "start", "end") if source.get(k) is None]
@@ -261,6 +262,9 @@ def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
     if init_shifts != "zeros" or report_dir is not None:
         raise ConfigError("--init-shifts phasecorr and --report are not available with "
                           "--tile-size")
+    if prior == AUTO_PRIOR:
+        raise ConfigError("--prior auto is not available with tiles (--tile-size, or a "
+                          "stack too large for one fit); pass tv or huber")
     if every_date:
         raise ConfigError("--every-date is not yet available with tiles (--tile-size, or a "
                           "stack too large for one fit); fit a smaller area")

@@ -25,6 +25,7 @@ from splatsr import __version__
 from splatsr.core.checks import MIN_OBSERVATIONS
 from splatsr.core.dates import acquisition_index
 from splatsr.core.model import output_shape
+from splatsr.core.prior_choice import resolve_prior
 from splatsr.core.provenance import fit_tags
 from splatsr.core.products.observed import date_scene
 from splatsr.core.psf import (
@@ -295,6 +296,7 @@ def fit(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
         init_shifts_m = phasecorr_seed(data, pixel_m=stack.pixel_m)
     elif init_shifts not in ("zeros", "phasecorr"):
         raise ConfigError(f"init_shifts must be 'zeros' or 'phasecorr', got {init_shifts!r}")
+    cfg = resolve_prior(cfg, data, pixel_m=stack.pixel_m)  # prior="auto": few-date choice
     sel = None
     if psf_sigma_m == "auto":
         sel = choose_psf(data, pixel_m=stack.pixel_m, config=cfg, band_names=stack.bands)

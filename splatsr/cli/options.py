@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import click
 
+from splatsr.core.config import AUTO_PRIOR
 from splatsr.core.prior import PRIORS
 from splatsr.core.solver import FitConfig
 
@@ -134,8 +135,10 @@ CONFIG_OPTIONS: tuple[ConfigOption, ...] = tuple(row for row in (
                  "decides the 10 m-scale content (the other dates lend the detail it agrees "
                  "with); --no-observed-date: the time-weighted scene of the dates.",
                  sweep="none"),
-    ConfigOption("prior", "--prior", "Scene prior: tv, huber (smooth where undetermined) or "
-                 "vtv (couples the bands' edges).", click.Choice(list(PRIORS))),
+    ConfigOption("prior", "--prior", "Scene prior: tv, huber (smooth where undetermined), "
+                 "vtv (couples the bands' edges) or auto (with 3-5 dates huber at the weight "
+                 "that predicts left-out dates best, else tv).",
+                 click.Choice([*PRIORS, AUTO_PRIOR])),
 ) if row.field in _FIELDS)
 
 

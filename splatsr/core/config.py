@@ -91,7 +91,8 @@ class FitConfig:
     band_offsets: bool = True
     # prior on the scene: "tv" (smoothed total variation), "huber" (quadratic below one noise
     # unit: smooth ramps instead of plateaus), "vtv" (vectorial TV: couples the bands' edges)
-    # or "auto" (AUTO_PRIOR: see with_prior(); resolved by the fit before it starts).
+    # or "auto" (AUTO_PRIOR: chosen by splatsr.fit from held-out dates before the fit,
+    # splatsr.core.prior_choice.resolve_prior).
     # Measured on known truth (benchmarks/few_dates.py, docs/few_dates.md; 3 and 5 dates,
     # 128 px crops): "auto" vs "tv" on the held-out crop +1.34 vs +1.29 dB over bicubic of the
     # median, flat-plateau excess 0.013 vs 0.101; on the two tuning crops +0.84 vs +0.95 dB,
@@ -170,18 +171,6 @@ class FitConfig:
         window = auto_window_days(day_numbers(dates), valid,
                                   target_day=parse_target_date(self.target_date))
         return replace(self, time_window_days=window)
-
-    def with_prior(self, data: np.ndarray, *, pixel_m: float) -> "FitConfig":
-        """This config with ``prior="auto"`` resolved for ``data`` (T, B, H, W): with
-        :data:`~splatsr.core.prior_choice.MIN_DATES` to
-        :data:`~splatsr.core.prior_choice.MAX_DATES` valid dates the Huber prior at the
-        weight of :func:`~splatsr.core.prior_choice.few_dates_config` (leave one date out),
-        else the smoothed TV at ``tv_weight``. Itself for any other prior."""
-        if self.prior != AUTO_PRIOR:
-            return self
-        from splatsr.core.prior_choice import few_dates_config  # it imports this module
-
-        return few_dates_config(data, pixel_m=pixel_m, config=replace(self, prior="tv"))
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` if a value is out of range."""

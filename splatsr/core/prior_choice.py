@@ -23,8 +23,9 @@ from dataclasses import replace
 import numpy as np
 
 from splatsr.core.bands import central_crop
-from splatsr.core.config import FitConfig
+from splatsr.core.config import AUTO_PRIOR, FitConfig
 from splatsr.core.psf import heldout_error
+from splatsr.core.solver import fit_arrays
 
 # more valid dates than this: the config is kept as it is. Measured (docs/few_dates.md):
 # the rule won at 3 and 5 dates; at 8 dates it chose 0.1 on the held-out crop and lost
@@ -49,8 +50,6 @@ def heldout_scores(data: np.ndarray, *, pixel_m: float, config: FitConfig,
     ``data`` (T, B, H, W) is cropped to its central :data:`CROP_PX` pixels; only the dates
     of :func:`valid_dates` are fitted and predicted.
     """
-    from splatsr.core.solver import fit_arrays  # solver imports config; keep this one-way
-
     data = central_crop(data, CROP_PX)[valid_dates(central_crop(data, CROP_PX))]
     base = replace(config, prior="huber", target_date=None, median_anchor=False,
                    observed_date=False, progress=False)
@@ -76,3 +75,13 @@ def few_dates_config(data: np.ndarray, *, pixel_m: float, config: FitConfig | No
     scores = heldout_scores(data, pixel_m=pixel_m, config=config, weights=weights)
     best = min(scores, key=scores.get)
     return replace(config, prior="huber", tv_weight=best)
+
+
+def resolve_prior(config: FitConfig, data: np.ndarray, *, pixel_m: float) -> FitConfig:
+    """``config`` with ``prior="auto"`` resolved for (T, B, H, W) ``data``: with
+    :data:`MIN_DATES` to :data:`MAX_DATES` valid dates the Huber prior at the weight of
+    :func:`few_dates_config`, else the smoothed TV at ``tv_weight``; any other prior as is.
+    :func:`splatsr.fit` calls it before the fit (as it chooses an ``"auto"`` PSF)."""
+    if config.prior != AUTO_PRIOR:
+        return config
+    return few_dates_config(data, pixel_m=pixel_m, config=replace(config, prior="tv"))

@@ -23,7 +23,7 @@ import torch
 from splatsr.core.bands import band_offsets
 from splatsr.core.change import centred
 from splatsr.core.checks import MIN_OBSERVATIONS, check_stack_array
-from splatsr.core.config import PLAIN, FitConfig
+from splatsr.core.config import AUTO_PRIOR, PLAIN, FitConfig
 from splatsr.core.products.consensus import (
     DateMedianAnchor,
     PixelAnchor,
@@ -41,7 +41,7 @@ from splatsr.core.outliers import SHORT_STACK, BrightVerdict, short_stack_outlie
 from splatsr.core.result import FitResult
 from splatsr.core.robust import regauge
 from splatsr.core.scaling import BandScaling, noise_sigma
-from splatsr.errors import StackError
+from splatsr.errors import ConfigError, StackError
 
 __all__ = ["PLAIN", "FitConfig", "FitResult", "fit_arrays", "noise_sigma"]
 
@@ -101,6 +101,9 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     """
     cfg = config or FitConfig()
     cfg.validate()
+    if cfg.prior == AUTO_PRIOR:
+        raise ConfigError("prior='auto' is chosen from held-out dates before a fit: use "
+                          "splatsr.fit, or splatsr.core.prior_choice.resolve_prior first")
     data = check_stack_array(data)
     T, B = data.shape[:2]
     cfg.check_bands(B)

@@ -143,6 +143,8 @@ def test_simulate_command(tmp_path, texture):
      "does not exist; create it or pass --mkdir", True),
     (["fit", "{stack}", "--out", "{tmp}/o.tif", "--tile-size", "16", "--psf-sigma", "auto"],
      2, "not available with --tile-size", True),
+    (["fit", "{stack}", "--out", "{tmp}/o.tif", "--tile-size", "16", "--prior", "auto"], 2,
+     "--prior auto is not available with tiles", True),
     (["fit", "{stack}", "--out", "{tmp}/o.tif", "--band-psf-sigma", "4,wide"], 2,
      "one number >= 0 per band", False),
     (["fit", "{stack}", "--out", "{tmp}/o.tif", "--band-psf-sigma", "4"], 2,

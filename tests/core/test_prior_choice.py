@@ -9,7 +9,12 @@ import pytest
 
 import splatsr
 from splatsr.core.config import FitConfig
-from splatsr.core.prior_choice import CANDIDATE_WEIGHTS, few_dates_config, heldout_scores
+from splatsr.core.prior_choice import (
+    CANDIDATE_WEIGHTS,
+    few_dates_config,
+    heldout_scores,
+    resolve_prior,
+)
 from splatsr.core.solver import fit_arrays
 from splatsr.errors import ConfigError
 
@@ -56,9 +61,9 @@ def test_many_dates_and_other_priors_keep_their_config(texture):
                                n_obs=16, seed=1)
     cfg = FitConfig(tv_weight=0.07)
     assert few_dates_config(data, pixel_m=10.0, config=cfg) is cfg
-    assert cfg.with_prior(data, pixel_m=10.0) is cfg
+    assert resolve_prior(cfg, data, pixel_m=10.0) is cfg
     auto = replace(cfg, prior="auto")
     auto.validate()
-    assert auto.with_prior(data, pixel_m=10.0) == replace(cfg, prior="tv")
+    assert resolve_prior(auto, data, pixel_m=10.0) == replace(cfg, prior="tv")
     with pytest.raises(ConfigError, match="prior must be one of"):
         FitConfig(prior="tgv").validate()
