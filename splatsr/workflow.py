@@ -189,7 +189,7 @@ class StackFit(FitResult):
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         write_shifts_csv(Path(out_dir) / "shifts.csv", ids=ids,
                          datetimes=[o.datetime for o in st.observations],
-                         shifts_m=self.shifts_m, extra=self.per_observation())
+                         shifts_m=self.reported_shifts_m(), extra=self.per_observation())
         return write_series(out_dir, scenes(), grid=grid)
 
     def to_xarray(self, resolution_m: float = 2.5, *, every_date: bool = False) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,9 +113,3 @@ def read_series(out_dir: str | os.PathLike) -> pystac.ItemCollection:
             if not os.path.isabs(asset.href) and "://" not in asset.href:
                 asset.href = str(out_dir / asset.href)
     return collection
-
-
-def series_band_names(collection: pystac.ItemCollection) -> Sequence[str]:
-    """The band names of a series' COGs, in file order (B04, B03, B02 first)."""
-    first = next(iter(collection))
-    return [b["name"] for b in first.assets[ASSET_KEY].extra_fields["eo:bands"]]
