@@ -120,6 +120,9 @@ def check_series_dir(out: str | os.PathLike, *, mkdir: bool, config: FitConfig,
     if uncertainty:
         raise ConfigError("--every-date does not yet write uncertainty maps; leave out "
                           "--uncertainty")
+    if config.prior == AUTO_PRIOR:
+        raise ConfigError("--every-date does not choose the prior (--prior auto); pass tv "
+                          "or huber")
     return out
 
 
@@ -159,8 +162,9 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     uncertainty
         Also write the 1-sigma map ``<stem>.sigma.tif`` (True/"full", or "fast"; tiled too).
     every_date
-        Write every observation's scene from one shared fit: ``out`` is then a folder of one
-        COG per observation, ``shifts.csv`` and ``items.json`` (a STAC ItemCollection).
+        Write every observation's observed-date scene (:func:`splatsr.series.fit_series`:
+        fits of consecutive dates): ``out`` is then a folder of one COG per observation,
+        ``shifts.csv`` and ``items.json`` (a STAC ItemCollection).
     log
         Receives the summary lines (default: the ``splatsr`` logger).
 
@@ -189,6 +193,12 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     tiles = tiles or _auto_tiles(source, stack, cfg, opts, log)
     if tiles is not None:
         return _fit_tiled(stack, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles, log=log)
+    if every_date:
+        if psf_sigma_m == "auto" or init_shifts != "zeros" or report_dir is not None:
+            raise ConfigError("--psf-sigma auto, --init-shifts phasecorr and --report are not "
+                              "available with --every-date")
+        return _fit_series(stack, out, cfg=cfg, resolution_m=resolution_m, log=log)
+    opts.pop("every_date")
     return _fit_whole(stack, out, cfg=cfg, resolution_m=resolution_m, log=log, **opts)
 
 
@@ -288,10 +298,26 @@ def _open(source: Any, *, cfg: FitConfig, cache_dir: Any, log: Callable[[str], N
     return stack
 
 
+def _fit_series(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
+                log: Callable[[str], None]) -> FitRun:
+    """The series: fits of consecutive dates, every date's scene, shifts and items.json."""
+    from splatsr.series import fit_series
+
+    series = fit_series(stack, config=cfg)
+    run = FitRun(path=out, stack=stack)
+    run.series = series.save(out, resolution_m=resolution_m)
+    rows, cols = output_shape(_extent(stack), resolution_m)
+    n_obs = len(stack.observations)
+    log(f"wrote {n_obs} COGs ({cols} x {rows} px at {resolution_m:g} m, "
+        f"{len(stack.bands)} bands), shifts.csv and {run.series.name} to {out}; "
+        f"{n_obs} observations fitted in {len(series.segments)} segment(s) of consecutive "
+        f"dates in {series.seconds:.1f} s")
+    return run
+
+
 def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
                psf_sigma_m: Any, init_shifts: Any, report_dir: Any,
-               log: Callable[[str], None], uncertainty: Any = False,
-               every_date: bool = False) -> FitRun:
+               log: Callable[[str], None], uncertainty: Any = False) -> FitRun:
     """One fit of the whole stack, then the COG, shifts, sigma, PSF curve and report."""
     device = memory.resolve_device(cfg.device)
     memory.reset_peak(device)
@@ -312,11 +338,6 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
     effective = f"effective dates: {result.effective_dates():.1f} of {n_obs}"
     for line in date_notes(result):
         log(line)
-    if every_date:
-        run.series = result.save_series(out, resolution_m=resolution_m)
-        log(f"wrote {n_obs} COGs ({size}), shifts.csv and {run.series.name} to {out}; "
-            f"{n_obs} observations fitted in {result.seconds:.1f} s; {effective}")
-        return run
     run.path = result.save(out, resolution_m=resolution_m)
     log(f"wrote {run.path} ({size}) and {run.path.stem}.shifts.csv; "
         f"{n_obs} observations fitted in {result.seconds:.1f} s; {effective}")

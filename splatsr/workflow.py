@@ -23,7 +23,6 @@ from affine import Affine
 
 from splatsr import __version__
 from splatsr.core.checks import MIN_OBSERVATIONS
-from splatsr.core.dates import acquisition_index
 from splatsr.core.model import output_shape
 from splatsr.core.prior_choice import resolve_prior
 from splatsr.core.provenance import fit_tags
@@ -45,9 +44,9 @@ from splatsr.io.export import (
     write_shifts_csv,
     write_sigma_cog,
 )
-from splatsr.io.series import SeriesGrid, write_series
 from splatsr.io.stack import Stack, read_observation, read_stack
 from splatsr.io.xarray import scene_to_xarray, stack_from_xarray
+from splatsr.series import observation_index
 
 
 @dataclass
@@ -119,34 +118,6 @@ class StackFit(FitResult):
                                crs=st.crs, transform=transform,
                                band_names=list(self.band_names), tags=tags)
 
-    def observation_index(self, which: int | str) -> int:
-        """The index of an observation given as its index, its id or its date (YYYY-MM-DD,
-        the clearest observation of that day when there are several).
-
-        Raises
-        ------
-        ConfigError
-            If no observation matches.
-        """
-        n = len(self.shifts_m)
-        if isinstance(which, (int, np.integer)):
-            if not -n <= which < n:
-                raise ConfigError(f"observation index {which} is out of range for {n} dates")
-            return int(which) % n
-        obs = self.stack.observations if self.stack is not None else ()
-        ids = [o.id for o in obs]
-        if which in ids:
-            return ids.index(which)
-        dates = [o.datetime for o in obs]
-        idx = acquisition_index(dates or None, target_date=which if len(str(which)) == 10
-                                else None, valid_fraction=self.valid_fraction
-                                if self.valid_fraction is not None else np.ones(len(dates)))
-        if idx is None:
-            raise ConfigError(f"no observation with id or date {which!r}; the stack has "
-                              f"{', '.join(d[:10] for d in dates[:8])}"
-                              f"{' ...' if len(dates) > 8 else ''}")
-        return idx
-
     def observation(self, t: int) -> np.ndarray:
         """(B, H, W) observation ``t`` as fitted (NaN where invalid)."""
         if self.data is not None:
@@ -160,68 +131,28 @@ class StackFit(FitResult):
         (B, H', W') float32 in that date's reflectance, the shared fit's fine detail where
         the date agrees with it, corrected until the date's sensor view reproduces its
         observation to within the noise (:mod:`splatsr.core.products.observed`)."""
-        t = self.observation_index(which)
-        return date_scene(self, self.observation(t), t).render(self, resolution_m)
+        t = which if self.stack is None else observation_index(
+            self.stack, which, valid_fraction=self.valid_fraction)
+        return date_scene(self, self.observation(int(t)), int(t)).render(self, resolution_m)
 
-    def save_series(self, out_dir: str | os.PathLike, *, resolution_m: float = 2.5) -> Path:
-        """Write every observation's scene (:meth:`render_date`) as ``<id>.tif`` in
-        ``out_dir``, the shifts as ``shifts.csv`` and ``items.json``, a STAC ItemCollection
-        that odc-stac / stackstac load as a (time, band, y, x) cube
-        (:func:`splatsr.io.series.read_series`). One date is rendered at a time. Returns the
-        path of ``items.json``."""
-        st, transform, ids = self._georef(resolution_m)
-        if self.config.target_date is not None:
-            raise ConfigError("the series renders every date from the season's shared fit; "
-                              "fit without target_date (--target-date) for it")
-        grid = SeriesGrid(st.crs, transform, output_shape(
-            (st.height * st.pixel_m, st.width * st.pixel_m), resolution_m), self.band_names)
-        base = self.tags(resolution_m=resolution_m, ids=ids)
-
-        def scenes():
-            for t, o in enumerate(st.observations):
-                ds = date_scene(self, self.observation(t), t)
-                tags = dict(base, product="observed date scene", observation=o.id,
-                            datetime=o.datetime, date_weight=float(self.obs_weights[t]),
-                            corrected_bands=[b for b, c in zip(self.band_names, ds.corrected)
-                                             if c])
-                yield o.id, o.datetime, ds.render(self, resolution_m), tags
-
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        write_shifts_csv(Path(out_dir) / "shifts.csv", ids=ids,
-                         datetimes=[o.datetime for o in st.observations],
-                         shifts_m=self.reported_shifts_m(), extra=self.per_observation())
-        return write_series(out_dir, scenes(), grid=grid)
-
-    def to_xarray(self, resolution_m: float = 2.5, *, every_date: bool = False) -> Any:
-        """The scene at ``resolution_m`` as a georeferenced ``xarray.DataArray`` (band, y, x);
-        with ``every_date`` every observation's scene (:meth:`render_date`) as
-        (time, band, y, x), ``time`` the observations' datetimes (all in memory at once; for
-        large areas :meth:`save_series` writes one date at a time).
+    def to_xarray(self, resolution_m: float = 2.5) -> Any:
+        """The scene at ``resolution_m`` as a georeferenced ``xarray.DataArray`` (band, y, x).
 
         Coordinates ``x``/``y`` are pixel centres in the stack's CRS; the CRS and transform
         are in a ``spatial_ref`` coordinate. Needs the ``xarray`` extra, whose rioxarray is
         imported here: ``.rio.crs``, ``.rio.transform()``, ``.rio.nodata`` (NaN), and
         ``.rio.to_raster(path)`` writes the band names (in the stack's order) as descriptions.
+        For every date as (time, band, y, x): :meth:`splatsr.series.SeriesFit.to_xarray`.
         """
         if self.stack is None:
             raise ConfigError("this result has no stack (its CRS and grid); use splatsr.fit")
         st = self.stack
         transform = Affine(resolution_m, 0, st.transform.c, 0, -resolution_m, st.transform.f)
-        attrs = {"units": "reflectance (0-1)", "software": f"splatsr {__version__}",
-                 "psf_sigma_m": self.config.psf_sigma_m}
-
-        def one(image: np.ndarray) -> Any:
-            return scene_to_xarray(image, crs=st.crs, transform=transform,
-                                   band_names=list(self.band_names), attrs=attrs)
-        if not every_date:
-            return one(self.render(resolution_m))
-        import xarray
-
-        times = [np.datetime64(o.datetime.rstrip("Z")[:19], "s") for o in st.observations]
-        cube = xarray.concat([one(self.render_date(t, resolution_m))
-                              for t in range(len(times))], dim="time")
-        return cube.assign_coords(time=times, observation=("time", [o.id for o in
-                                                                    st.observations]))
+        return scene_to_xarray(self.render(resolution_m), crs=st.crs, transform=transform,
+                               band_names=list(self.band_names),
+                               attrs={"units": "reflectance (0-1)",
+                                      "software": f"splatsr {__version__}",
+                                      "psf_sigma_m": self.config.psf_sigma_m})
 
     def tags(self, *, resolution_m: float, ids: list[str]) -> dict[str, Any]:
         """The COG's metadata: software, sensor model, settings, product, observations

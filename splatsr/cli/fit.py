@@ -24,9 +24,9 @@ from splatsr.cli.options import (
               help="Output COG (.tif); the shifts go to OUT's stem + .shifts.csv beside it. "
                    "With --every-date a folder.")
 @click.option("--every-date", is_flag=True,
-              help="Write every observation's scene from one shared fit: OUT is a folder of "
-                   "one COG per observation, shifts.csv and items.json (a STAC "
-                   "ItemCollection).")
+              help="Write every observation's scene, sharpened (fits of consecutive dates): "
+                   "OUT is a folder of one COG per observation, shifts.csv and items.json (a "
+                   "STAC ItemCollection).")
 @click.option("--mkdir", is_flag=True, help="Create OUT's folder if it does not exist.")
 @click.option("--sample", is_flag=True, help="Fit the small real stack bundled with splatsr.")
 @query_options(required=False)

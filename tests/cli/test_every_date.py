@@ -35,8 +35,10 @@ def test_every_date_writes_a_cog_per_date_and_items(small_stack, tmp_path):
         img = src.read()
     assert np.isfinite(img).all() and 0.0 < img.mean() < 0.5
     # the same scene as the Python API renders for that date (bands B03, B04 in stack order)
-    fit = splatsr.fit(small_stack.root, adam_steps=30, lbfgs_iters=15, coarse_levels=0)
-    np.testing.assert_allclose(fit.render_date(obs[3].id, 5.0)[::-1], img, atol=1e-6)
+    series = splatsr.fit_series(small_stack.root, adam_steps=30, lbfgs_iters=15,
+                                coarse_levels=0)
+    assert len(series.segments) == 2  # 8 clear dates: two segments of 4 consecutive dates
+    np.testing.assert_allclose(series.render_date(obs[3].id, 5.0)[::-1], img, atol=1e-6)
 
 
 def test_target_date_on_an_acquisition_follows_that_date(small_stack, tmp_path):
@@ -53,6 +55,7 @@ def test_target_date_on_an_acquisition_follows_that_date(small_stack, tmp_path):
     (["--target-date", "2019-06-01"], "leave out --target-date"),
     (["--uncertainty"], "leave out --uncertainty"),
     (["--tile-size", "16"], "not yet available with tiles"),
+    (["--psf-sigma", "auto"], "not available with --every-date"),
 ])
 def test_every_date_bad_combinations(small_stack, tmp_path, extra, message):
     r = CliRunner().invoke(main, ["fit", str(small_stack.root), "--out", str(tmp_path / "s"),

@@ -168,11 +168,12 @@ def test_inputs_as_stackstac_odc_stac_and_rioxarray_give_them(small_stack):
 def test_every_date_to_xarray_is_a_time_cube(small_stack):
     import splatsr
 
-    fit = splatsr.fit(small_stack.root, adam_steps=20, lbfgs_iters=10, coarse_levels=0)
-    cube = fit.to_xarray(5.0, every_date=True)
+    series = splatsr.fit_series(small_stack.root, adam_steps=20, lbfgs_iters=10,
+                                coarse_levels=0)
+    cube = series.to_xarray(5.0)
     T = len(small_stack.observations)
     assert cube.dims == ("time", "band", "y", "x") and cube.shape == (T, 2, 64, 64)
     assert list(cube.observation.values) == [o.id for o in small_stack.observations]
     assert str(cube.time.values[0])[:10] == small_stack.observations[0].datetime[:10]
-    np.testing.assert_array_equal(cube.values[3], fit.render_date(3, 5.0))
+    np.testing.assert_array_equal(cube.values[3], series.render_date(3, 5.0))
     assert cube.rio.crs.to_string() == small_stack.crs
