@@ -10,9 +10,9 @@ layer (:meth:`~splatsr.core.config.FitConfig.with_change_cell`) and the band off
 The fits together cost about one fit of the whole stack (each step's cost grows with the
 number of dates).
 
-Measured on the three tuning windows of ``benchmarks/date_products.py`` (8, 10 and 12 real
-dates; mean gain over each date's own bicubic): one fit of all dates +2.51 / +1.35 / +1.08
-dB, segments of 4 dates +2.57 / +1.73 / +3.03 (docs/date_products.md).
+Measured with ``benchmarks/date_products.py`` (mean gain over each date's own bicubic; the
+size was chosen on 3 tuning windows of 8, 10 and 12 real dates): one fit of all dates +1.75
+/ +1.47 dB on the tuning / report windows, these segments +2.15 / +1.63 (docs/date_products.md).
 """
 
 from __future__ import annotations
