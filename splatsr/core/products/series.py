@@ -55,7 +55,9 @@ def segment_dates(days: np.ndarray, valid_fraction: np.ndarray, *,
     order = np.argsort(np.asarray(days, np.float64), kind="stable")
     vf = np.asarray(valid_fraction, np.float64)[order]
     k = max(1, int(vf.sum() // per_segment))
-    edges = np.searchsorted(np.cumsum(vf), vf.sum() * np.arange(1, k) / k)
+    # a segment ends with the date whose running total reaches its share (rounding aside)
+    edges = np.searchsorted(np.cumsum(vf), vf.sum() * np.arange(1, k) / k + 1e-9,
+                            side="right")
     return [np.sort(g) for g in np.split(order, edges) if len(g)]
 
 
