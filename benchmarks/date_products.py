@@ -102,7 +102,7 @@ def run_window(s: Series, season: str, asked: str, n: int) -> dict:
     per_date = []
     for k in range(len(idx)):
         seg = next(g for g in segments if k in g.dates)
-        i = int(np.flatnonzero(seg.dates == k)[0])
+        i = seg.index_of(k)
         img = seg.scene(obs, k, SCENE_M)
         clear = float(np.isfinite(obs[k]).mean())
         weight = float(seg.fit.obs_weights[i])

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from affine import Affine
 
 from splatsr import __version__
 from splatsr.core.config import FitConfig
@@ -42,9 +41,13 @@ class SeriesFit:
     config: FitConfig  # the settings the fits shared
     seconds: float = 0.0  # wall time of all fits
 
+    def segment_index(self, t: int) -> int:
+        """The index in :attr:`segments` of the segment whose fit holds date ``t``."""
+        return next(i for i, s in enumerate(self.segments) if t in s.dates)
+
     def segment_of(self, t: int) -> Segment:
         """The segment whose fit holds date ``t``."""
-        return next(s for s in self.segments if t in s.dates)
+        return self.segments[self.segment_index(t)]
 
     def observation_index(self, which: int | str) -> int:
         """Observation ``which`` given as its index, id or date (YYYY-MM-DD, the clearest of
@@ -69,7 +72,7 @@ class SeriesFit:
         stackstac load as a (time, band, y, x) cube (:func:`splatsr.io.series.read_series`).
         Returns the path of ``items.json``."""
         st = self.stack
-        transform = Affine(resolution_m, 0, st.transform.c, 0, -resolution_m, st.transform.f)
+        transform = st.output_transform(resolution_m)
         shape = output_shape((st.height * st.pixel_m, st.width * st.pixel_m), resolution_m)
         names = tuple(self.segments[0].fit.band_names)
         out_dir = Path(out_dir)
@@ -77,8 +80,7 @@ class SeriesFit:
         write_shifts_csv(out_dir / "shifts.csv", ids=[o.id for o in st.observations],
                          datetimes=[o.datetime for o in st.observations],
                          shifts_m=self.shifts_m(), extra={"segment": [
-                             next(i for i, s in enumerate(self.segments) if t in s.dates)
-                             for t in range(len(st.observations))]})
+                             self.segment_index(t) for t in range(len(st.observations))]})
         return write_series(out_dir, self._scenes(resolution_m),
                             grid=SeriesGrid(st.crs, transform, shape, names))
 
@@ -86,7 +88,7 @@ class SeriesFit:
         """(id, datetime, image, tags) of every date, rendered one at a time."""
         for t, o in enumerate(self.stack.observations):
             seg = self.segment_of(t)
-            i = int(np.flatnonzero(seg.dates == t)[0])
+            i = seg.index_of(t)
             ds = date_scene(seg.fit, self.data[t], i)
             tags = dict(software=f"splatsr {__version__}", resolution_m=resolution_m,
                         observations=[self.stack.observations[k].id for k in seg.dates],
@@ -110,7 +112,7 @@ class SeriesFit:
         import xarray
 
         st = self.stack
-        transform = Affine(resolution_m, 0, st.transform.c, 0, -resolution_m, st.transform.f)
+        transform = st.output_transform(resolution_m)
         names = list(self.segments[0].fit.band_names)
         attrs = {"units": "reflectance (0-1)", "software": f"splatsr {__version__}",
                  "product": "observed date scene"}

@@ -81,7 +81,7 @@ class StackFit(FitResult):
             raise ConfigError("this result has no stack; save needs one "
                               "(use splatsr.fit on a stack directory)")
         st = self.stack
-        transform = Affine(resolution_m, 0, st.transform.c, 0, -resolution_m, st.transform.f)
+        transform = st.output_transform(resolution_m)
         return st, transform, [o.id for o in st.observations]
 
     def save(self, out: str | os.PathLike, *, resolution_m: float = 2.5,
@@ -147,7 +147,7 @@ class StackFit(FitResult):
         if self.stack is None:
             raise ConfigError("this result has no stack (its CRS and grid); use splatsr.fit")
         st = self.stack
-        transform = Affine(resolution_m, 0, st.transform.c, 0, -resolution_m, st.transform.f)
+        transform = st.output_transform(resolution_m)
         return scene_to_xarray(self.render(resolution_m), crs=st.crs, transform=transform,
                                band_names=list(self.band_names),
                                attrs={"units": "reflectance (0-1)",

@@ -30,6 +30,11 @@ class RasterGrid:
         t = self.transform
         return (t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f)
 
+    def output_transform(self, resolution_m: float) -> Affine:
+        """The transform of a grid of ``resolution_m`` pixels over the same extent."""
+        t = self.transform
+        return Affine(resolution_m, 0, t.c, 0, -resolution_m, t.f)
+
     def key(self) -> dict[str, Any]:
         """The grid as JSON-ready values (for cache keys and ``stack.json``)."""
         return {"crs": self.crs, "transform": list(tuple(self.transform)[:6]),

@@ -41,9 +41,13 @@ class Segment:
     dates: np.ndarray  # (n,) indices of its dates in the stack
     fit: FitResult  # the fit of data[dates]
 
+    def index_of(self, t: int) -> int:
+        """Stack date ``t``'s index in this segment's fit."""
+        return int(np.flatnonzero(self.dates == t)[0])
+
     def scene(self, data: np.ndarray, t: int, resolution_m: float) -> np.ndarray:
         """(B, H', W') stack date ``t``'s observed-date scene (``data`` the whole stack)."""
-        i = int(np.flatnonzero(self.dates == t)[0])
+        i = self.index_of(t)
         return date_scene(self.fit, data[t], i).render(self.fit, resolution_m)
 
 
