@@ -99,7 +99,8 @@ def check_out(out: str | os.PathLike, *, mkdir: bool = False) -> Path:
 
 
 def check_series_dir(out: str | os.PathLike, *, mkdir: bool, config: FitConfig,
-                     uncertainty: Any) -> Path:
+                     uncertainty: Any = False, psf_sigma_m: Any = None,
+                     init_shifts: str = "zeros", report_dir: Any = None) -> Path:
     """Check the folder of an every-date run before any work (it is created if missing,
     its parent must exist unless ``mkdir``) and the options that go with it.
 
@@ -115,14 +116,17 @@ def check_series_dir(out: str | os.PathLike, *, mkdir: bool, config: FitConfig,
         raise ConfigError(f"output folder {out.parent} does not exist; create it or pass "
                           "--mkdir (mkdir=True in Python)")
     if config.target_date is not None:
-        raise ConfigError("--every-date renders every date from the season's shared fit; "
-                          "leave out --target-date")
+        raise ConfigError("--every-date renders every date of the stack; leave out "
+                          "--target-date")
     if uncertainty:
         raise ConfigError("--every-date does not yet write uncertainty maps; leave out "
                           "--uncertainty")
     if config.prior == AUTO_PRIOR:
         raise ConfigError("--every-date does not choose the prior (--prior auto); pass tv "
                           "or huber")
+    if psf_sigma_m == "auto" or init_shifts != "zeros" or report_dir is not None:
+        raise ConfigError("--psf-sigma auto, --init-shifts phasecorr and --report are not "
+                          "available with --every-date")
     return out
 
 
@@ -179,8 +183,9 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
         other ``SplatsrError``s for bad input data.
     """
     log, cfg = log or _LOG.info, config or FitConfig()
-    out = check_series_dir(out, mkdir=mkdir, config=cfg, uncertainty=uncertainty) \
-        if every_date else check_out(out, mkdir=mkdir)
+    out = check_series_dir(out, mkdir=mkdir, config=cfg, uncertainty=uncertainty,
+                           psf_sigma_m=psf_sigma_m, init_shifts=init_shifts,
+                           report_dir=report_dir) if every_date else check_out(out, mkdir=mkdir)
     cfg.validate()  # bad settings, a missing CUDA too: before any fetch or memory plan
     opts = dict(psf_sigma_m=psf_sigma_m, init_shifts=init_shifts, report_dir=report_dir,
                 uncertainty=uncertainty, every_date=every_date)
@@ -194,9 +199,6 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     if tiles is not None:
         return _fit_tiled(stack, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles, log=log)
     if every_date:
-        if psf_sigma_m == "auto" or init_shifts != "zeros" or report_dir is not None:
-            raise ConfigError("--psf-sigma auto, --init-shifts phasecorr and --report are not "
-                              "available with --every-date")
         return _fit_series(stack, out, cfg=cfg, resolution_m=resolution_m, log=log)
     opts.pop("every_date")
     return _fit_whole(stack, out, cfg=cfg, resolution_m=resolution_m, log=log, **opts)

@@ -56,8 +56,11 @@ def test_target_date_on_an_acquisition_follows_that_date(small_stack, tmp_path):
     (["--uncertainty"], "leave out --uncertainty"),
     (["--tile-size", "16"], "not yet available with tiles"),
     (["--psf-sigma", "auto"], "not available with --every-date"),
+    (["--report", "{tmp}/figs"], "not available with --every-date"),
+    (["--prior", "auto"], "does not choose the prior"),
 ])
 def test_every_date_bad_combinations(small_stack, tmp_path, extra, message):
+    extra = [a.format(tmp=tmp_path) for a in extra]
     r = CliRunner().invoke(main, ["fit", str(small_stack.root), "--out", str(tmp_path / "s"),
                                   "--every-date", *extra])
     assert r.exit_code == 2, r.output
