@@ -118,9 +118,8 @@ def check_series_dir(out: str | os.PathLike, *, mkdir: bool, config: FitConfig,
     if config.target_date is not None:
         raise ConfigError("--every-date renders every date of the stack; leave out "
                           "--target-date")
-    if uncertainty:
-        raise ConfigError("--every-date does not yet write uncertainty maps; leave out "
-                          "--uncertainty")
+    if uncertainty not in (False, True):
+        check_mode(uncertainty)
     if config.prior == AUTO_PRIOR:
         raise ConfigError("--every-date does not choose the prior (--prior auto); pass tv "
                           "or huber")
@@ -199,7 +198,8 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     if tiles is not None:
         return _fit_tiled(stack, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles, log=log)
     if every_date:
-        return _fit_series(stack, out, cfg=cfg, resolution_m=resolution_m, log=log)
+        return _fit_series(stack, out, cfg=cfg, resolution_m=resolution_m, log=log,
+                           uncertainty=opts["uncertainty"])
     opts.pop("every_date")
     return _fit_whole(stack, out, cfg=cfg, resolution_m=resolution_m, log=log, **opts)
 
@@ -301,19 +301,23 @@ def _open(source: Any, *, cfg: FitConfig, cache_dir: Any, log: Callable[[str], N
 
 
 def _fit_series(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
-                log: Callable[[str], None]) -> FitRun:
-    """The series: fits of consecutive dates, every date's scene, shifts and items.json."""
+                log: Callable[[str], None], uncertainty: Any = False) -> FitRun:
+    """The series: fits of consecutive dates, every date's scene (and sigma), shifts and
+    items.json."""
     from splatsr.series import fit_series
 
     series = fit_series(stack, config=cfg)
     run = FitRun(path=out, stack=stack)
-    run.series = series.save(out, resolution_m=resolution_m)
+    run.series = series.save(out, resolution_m=resolution_m, uncertainty=uncertainty)
     rows, cols = output_shape(_extent(stack), resolution_m)
     n_obs = len(stack.observations)
     log(f"wrote {n_obs} COGs ({cols} x {rows} px at {resolution_m:g} m, "
         f"{len(stack.bands)} bands), shifts.csv and {run.series.name} to {out}; "
         f"{n_obs} observations fitted in {len(series.segments)} segment(s) of consecutive "
         f"dates in {series.seconds:.1f} s")
+    if uncertainty:
+        log(f"wrote a <id>.sigma.tif beside each COG: per-pixel 1-sigma uncertainty "
+            f"({_mode(uncertainty)} estimate)")
     return run
 
 
@@ -345,7 +349,8 @@ def _fit_whole(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
         f"{n_obs} observations fitted in {result.seconds:.1f} s; {effective}")
     if uncertainty:
         log(f"wrote {sigma_path(run.path).name}: per-pixel 1-sigma uncertainty "
-            f"({result.uncertainty} estimate, calibrated to cover ~68 % of errors)")
+            f"({result.uncertainty} estimate; its scale set by this stack's spectrum, "
+            f"shifts and noise)")
     if seed_m is not None:
         from splatsr.evaluate.registration import shift_from_seed_m
 

@@ -23,6 +23,7 @@ from splatsr.core.dates import acquisition_index
 from splatsr.core.model import output_shape
 from splatsr.core.products.observed import date_scene
 from splatsr.core.products.series import Segment, fit_segments
+from splatsr.core.products.uncertainty import UncertaintyMode, check_mode, sigma_map
 from splatsr.core.provenance import fit_tags
 from splatsr.errors import ConfigError
 from splatsr.io.export import write_shifts_csv
@@ -66,11 +67,23 @@ class SeriesFit:
         t = self.observation_index(which)
         return self.segment_of(t).scene(self.data, t, resolution_m)
 
-    def save(self, out_dir: str | os.PathLike, *, resolution_m: float = 2.5) -> Path:
+    def sigma_date(self, which: int | str, resolution_m: float = 2.5, *,
+                   mode: UncertaintyMode = "full") -> np.ndarray:
+        """(B, H', W') float32 the 1-sigma map of :meth:`render_date` (its own date counts
+        first; the other dates of its segment as far as it agrees with them; see
+        :mod:`splatsr.core.products.uncertainty`)."""
+        t = self.observation_index(which)
+        seg = self.segment_of(t)
+        return sigma_map(seg.fit, self.data[seg.dates], resolution_m=resolution_m, mode=mode,
+                         own=seg.index_of(t))
+
+    def save(self, out_dir: str | os.PathLike, *, resolution_m: float = 2.5,
+             uncertainty: bool | UncertaintyMode = False) -> Path:
         """Write every date's scene as ``<id>.tif`` in ``out_dir`` (one at a time), the
         shifts as ``shifts.csv`` and ``items.json``, a STAC ItemCollection that odc-stac or
         stackstac load as a (time, band, y, x) cube (:func:`splatsr.io.series.read_series`).
-        Returns the path of ``items.json``."""
+        With ``uncertainty`` (True or a mode) also each date's ``<id>.sigma.tif``
+        (:meth:`sigma_date`), the item's ``sigma`` asset. Returns the path of ``items.json``."""
         st = self.stack
         transform = st.output_transform(resolution_m)
         shape = output_shape((st.height * st.pixel_m, st.width * st.pixel_m), resolution_m)
@@ -81,11 +94,13 @@ class SeriesFit:
                          datetimes=[o.datetime for o in st.observations],
                          shifts_m=self.shifts_m(), extra={"segment": [
                              self.segment_index(t) for t in range(len(st.observations))]})
-        return write_series(out_dir, self._scenes(resolution_m),
+        mode = None if not uncertainty else check_mode("full" if uncertainty is True
+                                                       else str(uncertainty))
+        return write_series(out_dir, self._scenes(resolution_m, mode),
                             grid=SeriesGrid(st.crs, transform, shape, names))
 
-    def _scenes(self, resolution_m: float):
-        """(id, datetime, image, tags) of every date, rendered one at a time."""
+    def _scenes(self, resolution_m: float, mode: UncertaintyMode | None):
+        """(id, datetime, image, tags, sigma or None) of every date, one at a time."""
         for t, o in enumerate(self.stack.observations):
             seg = self.segment_of(t)
             i = seg.index_of(t)
@@ -96,7 +111,10 @@ class SeriesFit:
                                    band_offsets_m=seg.fit.band_offsets_m, anchored=False))
             tags.update(product="observed date scene", observation=o.id, datetime=o.datetime,
                         date_weight=float(seg.fit.obs_weights[i]))
-            yield o.id, o.datetime, ds.render(seg.fit, resolution_m), tags
+            image = ds.render(seg.fit, resolution_m)
+            sigma = None if mode is None else np.where(
+                np.isfinite(image), self.sigma_date(t, resolution_m, mode=mode), np.nan)
+            yield o.id, o.datetime, image, tags, sigma
 
     def shifts_m(self) -> np.ndarray:
         """(T, 2) every date's shift in its segment's fit (each segment mean zero)."""

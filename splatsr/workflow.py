@@ -34,7 +34,7 @@ from splatsr.core.psf import (
     selection_tags,
 )
 from splatsr.core.solver import FitConfig, FitResult, fit_arrays
-from splatsr.core.products.uncertainty import UncertaintyMode, calibration, check_mode, sigma_map
+from splatsr.core.products.uncertainty import UncertaintyMode, check_mode, coefficients, sigma_map
 from splatsr.errors import ConfigError
 from splatsr.io.atomic import write_text_atomic
 from splatsr.io.export import (
@@ -61,7 +61,7 @@ class StackFit(FitResult):
 
     def sigma(self, resolution_m: float = 2.5, *, mode: UncertaintyMode | None = None
               ) -> np.ndarray:
-        """The calibrated per-pixel 1-sigma uncertainty of :meth:`render`: (B, H', W') float32.
+        """The per-pixel 1-sigma uncertainty of :meth:`render`: (B, H', W') float32.
 
         Reflectance units, NaN where the scene is NaN (see :mod:`splatsr.core.products.uncertainty`).
         ``mode``: ``"full"`` (default) or ``"fast"`` (no posterior term, cheaper).
@@ -113,7 +113,7 @@ class StackFit(FitResult):
         st, transform, ids = self._georef(resolution_m)
         mode = mode or self.uncertainty or "full"
         tags = self.tags(resolution_m=resolution_m, ids=ids)
-        tags.update(uncertainty_mode=mode, uncertainty_calibration=calibration(mode))
+        tags.update(uncertainty_mode=mode, uncertainty_components=coefficients(mode))
         return write_sigma_cog(sigma_path(out), self.sigma(resolution_m, mode=mode),
                                crs=st.crs, transform=transform,
                                band_names=list(self.band_names), tags=tags)

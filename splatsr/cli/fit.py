@@ -47,11 +47,12 @@ from splatsr.cli.options import (
 @click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
               help="Also write figures (panels, convergence, shifts) into this folder.")
 @click.option("--uncertainty", is_flag=True,
-              help="Also write OUT's stem + .sigma.tif: the calibrated per-pixel 1-sigma "
-                   "uncertainty of every band (about 68 % of errors are within it).")
+              help="Also write OUT's stem + .sigma.tif (with --every-date: each date's "
+                   "<id>.sigma.tif): the per-pixel 1-sigma uncertainty of every band, its "
+                   "scale set by the stack's own spectrum, shifts and noise.")
 @click.option("--uncertainty-mode", type=click.Choice(["full", "fast"]), default="full",
               show_default=True,
-              help="With --uncertainty: full (posterior + dates + texture) or fast (no "
+              help="With --uncertainty: full (posterior + dates + detail) or fast (no "
                    "posterior term; cheaper on large stacks).")
 @click.option("--tile-size", default=None, type=click.IntRange(min=8), metavar="N",
               help="Fit in overlapping tiles of N x N 10 m pixels on Dask (each tile with "

@@ -225,7 +225,7 @@ def _fit_setting(stack: Stack, data: np.ndarray, idx: np.ndarray, seed_all: np.n
 
 
 def median_sigma(result: FitResult, data: np.ndarray) -> float:
-    """Median of the fit's calibrated 1-sigma map at :data:`COMPARE_M` (all bands)."""
+    """Median of the fit's 1-sigma map at :data:`COMPARE_M` (all bands)."""
     sigma = sigma_map(result, data, resolution_m=COMPARE_M)
     return float(np.nanmedian(sigma))
 
@@ -334,7 +334,7 @@ def write_sweep_tables(rows: list[dict[str, Any]], out_dir: str | os.PathLike, *
         notes.append(f"Held-out observation (never fitted): `{held_id}`.")
     if not truth:
         notes.append("No truth known: PSNR/SSIM are empty.")
-    notes.append("median σ: median of the calibrated per-pixel 1-sigma uncertainty at "
+    notes.append("median σ: median of the per-pixel 1-sigma uncertainty at "
                  f"{COMPARE_M:g} m (reflectance; what `splatsr fit --uncertainty` writes).")
     if skipped:
         notes.append(f"Skipped n_obs {', '.join(map(str, skipped))}: more than the "

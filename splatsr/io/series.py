@@ -4,6 +4,7 @@
 
     DIR/
       <id>.tif      one COG per observation (the conventions of :func:`write_cog`)
+      <id>.sigma.tif  its 1-sigma map, when the series was saved with uncertainty
       items.json    a STAC ItemCollection: one Item per observation, its COG as the asset
                     ``data`` (href relative to DIR), its date, projection and bands
 
@@ -30,11 +31,12 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_geom
 
 from splatsr.io.atomic import write_text_atomic
-from splatsr.io.export import band_order, write_cog
+from splatsr.io.export import band_order, sigma_path, write_cog, write_sigma_cog
 from splatsr.io.text import safe_name
 
 ITEMS_NAME = "items.json"  # the ItemCollection's file name inside the series folder
 ASSET_KEY = "data"  # the COG's asset key in each item
+SIGMA_KEY = "sigma"  # the 1-sigma COG's asset key, when there is one
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,12 @@ class SeriesGrid:
 
 
 def write_series(out_dir: str | os.PathLike,
-                 scenes: Iterable[tuple[str, str, np.ndarray, Mapping[str, Any]]], *,
+                 scenes: Iterable[tuple[str, str, np.ndarray, Mapping[str, Any],
+                                        np.ndarray | None]], *,
                  grid: SeriesGrid) -> Path:
-    """Write each ``(id, datetime, image (B, H, W), tags)`` of ``scenes`` as ``<id>.tif``
-    in ``out_dir`` as it comes (one image in memory at a time), then ``items.json``.
+    """Write each ``(id, datetime, image (B, H, W), tags, sigma (B, H, W) or None)`` of
+    ``scenes`` as ``<id>.tif`` (and ``<id>.sigma.tif``, the item's ``sigma`` asset) in
+    ``out_dir`` as it comes (one image in memory at a time), then ``items.json``.
 
     Returns the path of ``items.json``. Every file is written to a temporary name and
     renamed; the ItemCollection last, so a folder with ``items.json`` is complete.
@@ -59,12 +63,20 @@ def write_series(out_dir: str | os.PathLike,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     items = []
-    for obs_id, when, image, tags in scenes:
+    for obs_id, when, image, tags, sigma in scenes:
         name = f"{safe_name(obs_id)}.tif"
         write_cog(out_dir / name, image, crs=grid.crs, transform=grid.transform,
                   band_names=list(grid.band_names), tags=tags)
-        items.append(series_item(obs_id, when, href=name, grid=grid,
-                                 product=str(tags.get("product", ""))))
+        item = series_item(obs_id, when, href=name, grid=grid,
+                           product=str(tags.get("product", "")))
+        if sigma is not None:
+            sig = sigma_path(out_dir / name)
+            write_sigma_cog(sig, sigma, crs=grid.crs, transform=grid.transform,
+                            band_names=list(grid.band_names), tags=tags)
+            item.add_asset(SIGMA_KEY, pystac.Asset(
+                href=sig.name, media_type=pystac.MediaType.COG, roles=["uncertainty"],
+                title="per-pixel 1-sigma uncertainty (reflectance)"))
+        items.append(item)
     collection = pystac.ItemCollection(items)
     path = out_dir / ITEMS_NAME
     write_text_atomic(path, json.dumps(collection.to_dict(transform_hrefs=False), indent=1))

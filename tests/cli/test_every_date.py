@@ -41,6 +41,28 @@ def test_every_date_writes_a_cog_per_date_and_items(small_stack, tmp_path):
     np.testing.assert_allclose(series.render_date(obs[3].id, 5.0)[::-1], img, atol=1e-6)
 
 
+def test_every_date_with_uncertainty_writes_each_dates_sigma(small_stack, tmp_path):
+    out = tmp_path / "series"
+    r = run("fit", small_stack.root, "--out", out, "--every-date", "--resolution", 5,
+            "--uncertainty", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "sigma.tif beside each COG" in r.output
+    obs = small_stack.observations
+    items = read_series(out)
+    for item, o in zip(items, obs):
+        assert item.assets["sigma"].href == str(out / f"{o.id}.sigma.tif")
+    with rasterio.open(out / f"{obs[3].id}.tif") as a, \
+            rasterio.open(out / f"{obs[3].id}.sigma.tif") as s:
+        assert a.transform == s.transform and a.shape == s.shape and a.crs == s.crs
+        assert s.descriptions == ("B04 sigma", "B03 sigma")
+        sig = s.read()
+    assert np.isfinite(sig).all() and (sig > 0).all()
+    # the Python API gives the same map for that date (bands in stack order)
+    series = splatsr.fit_series(small_stack.root, adam_steps=30, lbfgs_iters=15,
+                                coarse_levels=0)
+    np.testing.assert_allclose(series.sigma_date(obs[3].id, 5.0)[::-1], sig, rtol=1e-5)
+
+
 def test_target_date_on_an_acquisition_follows_that_date(small_stack, tmp_path):
     day = small_stack.observations[2].datetime[:10]
     out = tmp_path / "t.tif"
@@ -53,7 +75,6 @@ def test_target_date_on_an_acquisition_follows_that_date(small_stack, tmp_path):
 
 @pytest.mark.parametrize("extra,message", [
     (["--target-date", "2019-06-01"], "leave out --target-date"),
-    (["--uncertainty"], "leave out --uncertainty"),
     (["--tile-size", "16"], "not yet available with tiles"),
     (["--psf-sigma", "auto"], "not available with --every-date"),
     (["--report", "{tmp}/figs"], "not available with --every-date"),
