@@ -14,14 +14,15 @@ from splatsr.io.series import ITEMS_NAME, SeriesGrid, read_series, write_series
 BANDS = ("B02", "B03", "B04", "B08")
 
 
-def _series(tmp_path, n=3):
+def _series(tmp_path, n=3, sigma=False):
     grid = SeriesGrid("EPSG:32631", Affine(2.5, 0, 574680.0, 0, -2.5, 5622440.0), (24, 20),
                       BANDS)
     rng = np.random.default_rng(0)
     images = [rng.uniform(0.0, 0.3, (4, 24, 20)).astype(np.float32) for _ in range(n)]
     images[1][:, :3, :3] = np.nan
     when = [f"2019-0{k + 4}-16T10:30:00Z" for k in range(n)]
-    path = write_series(tmp_path / "series", ((f"d{k}", when[k], images[k], {"product": "x"})
+    path = write_series(tmp_path / "series", ((f"d{k}", when[k], images[k], {"product": "x"},
+                                               0.1 * images[k] if sigma else None)
                                               for k in range(n)), grid=grid)
     return path, images, when
 
@@ -53,3 +54,16 @@ def test_odc_stac_loads_the_series_as_a_cube(tmp_path):
     assert cube.shape == (3, 4, 24, 20)
     for t in range(3):
         np.testing.assert_array_equal(cube.values[t], images[t])
+
+
+def test_a_series_with_uncertainty_has_a_sigma_asset_per_item(tmp_path):
+    path, images, _ = _series(tmp_path, sigma=True)
+    item = json.loads(path.read_text())["features"][1]
+    assert item["assets"]["sigma"]["href"] == "d1.sigma.tif"
+    assert item["assets"]["sigma"]["roles"] == ["uncertainty"]
+    with rasterio.open(path.parent / "d1.tif") as a, \
+            rasterio.open(path.parent / "d1.sigma.tif") as s:
+        assert a.transform == s.transform and a.crs == s.crs and a.shape == s.shape
+        assert s.descriptions == ("B04 sigma", "B03 sigma", "B02 sigma", "B08 sigma")
+        np.testing.assert_allclose(s.read(3), 0.1 * images[1][0])  # B02, NaN included
+    assert not read_series(path.parent)[0].assets["sigma"].href.startswith("d0")  # absolute
