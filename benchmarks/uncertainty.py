@@ -268,7 +268,8 @@ def fast_mode() -> list[dict]:
         for name, case in CASES.items():
             data = case_data(crops[i], seed=10 + i, **case)
             res = fit_arrays(data, pixel_m=PIXEL_M, config=FitConfig())
-            sigma = fit_uncertainty(res, data, resolution_m=TRUTH_M, mode="fast").sigma(coefficients("fast"))
+            parts = fit_uncertainty(res, data, resolution_m=TRUTH_M, mode="fast")
+            sigma = parts.sigma(coefficients("fast"))
             rows.append(dict(kind="fast", scene=i, case=name,
                              **scores(res.render(TRUTH_M)[0], sigma[0], crops[i])))
     return rows

@@ -1,4 +1,4 @@
-"""How much of the scene's fine detail a stack resolves: its expected error, frequency by frequency.
+"""How much of the scene's fine detail a stack resolves: its expected error per frequency.
 
 The trust map's scale comes from the stack, not from constants calibrated on other scenes:
 

@@ -1,4 +1,4 @@
-"""A per-pixel 1-sigma uncertainty of the rendered scene (the "trust map"), from the fit and its stack.
+"""A per-pixel 1-sigma uncertainty of the rendered scene (the "trust map"), from fit and stack.
 
 Three variance components, each an array over the output grid (B, H', W') in reflectance^2,
 added with weight 1 (no calibration constants)::
@@ -19,14 +19,15 @@ added with weight 1 (no calibration constants)::
   is masked, the spread of the dates ``sum_t u_t r_t^2 / sum_t u_t`` (its state there is
   unknown by as much as dates differ).
 * **detail** -- the expected error of the fine detail, from the stack's own evidence
-  (:mod:`splatsr.core.products.error_spectrum`): the scene's power-law spectrum fitted on its
-  composite, and how far the dates that see each pixel (their shifts, the PSF, the noise) pin
-  down the frequencies beyond the 10 m band; spread over the scene like the posterior
-  (``fast`` mode: like the local texture). For a date's own scene, the other dates count
-  only as far as the date agrees with the shared scene.
+  (:mod:`splatsr.core.products.error_spectrum`): the scene's power-law spectrum fitted on
+  two halves of its dates, and how far the dates that see each pixel (their shifts, the PSF,
+  the noise) pin down the frequencies beyond the 10 m band; spread over the scene like the
+  posterior (``fast`` mode: like the local texture). For a date's own scene, the other dates
+  count only as far as the date agrees with the shared scene.
 
-All functions take and return arrays; no files. The cost is dominated by two banded (sparse)
-matrix products per date and band (a few per cent of a fit's time).
+All functions take and return arrays; no files. The cost: two banded (sparse) matrix products
+per date and band, and a few hundred small inversions per date for the detail term (2-15 %
+of a fit's time, measured in docs/uncertainty.md).
 """
 
 from __future__ import annotations
