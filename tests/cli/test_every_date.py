@@ -73,6 +73,19 @@ def test_target_date_on_an_acquisition_follows_that_date(small_stack, tmp_path):
         assert src.tags()["target_date"] == day
 
 
+def test_target_date_on_an_acquisition_with_uncertainty(small_stack, tmp_path):
+    """The observed-date product's sigma: that date's own scene, through the CLI."""
+    day = small_stack.observations[2].datetime[:10]
+    out = tmp_path / "t.tif"
+    r = run("fit", small_stack.root, "--out", out, "--target-date", day, "--resolution", 5,
+            "--uncertainty", *FAST)
+    assert r.exit_code == 0, r.output
+    with rasterio.open(out) as a, rasterio.open(tmp_path / "t.sigma.tif") as s:
+        assert a.shape == s.shape and s.tags()["uncertainty_mode"] == "full"
+        sig = s.read()
+    assert np.isfinite(sig).all() and (sig > 0).all()
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--target-date", "2019-06-01"], "leave out --target-date"),
     (["--tile-size", "16"], "not yet available with tiles"),
