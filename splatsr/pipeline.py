@@ -30,7 +30,7 @@ from splatsr.core import memory
 from splatsr.core.model import output_shape
 from splatsr.core.config import AUTO_PRIOR
 from splatsr.core.solver import FitConfig
-from splatsr.core.products.uncertainty import check_mode
+from splatsr.core.products.uncertainty import as_mode
 from splatsr.errors import ConfigError
 from splatsr.io.export import sigma_path
 from splatsr.io.stack import Stack, read_stack
@@ -118,8 +118,7 @@ def check_series_dir(out: str | os.PathLike, *, mkdir: bool, config: FitConfig,
     if config.target_date is not None:
         raise ConfigError("--every-date renders every date of the stack; leave out "
                           "--target-date")
-    if uncertainty not in (False, True):
-        check_mode(uncertainty)
+    as_mode(uncertainty)  # a bad mode fails here, before any work
     if config.prior == AUTO_PRIOR:
         raise ConfigError("--every-date does not choose the prior (--prior auto); pass tv "
                           "or huber")
@@ -264,8 +263,7 @@ def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
             raise ConfigError(f"unknown STAC query key(s): {', '.join(unknown)}")
     if init_shifts not in ("zeros", "phasecorr"):
         raise ConfigError(f"init_shifts must be 'zeros' or 'phasecorr', got {init_shifts!r}")
-    if uncertainty not in (False, True):
-        check_mode(uncertainty)
+    as_mode(uncertainty)  # a bad mode fails here, before any work
     if tiles is None:
         return None
     if psf_sigma_m == "auto":
@@ -280,7 +278,7 @@ def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
     if every_date:
         raise ConfigError("--every-date is not yet available with tiles (--tile-size, or a "
                           "stack too large for one fit); fit a smaller area")
-    return replace(tiles, uncertainty=_mode(uncertainty))
+    return replace(tiles, uncertainty=as_mode(uncertainty))
 
 
 def _extent(stack: Stack) -> tuple[float, float]:
@@ -317,7 +315,7 @@ def _fit_series(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
         f"dates in {series.seconds:.1f} s")
     if uncertainty:
         log(f"wrote a <id>.sigma.tif beside each COG: per-pixel 1-sigma uncertainty "
-            f"({_mode(uncertainty)} estimate)")
+            f"({as_mode(uncertainty)} estimate)")
     return run
 
 
@@ -420,11 +418,6 @@ def _fit_query_tiled(query: Mapping[str, Any], out: Path, *, cfg: FitConfig,
     res = fit_aoi_tiled(**q, **_tile_kwargs(out, cfg, resolution_m, tiles))
     log(tiled_summary(res))
     return FitRun(path=res.path, tiled=res)
-
-
-def _mode(uncertainty: bool | str) -> str | None:
-    """``run_fit``'s ``uncertainty`` as a mode name, or None."""
-    return None if not uncertainty else "full" if uncertainty is True else str(uncertainty)
 
 
 def tiled_summary(res: TiledResult) -> str:

@@ -23,7 +23,7 @@ from splatsr.core.dates import acquisition_index
 from splatsr.core.model import output_shape
 from splatsr.core.products.observed import date_scene
 from splatsr.core.products.series import Segment, fit_segments
-from splatsr.core.products.uncertainty import UncertaintyMode, check_mode, sigma_map
+from splatsr.core.products.uncertainty import UncertaintyMode, as_mode, sigma_map
 from splatsr.core.provenance import fit_tags
 from splatsr.errors import ConfigError
 from splatsr.io.export import write_shifts_csv
@@ -94,9 +94,7 @@ class SeriesFit:
                          datetimes=[o.datetime for o in st.observations],
                          shifts_m=self.shifts_m(), extra={"segment": [
                              self.segment_index(t) for t in range(len(st.observations))]})
-        mode = None if not uncertainty else check_mode("full" if uncertainty is True
-                                                       else str(uncertainty))
-        return write_series(out_dir, self._scenes(resolution_m, mode),
+        return write_series(out_dir, self._scenes(resolution_m, as_mode(uncertainty)),
                             grid=SeriesGrid(st.crs, transform, shape, names))
 
     def _scenes(self, resolution_m: float, mode: UncertaintyMode | None):

@@ -34,7 +34,7 @@ from splatsr.core.psf import (
     selection_tags,
 )
 from splatsr.core.solver import FitConfig, FitResult, fit_arrays
-from splatsr.core.products.uncertainty import UncertaintyMode, check_mode, coefficients, sigma_map
+from splatsr.core.products.uncertainty import UncertaintyMode, as_mode, coefficients, sigma_map
 from splatsr.errors import ConfigError
 from splatsr.io.atomic import write_text_atomic
 from splatsr.io.export import (
@@ -101,10 +101,9 @@ class StackFit(FitResult):
         path = write_cog(out, image, crs=st.crs, transform=transform,
                          band_names=list(self.band_names),
                          tags=self.tags(resolution_m=resolution_m, ids=ids))
-        mode = self.uncertainty if uncertainty is None else uncertainty
+        mode = as_mode(self.uncertainty if uncertainty is None else uncertainty)
         if mode:
-            self.save_sigma(out, resolution_m=resolution_m,
-                            mode="full" if mode is True else mode)
+            self.save_sigma(out, resolution_m=resolution_m, mode=mode)
         return path
 
     def save_sigma(self, out: str | os.PathLike, *, resolution_m: float = 2.5,
@@ -242,7 +241,7 @@ def fit(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
 def _keep_for_sigma(out: StackFit, uncertainty: bool | str, data: np.ndarray) -> StackFit:
     """Set ``out.uncertainty`` and keep ``data`` when an uncertainty map is asked for."""
     if uncertainty:
-        out.uncertainty = check_mode("full" if uncertainty is True else uncertainty)
+        out.uncertainty = as_mode(uncertainty)
         out.data = data
     return out
 

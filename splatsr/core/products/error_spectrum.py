@@ -221,16 +221,15 @@ def detail_variance(data: np.ndarray, shifts_m: np.ndarray, *, pixel_m: float, f
     T = data.shape[0]
     weights = np.clip(np.asarray(date_weights, np.float64), 0.0, 1.0)
     shape = texture_shape(data, factor=factor) if shape is None else shape
-    comp = median_composite(data)
+    halves = [slice(0, None, 2), slice(1, None, 2)] if T > 1 else [slice(None)] * 2
     out = []
     for b in range(data.shape[1]):
         valid = np.isfinite(data[:, b])
         noise_var = noise_sigma(data[:, b]) ** 2
         # median composites of two halves of the dates (one date: itself twice)
-        halves = [median_composite(data[k::2, b:b + 1])[0] for k in (0, 1)] if T > 1 \
-            else [comp[b], comp[b]]
-        spectrum = fit_scene_spectrum(*halves, pixel_m=pixel_m, psf_sigma_m=psf_sigma_m[b],
-                                      factor=factor)
+        first, second = (median_composite(data[h, b:b + 1])[0] for h in halves)
+        spectrum = fit_scene_spectrum(first, second, pixel_m=pixel_m,
+                                      psf_sigma_m=psf_sigma_m[b], factor=factor)
         share = valid.mean((1, 2)) * weights
         order = [t for t in np.argsort(-share, kind="stable") if t != own]
         order = ([own] if own is not None else []) + order

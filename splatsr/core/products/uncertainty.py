@@ -62,6 +62,14 @@ def check_mode(mode: str) -> UncertaintyMode:
     return mode  # type: ignore[return-value]
 
 
+def as_mode(uncertainty: bool | str | None) -> UncertaintyMode | None:
+    """An ``uncertainty=`` option as a mode: None when off, ``"full"`` for True, else the
+    mode named, checked (:func:`check_mode`)."""
+    if not uncertainty:
+        return None
+    return check_mode("full" if uncertainty is True else uncertainty)  # type: ignore[arg-type]
+
+
 def coefficients(mode: str) -> dict[str, float]:
     """The combination's coefficients of ``mode``: 1 for each component it adds."""
     used = COMPONENTS if check_mode(mode) == "full" else COMPONENTS[1:]
