@@ -41,7 +41,7 @@ from _common import RESULTS, ROOT, machine  # noqa: E402
 from baselines import bicubic_median  # noqa: E402
 from real_series import FACTOR, MIN_CLEAR, PIXEL_M, SCENE_M, Series, load_series, observe  # noqa: E402,E501
 
-from splatsr.core.products.series import fit_segments  # noqa: E402
+from splatsr.core.products.series import fit_segments, plan_from_data  # noqa: E402
 from splatsr.core.solver import FitConfig, fit_arrays  # noqa: E402
 from splatsr.evaluate.metrics import cpsnr  # noqa: E402
 from splatsr.pipeline import OUTLIER_WEIGHT  # noqa: E402
@@ -97,11 +97,12 @@ def run_window(s: Series, season: str, asked: str, n: int) -> dict:
         row[f"{name}_s"] = sec
     shared, fit_s = fit(obs, dates, s.bands)  # the default fit: the time reference
     t0 = time.perf_counter()
-    segments = fit_segments(obs, pixel_m=PIXEL_M, config=FitConfig(), dates=dates,
+    plan = plan_from_data(obs, pixel_m=PIXEL_M, config=FitConfig(), dates=dates)
+    segments = fit_segments(obs, pixel_m=PIXEL_M, plan=plan, dates=dates,
                             band_names=tuple(s.bands))
     per_date = []
     for k in range(len(idx)):
-        seg = next(g for g in segments if k in g.dates)
+        seg = next(g for g in segments if g.renders(k))
         i = seg.index_of(k)
         img = seg.scene(obs, k, SCENE_M)
         clear = float(np.isfinite(obs[k]).mean())

@@ -195,7 +195,8 @@ def run_fit(source: Stack | str | os.PathLike | Mapping[str, Any], out: str | os
     output_shape(_extent(stack), resolution_m)  # fail before a long fit, not after
     tiles = tiles or _auto_tiles(source, stack, cfg, opts, log)
     if tiles is not None:
-        return _fit_tiled(stack, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles, log=log)
+        return _fit_tiled(stack, out, cfg=cfg, resolution_m=resolution_m, tiles=tiles, log=log,
+                          every_date=every_date)
     if every_date:
         return _fit_series(stack, out, cfg=cfg, resolution_m=resolution_m, log=log,
                            uncertainty=opts["uncertainty"])
@@ -275,9 +276,9 @@ def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
     if prior == AUTO_PRIOR:
         raise ConfigError("--prior auto is not available with tiles (--tile-size, or a "
                           "stack too large for one fit); pass tv or huber")
-    if every_date:
-        raise ConfigError("--every-date is not yet available with tiles (--tile-size, or a "
-                          "stack too large for one fit); fit a smaller area")
+    if every_date and isinstance(source, Mapping):
+        raise ConfigError("--every-date with --tile-size needs a stack on disk: fetch it "
+                          "first (splatsr fetch), then fit the stack directory")
     return replace(tiles, uncertainty=as_mode(uncertainty))
 
 
@@ -398,10 +399,21 @@ def _tile_kwargs(out: Path, cfg: FitConfig, resolution_m: float,
 
 
 def _fit_tiled(stack: Stack, out: Path, *, cfg: FitConfig, resolution_m: float,
-               tiles: TileOptions, log: Callable[[str], None]) -> FitRun:
+               tiles: TileOptions, log: Callable[[str], None], every_date: bool = False
+               ) -> FitRun:
+    kwargs = _tile_kwargs(out, cfg, resolution_m, tiles)
+    if every_date:
+        from splatsr.tiles.series import fit_series_tiled
+
+        res = fit_series_tiled(stack, out_dir=kwargs.pop("out"), **kwargs)
+        log(f"wrote {len(res.observations)} mosaic COGs, shifts.csv, "
+            f"{res.tile_shifts_csv.name}, {res.shifts_tif.name} and {res.path.name} to "
+            f"{res.path.parent}" + (" (and each date's <id>.sigma.tif)" if res.uncertainty
+                                   else "") + f": {_tile_counts(res)}")
+        return FitRun(path=out, stack=stack, tiled=res, series=res.path)
     from splatsr.tiles.run import fit_tiled
 
-    res = fit_tiled(stack, **_tile_kwargs(out, cfg, resolution_m, tiles))
+    res = fit_tiled(stack, **kwargs)
     log(tiled_summary(res))
     return FitRun(path=res.path, stack=stack, tiled=res)
 
@@ -424,7 +436,10 @@ def tiled_summary(res: TiledResult) -> str:
     """The one-line summary of a tiled fit."""
     sigma = f"{res.sigma_tif.name}, " if res.sigma_tif is not None else ""
     return (f"wrote {res.path}, {res.path.stem}.shifts.csv, {sigma}"
-            f"{res.tile_shifts_csv.name} and {res.shifts_tif.name}: "
-            f"{len(res.tiles)} tiles ({len(res.fitted)} fitted, {len(res.reused)} reused "
+            f"{res.tile_shifts_csv.name} and {res.shifts_tif.name}: {_tile_counts(res)}")
+
+
+def _tile_counts(res: TiledResult) -> str:
+    return (f"{len(res.tiles)} tiles ({len(res.fitted)} fitted, {len(res.reused)} reused "
             f"from {res.store}, {len(res.empty)} empty) of {len(res.observations)} "
             f"observations in {res.seconds:.1f} s")

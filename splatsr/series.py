@@ -22,7 +22,7 @@ from splatsr.core.config import FitConfig
 from splatsr.core.dates import acquisition_index
 from splatsr.core.model import output_shape
 from splatsr.core.products.observed import date_scene
-from splatsr.core.products.series import Segment, fit_segments
+from splatsr.core.products.series import Segment, fit_segments, plan_from_data
 from splatsr.core.products.uncertainty import UncertaintyMode, as_mode, sigma_map
 from splatsr.core.provenance import fit_tags
 from splatsr.errors import ConfigError
@@ -44,7 +44,7 @@ class SeriesFit:
 
     def segment_index(self, t: int) -> int:
         """The index in :attr:`segments` of the segment whose fit holds date ``t``."""
-        return next(i for i, s in enumerate(self.segments) if t in s.dates)
+        return next(i for i, s in enumerate(self.segments) if s.renders(t))
 
     def segment_of(self, t: int) -> Segment:
         """The segment whose fit holds date ``t``."""
@@ -117,8 +117,9 @@ class SeriesFit:
     def shifts_m(self) -> np.ndarray:
         """(T, 2) every date's shift in its segment's fit (each segment mean zero)."""
         out = np.full((len(self.data), 2), np.nan)
-        for s in self.segments:
-            out[s.dates] = s.fit.reported_shifts_m()
+        for t in range(len(self.data)):
+            seg = self.segment_of(t)
+            out[t] = seg.fit.reported_shifts_m()[seg.index_of(t)]
         return out
 
     def to_xarray(self, resolution_m: float = 2.5) -> Any:
@@ -172,7 +173,8 @@ def observation_index(stack: Stack, which: int | str, *,
 def fit_series(stack: Stack | str | os.PathLike, *, config: FitConfig | None = None,
                **overrides: Any) -> SeriesFit:
     """Fit a stack (directory or :class:`Stack`) for its series product: segments of
-    consecutive dates (:func:`splatsr.core.products.series.fit_segments`).
+    consecutive dates (:func:`splatsr.core.products.series.fit_segments`); with
+    ``--tile-size``: :func:`splatsr.tiles.series.fit_series_tiled`.
 
     ``overrides`` are :class:`FitConfig` fields (e.g. ``psf_sigma_m=4.0``).
 
@@ -190,6 +192,8 @@ def fit_series(stack: Stack | str | os.PathLike, *, config: FitConfig | None = N
     cfg.validate()
     data = stack.load()
     t0 = time.perf_counter()
-    segments = fit_segments(data, pixel_m=stack.pixel_m, config=cfg, band_names=stack.bands,
-                            dates=[o.datetime for o in stack.observations])
+    dates = [o.datetime for o in stack.observations]
+    plan = plan_from_data(data, pixel_m=stack.pixel_m, config=cfg, dates=dates)
+    segments = fit_segments(data, pixel_m=stack.pixel_m, plan=plan, band_names=stack.bands,
+                            dates=dates)
     return SeriesFit(stack, data, segments, cfg, time.perf_counter() - t0)

@@ -26,7 +26,7 @@ from splatsr.cli.options import (
 @click.option("--every-date", is_flag=True,
               help="Write every observation's scene, sharpened (fits of consecutive dates): "
                    "OUT is a folder of one COG per observation, shifts.csv and items.json (a "
-                   "STAC ItemCollection).")
+                   "STAC ItemCollection). With --tile-size one mosaic per observation.")
 @click.option("--mkdir", is_flag=True, help="Create OUT's folder if it does not exist.")
 @click.option("--sample", is_flag=True, help="Fit the small real stack bundled with splatsr.")
 @query_options(required=False)

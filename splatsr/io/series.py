@@ -64,28 +64,35 @@ def write_series(out_dir: str | os.PathLike,
     out_dir.mkdir(parents=True, exist_ok=True)
     items = []
     for obs_id, when, image, tags, sigma in scenes:
-        name = f"{safe_name(obs_id)}.tif"
+        name = series_name(obs_id)
         write_cog(out_dir / name, image, crs=grid.crs, transform=grid.transform,
                   band_names=list(grid.band_names), tags=tags)
-        item = series_item(obs_id, when, href=name, grid=grid,
-                           product=str(tags.get("product", "")))
-        if sigma is not None:
-            sig = sigma_path(out_dir / name)
-            write_sigma_cog(sig, sigma, crs=grid.crs, transform=grid.transform,
-                            band_names=list(grid.band_names), tags=tags)
-            item.add_asset(SIGMA_KEY, pystac.Asset(
-                href=sig.name, media_type=pystac.MediaType.COG, roles=["uncertainty"],
-                title="per-pixel 1-sigma uncertainty (reflectance)"))
-        items.append(item)
+        sig = None if sigma is None else write_sigma_cog(
+            sigma_path(out_dir / name), sigma, crs=grid.crs, transform=grid.transform,
+            band_names=list(grid.band_names), tags=tags)
+        items.append(series_item(obs_id, when, href=name, grid=grid,
+                                 product=str(tags.get("product", "")),
+                                 sigma_href=None if sig is None else sig.name))
+    return write_items(out_dir, items)
+
+
+def series_name(obs_id: str) -> str:
+    """The file name of an observation's COG in a series folder: ``<id>.tif``."""
+    return f"{safe_name(obs_id)}.tif"
+
+
+def write_items(out_dir: str | os.PathLike, items: list[pystac.Item]) -> Path:
+    """Write ``items`` as the series folder's ``items.json`` (hrefs kept relative); its path."""
     collection = pystac.ItemCollection(items)
-    path = out_dir / ITEMS_NAME
+    path = Path(out_dir) / ITEMS_NAME
     write_text_atomic(path, json.dumps(collection.to_dict(transform_hrefs=False), indent=1))
     return path
 
 
 def series_item(obs_id: str, when: str, *, href: str, grid: SeriesGrid,
-                product: str = "") -> pystac.Item:
-    """One observation's STAC Item: footprint in WGS 84, date, projection, bands, asset."""
+                product: str = "", sigma_href: str | None = None) -> pystac.Item:
+    """One observation's STAC Item: footprint in WGS 84, date, projection, bands, asset
+    ``data`` at ``href`` (and ``sigma`` at ``sigma_href``)."""
     rows, cols = grid.shape
     t = grid.transform
     x0, y0 = t.c, t.f
@@ -112,6 +119,10 @@ def series_item(obs_id: str, when: str, *, href: str, grid: SeriesGrid,
         bands=[RasterBand.create(data_type=DataType.FLOAT32, nodata=float("nan"),
                                  spatial_resolution=abs(t.a), unit="reflectance")
                for _ in names])
+    if sigma_href is not None:
+        item.add_asset(SIGMA_KEY, pystac.Asset(
+            href=sigma_href, media_type=pystac.MediaType.COG, roles=["uncertainty"],
+            title="per-pixel 1-sigma uncertainty (reflectance)"))
     return item
 
 

@@ -42,6 +42,7 @@ class StackChoices:
     inputs: InputReport
     config: FitConfig  # change layer and time window resolved (as set, for remote scenes)
     band_offsets_m: np.ndarray | None = None  # (B, 2), or None: each tile estimates its own
+    valid_fraction: np.ndarray | None = None  # (T,) each date's valid share (None: remote)
 
 
 def stack_choices(source: TileSource, config: FitConfig) -> StackChoices:
@@ -55,9 +56,10 @@ def stack_choices(source: TileSource, config: FitConfig) -> StackChoices:
     data = source.stack.load()  # (T, B, H, W)
     inputs = inspect_stack(data, band_names=source.bands, dates=source.datetimes,
                            target_date=config.target_date)
+    valid = np.isfinite(data).reshape(T, -1).mean(axis=1)  # (T,)
     used_d, used_b = inputs.used_dates, inputs.used_bands
     if used_d.sum() < 2 or not used_b.any():
-        return StackChoices(inputs, config)  # the tiles' fits say what is missing
+        return StackChoices(inputs, config, valid_fraction=valid)  # the tiles' fits say why
     data = data[used_d][:, used_b]
     dates = [d for d, u in zip(source.datetimes, used_d) if u]
     cfg = config.with_change_cell(data, pixel_m=source.pixel_m).with_time_window(data,
@@ -66,7 +68,7 @@ def stack_choices(source: TileSource, config: FitConfig) -> StackChoices:
     if cfg.band_offsets and used_b.sum() > 1:
         offsets = np.zeros((B, 2))
         offsets[used_b] = band_offsets(data, pixel_m=source.pixel_m)
-    return StackChoices(inputs, cfg, offsets)
+    return StackChoices(inputs, cfg, offsets, valid)
 
 
 def warn_shift_limit(shifts_m: np.ndarray, labels: tuple[str, ...]) -> None:

@@ -13,6 +13,7 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -37,11 +38,14 @@ MOSAIC_BLOCK_PX = 2048  # output pixels per side of one mosaic window (a multipl
 def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[str, str],
                  metas: dict[str, dict], *, out: str | os.PathLike, store: Path, factor: int,
                  overlap: int, config: FitConfig, sigma: str | None = None,
-                 band_offsets_m: np.ndarray | None = None) -> Path:
+                 band_offsets_m: np.ndarray | None = None, date: int | None = None,
+                 extra_tags: dict[str, Any] | None = None) -> Path:
     """Blend the stored tiles into a COG at ``out``, one window at a time.
 
     Its tags are a whole-stack fit's (:func:`~splatsr.core.provenance.fit_tags` of the
-    resolved ``config`` and the whole stack's ``band_offsets_m``) plus the tiling.
+    resolved ``config`` and the whole stack's ``band_offsets_m``) plus the tiling, updated
+    with ``extra_tags``. ``date``: the tiles store a series, (T, B, rows, cols) each; blend
+    date ``date`` (:mod:`splatsr.tiles.series`).
 
     With ``sigma`` (the uncertainty mode the tiles were fitted with) blend their stored 1-sigma
     maps instead: the blend weights average the variances, ``sqrt(sum w s^2 / sum w)``.
@@ -63,6 +67,8 @@ def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[s
     tags = _mosaic_tags(grid.ids, grid.datetimes, tiles, config=config, overlap=overlap,
                         res_m=res_m, sigma=sigma, bands=grid.bands,
                         band_offsets_m=band_offsets_m)
+    tags.update({k: v if isinstance(v, str) else json.dumps(v)
+                 for k, v in (extra_tags or {}).items()})
     live = [t for t in tiles if metas[t.id]["status"] == "fitted"]
     cog_block = next(b for b in (256, 128, 64, 16) if min(H, W) >= b or b == 16)
     weights = {t.id: (blend_weights(t.rows, factor=f, ramp_px=overlap, start_open=not t.top,
@@ -87,7 +93,8 @@ def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[s
                 for c0 in range(0, W, MOSAIC_BLOCK_PX):
                     h, w = min(MOSAIC_BLOCK_PX, H - r0), min(MOSAIC_BLOCK_PX, W - c0)
                     block = _blend_window(live, weights, keys, store=store, f=f, order=order,
-                                          window=Window(c0, r0, w, h), sigma=bool(sigma))
+                                          window=Window(c0, r0, w, h), sigma=bool(sigma),
+                                          date=date)
                     dst.write(block, window=Window(c0, r0, w, h))
         with atomic_path(out) as tmp:
             rasterio.shutil.copy(gtiff, tmp, driver="COG", COMPRESS="DEFLATE",
@@ -123,17 +130,19 @@ def _mosaic_tags(ids: Sequence[str], datetimes: Sequence[str], tiles: Sequence[T
 
 def _blend_window(live: Sequence[Tile], weights: dict[str, tuple[np.ndarray, np.ndarray]],
                   keys: dict[str, str], *, store: Path, f: int, order: list[int],
-                  window: Window, sigma: bool = False) -> np.ndarray:
+                  window: Window, sigma: bool = False, date: int | None = None
+                  ) -> np.ndarray:
     """The blended float32 (B, h, w) output ``window``, NaN where no tile covers it.
 
-    With ``sigma`` the tiles' 1-sigma maps, blended in variance.
+    With ``sigma`` the tiles' 1-sigma maps, blended in variance; ``date``: of that date of
+    the stored series.
     """
     r0, c0, h, w = window.row_off, window.col_off, window.height, window.width
     acc = np.zeros((len(order), h, w))
     wsum = np.zeros((len(order), h, w))  # per band: a band NaN in every tile stays NaN
     for t in live:
         _accumulate(acc, wsum, t, weights[t.id], store, keys[t.id], f, r0, c0, order,
-                    sigma=sigma)
+                    sigma=sigma, date=date)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(wsum > 0, acc / wsum, np.nan)
     return (np.sqrt(out) if sigma else out).astype(np.float32)
@@ -141,8 +150,9 @@ def _blend_window(live: Sequence[Tile], weights: dict[str, tuple[np.ndarray, np.
 
 def _accumulate(acc: np.ndarray, wsum: np.ndarray, t: Tile, w: tuple[np.ndarray, np.ndarray],
                 store: Path, key: str, f: int, r0: int, c0: int, order: list[int],
-                sigma: bool = False) -> None:
-    """Add tile ``t``'s weighted image (or variance) to the window at (r0, c0)."""
+                sigma: bool = False, date: int | None = None) -> None:
+    """Add tile ``t``'s weighted image (or variance; of date ``date`` of a series) to the
+    window at (r0, c0)."""
     h, w_ = wsum.shape[1:]
     tr0, tc0 = t.row0 * f, t.col0 * f
     a0, a1 = max(r0, tr0), min(r0 + h, tr0 + t.rows * f)
@@ -151,6 +161,7 @@ def _accumulate(acc: np.ndarray, wsum: np.ndarray, t: Tile, w: tuple[np.ndarray,
         return
     path = entry_paths(store, t, key)[1]
     img = np.load(sigma_entry_path(path) if sigma else path, mmap_mode="r")  # (B, rows f, cols f)
+    img = img if date is None else img[date]  # a series: (T, B, rows f, cols f)
     part = np.asarray(img[:, a0 - tr0:a1 - tr0, b0 - tc0:b1 - tc0], np.float64)[order]
     part = part * part if sigma else part
     ww = np.outer(w[0][a0 - tr0:a1 - tr0], w[1][b0 - tc0:b1 - tc0])
@@ -161,8 +172,11 @@ def _accumulate(acc: np.ndarray, wsum: np.ndarray, t: Tile, w: tuple[np.ndarray,
 
 
 def write_shifts(source: Stack | TileSource, tiles: Sequence[Tile], metas: dict[str, dict], *,
-                 out: str | os.PathLike) -> tuple[np.ndarray, Path, Path]:
-    """Per-date mean shifts CSV, per-tile shift table CSV and a shifts-per-date GeoTIFF.
+                 out: str | os.PathLike, in_folder: bool = False
+                 ) -> tuple[np.ndarray, Path, Path]:
+    """Per-date mean shifts CSV, per-tile shift table CSV and a shifts-per-date GeoTIFF:
+    ``<out stem>.shifts.csv``, ``.tile_shifts.csv`` and ``.shifts.tif`` beside ``out``, or
+    with ``in_folder`` ``shifts.csv``, ``tile_shifts.csv`` and ``shifts.tif`` in ``out``.
 
     Returns
     -------
@@ -173,6 +187,10 @@ def write_shifts(source: Stack | TileSource, tiles: Sequence[Tile], metas: dict[
     """
     grid = as_source(source)
     out = Path(out)
+    csv_path, tile_csv, shifts_tif = (
+        (out / "shifts.csv", out / "tile_shifts.csv", out / "shifts.tif") if in_folder else
+        (shifts_path(out), out.with_name(out.stem + ".tile_shifts.csv"),
+         out.with_name(out.stem + ".shifts.tif")))
     ids, dts = grid.ids, grid.datetimes
     T = len(ids)
     shifts = np.full((len(tiles), T, 2), np.nan)
@@ -185,7 +203,7 @@ def write_shifts(source: Stack | TileSource, tiles: Sequence[Tile], metas: dict[
     with warnings.catch_warnings():  # a date no tile saw: NaN, silently
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(shifts, axis=0)  # (T, 2)
-    write_shifts_csv(shifts_path(out), ids=ids, datetimes=dts, shifts_m=mean,
+    write_shifts_csv(csv_path, ids=ids, datetimes=dts, shifts_m=mean,
                      extra={"tiles": [int(np.isfinite(shifts[:, k, 0]).sum())
                                       for k in range(T)]})
     tr = grid.transform
@@ -197,7 +215,6 @@ def write_shifts(source: Stack | TileSource, tiles: Sequence[Tile], metas: dict[
             lines.append(f"{t.id},{t.row0},{t.col0},{t.rows},{t.cols},{xc:.3f},{yc:.3f},"
                          f"{metas[t.id]['status']},{ids[k]},{dts[k]},{shifts[i, k, 0]:.4f},"
                          f"{shifts[i, k, 1]:.4f},{rms[i, k]:.6g}")
-    tile_csv = out.with_name(out.stem + ".tile_shifts.csv")
     write_text_atomic(tile_csv, "\n".join(lines) + "\n")
 
     # one cell per tile; cells split the stack extent evenly (a cell's centre lies within
@@ -205,7 +222,6 @@ def write_shifts(source: Stack | TileSource, tiles: Sequence[Tile], metas: dict[
     ny, nx = max(t.row for t in tiles) + 1, max(t.col for t in tiles) + 1
     cells = shifts.reshape(ny, nx, T, 2).transpose(2, 3, 0, 1).reshape(2 * T, ny, nx)
     cell = Affine(grid.width * tr.a / nx, 0, tr.c, 0, grid.height * tr.e / ny, tr.f)
-    shifts_tif = out.with_name(out.stem + ".shifts.tif")
     with atomic_path(shifts_tif) as tmp:
         with rasterio.open(tmp, "w", driver="GTiff", width=nx, height=ny, count=2 * T,
                            dtype="float32", crs=grid.crs, transform=cell,

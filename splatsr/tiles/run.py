@@ -32,7 +32,7 @@ from splatsr.core.inputs import InputReport, InputWarning
 from splatsr.core.solver import FitConfig, fit_arrays
 from splatsr.core.products.uncertainty import sigma_map
 from splatsr.errors import ConfigError, FetchError, StackError, TileError
-from splatsr.io.atomic import atomic_path, write_text_atomic
+from splatsr.io.atomic import write_text_atomic
 from splatsr.io.export import sigma_path
 from splatsr.io.fetch import plan_scenes, remote_gdal_env
 from splatsr.io.query import SceneQuery, as_query, split_query
@@ -45,7 +45,9 @@ from splatsr.tiles.store import (
     STORE_FORMAT,
     default_store,
     entry_paths,
+    json_nulls,
     load_entry,
+    save_array,
     sigma_entry_path,
     tile_key,
 )
@@ -93,7 +95,7 @@ def fit_tile(source: TileSource, tile: Tile, *, config: dict[str, Any], resoluti
     done = load_entry(store, tile, entry_key)
     if done is not None and has_sigma(done, uncertainty):
         return dict(done, reused=True)
-    _prepare_torch(config, torch_threads)
+    prepare_torch(config, torch_threads)
     with read_slots if read_slots is not None else _LOCAL_READS:
         data = source.read(tile.window)  # (T, B, rows, cols)
     meta: dict[str, Any] = dict(format=STORE_FORMAT, tile=asdict(tile), key=entry_key,
@@ -112,8 +114,9 @@ def fit_tile(source: TileSource, tile: Tile, *, config: dict[str, Any], resoluti
     return dict(meta, reused=False)
 
 
-def _prepare_torch(config: dict[str, Any], torch_threads: int | None) -> None:
-    """Set this worker's torch threads and, unless the device is "cpu", its GPU."""
+def prepare_torch(config: dict[str, Any], torch_threads: int | None) -> None:
+    """Set this worker's torch threads and, unless the device is "cpu", its GPU (the first
+    step of every tile task)."""
     import torch
 
     if torch_threads:
@@ -138,26 +141,20 @@ def _fit_and_store(source: TileSource, data: np.ndarray, seen: np.ndarray, *,
                             band_offsets_m=None if band_offsets_m is None else
                             np.asarray(band_offsets_m, np.float64))
     image = result.render(resolution_m)  # (B, rows * f, cols * f)
-    _save_npy(img_path, image)
+    save_array(img_path, image)
     if uncertainty:
-        _save_npy(sigma_entry_path(img_path), sigma_map(result, fitted, mode=uncertainty,
+        save_array(sigma_entry_path(img_path), sigma_map(result, fitted, mode=uncertainty,
                                                         resolution_m=resolution_m, scene=image))
     shifts = np.full((len(data), 2), np.nan)
     rms = np.full(len(data), np.nan)
     shifts[seen], rms[seen] = result.shifts_m, result.residual_rms
-    meta = dict(status="fitted", shifts_m=_nulls(shifts), residual_rms=_nulls(rms),
+    meta = dict(status="fitted", shifts_m=json_nulls(shifts), residual_rms=json_nulls(rms),
                 seconds=result.seconds, sigma=uncertainty)
     if result.time_weight is not None:
         tw = np.full(len(data), np.nan)
         tw[seen] = result.time_weight
-        meta["time_weight"] = _nulls(tw)
+        meta["time_weight"] = json_nulls(tw)
     return meta
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array.astype(np.float32))
 
 
 def has_sigma(meta: dict[str, Any] | None, uncertainty: str | None) -> bool:
@@ -167,11 +164,6 @@ def has_sigma(meta: dict[str, Any] | None, uncertainty: str | None) -> bool:
     """
     return (uncertainty is None or meta is None or meta.get("status") != "fitted"
             or meta.get("sigma") == uncertainty)
-
-
-def _nulls(a: np.ndarray) -> list[Any]:
-    """``a.tolist()`` with None for NaN (valid JSON)."""
-    return np.where(np.isfinite(a), a, None).tolist()
 
 
 def _pick_gpu(torch: Any) -> None:
@@ -250,41 +242,46 @@ def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.P
     StackError
         No tile has valid pixels in at least two observations.
     """
-    t0, source = time.perf_counter(), _tile_source(source)
+    t0, source = time.perf_counter(), tile_source(source)
     (cfg := config or FitConfig()).validate()
-    factor = _factor(source.pixel_m, resolution_m)
+    factor = output_factor(source.pixel_m, resolution_m)
     choices = stack_choices(source, cfg)  # once for every tile: one model per stack
     choices.inputs.warn(stacklevel=2)
     cfg = choices.config
     tiles = plan_tiles(height=source.height, width=source.width, tile_size=tile_size,
                        overlap=overlap)
-    store, keys, metas = _open_store(store, out, source, tiles, cfg, resolution_m, uncertainty)
+    store, keys, metas = open_store(store, out, source, tiles, cfg, resolution_m, uncertainty)
     res = TiledResult(path=Path(out), tiles=tiles, store=store, observations=source.ids,
                       reused=[t.id for t in tiles if metas[t.id]], uncertainty=uncertainty,
                       inputs=choices.inputs, band_offsets_m=choices.band_offsets_m)
     if todo := [t for t in tiles if metas[t.id] is None]:
-        _raise_failures(_run_tiles(source, todo, keys, metas, res, cfg=cfg,
-                                   resolution_m=resolution_m, store=store, client=client,
-                                   address=address, n_workers=n_workers, retries=retries,
-                                   max_reads=max_reads, progress=progress),
-                        n_tiles=len(tiles), retries=retries, store=store)
+        common = dict(config=dict(asdict(cfg), progress=False), resolution_m=resolution_m,
+                      store=str(store.resolve()), uncertainty=uncertainty,
+                      band_offsets_m=None if res.band_offsets_m is None else
+                      res.band_offsets_m.tolist())
+        done, failures = run_tiles(fit_tile, source, todo, keys, common=common, cfg=cfg,
+                                   client=client, address=address, n_workers=n_workers,
+                                   retries=retries, max_reads=max_reads, progress=progress)
+        record_done(done, metas, res)
+        raise_failures(failures, n_tiles=len(tiles), retries=retries, store=store)
     _write_outputs(res, source, keys, metas, factor=factor, overlap=overlap, config=cfg)
     warn_shift_limit(res.shifts_m, choices.inputs.date_labels)
     res.seconds = time.perf_counter() - t0
     return res
 
 
-def _open_store(store: str | os.PathLike | None, out: str | os.PathLike, source: TileSource,
-                tiles: list[Tile], cfg: FitConfig, resolution_m: float,
-                uncertainty: str | None = None
-                ) -> tuple[Path, dict[str, str], dict[str, dict | None]]:
-    """The store folder (made), each tile's key and its finished entry (None if not yet, or
-    if it lacks the 1-sigma map that ``uncertainty`` asks for)."""
+def open_store(store: str | os.PathLike | None, out: str | os.PathLike, source: TileSource,
+               tiles: list[Tile], cfg: FitConfig, resolution_m: float,
+               uncertainty: str | None = None, series: list[list[int]] | None = None
+               ) -> tuple[Path, dict[str, str], dict[str, dict | None]]:
+    """The store folder (made), each tile's key (:func:`tile_key`; ``series``: the series'
+    segments) and its finished entry (None if not yet, or if it lacks the 1-sigma map that
+    ``uncertainty`` asks for)."""
     store = Path(store) if store is not None else default_store(out)
     store.mkdir(parents=True, exist_ok=True)
     fp = source.fingerprint()
-    keys = {t.id: tile_key(fingerprint=fp, tile=t, config=cfg, resolution_m=resolution_m)
-            for t in tiles}
+    keys = {t.id: tile_key(fingerprint=fp, tile=t, config=cfg, resolution_m=resolution_m,
+                           series=series) for t in tiles}
     metas = {t.id: load_entry(store, t, keys[t.id]) for t in tiles}
     return store, keys, {k: m if has_sigma(m, uncertainty) else None for k, m in metas.items()}
 
@@ -309,7 +306,7 @@ def _write_outputs(res: TiledResult, source: TileSource, keys: dict[str, str],
                                                                      out=res.path)
 
 
-def _tile_source(source: Stack | TileSource | str | os.PathLike) -> TileSource:
+def tile_source(source: Stack | TileSource | str | os.PathLike) -> TileSource:
     """A tile source for a stack directory, a :class:`Stack` or a source (as is)."""
     if isinstance(source, (str, os.PathLike)):
         source = read_stack(source)
@@ -318,7 +315,7 @@ def _tile_source(source: Stack | TileSource | str | os.PathLike) -> TileSource:
     return as_source(source)
 
 
-def _raise_failures(failures: list[tuple[str, str]], *, n_tiles: int, retries: int,
+def raise_failures(failures: list[tuple[str, str]], *, n_tiles: int, retries: int,
                     store: Path) -> None:
     """Raise a :class:`TileError` listing the first failed tiles, if any failed."""
     if not failures:
@@ -385,20 +382,31 @@ def fit_aoi_tiled(query: SceneQuery | None = None, *, out: str | os.PathLike,
     return res
 
 
-def _factor(pixel_m: float, resolution_m: float) -> int:
+def output_factor(pixel_m: float, resolution_m: float) -> int:
     return integer_ratio(pixel_m, resolution_m,
                          what=f"tiled fits need a resolution that divides the pixel size "
                               f"(e.g. {pixel_m / 4:g} or {pixel_m / 5:g} m)")
 
 
-def _run_tiles(source: TileSource, todo: list[Tile], keys: dict[str, str],
-               metas: dict[str, dict | None], res: TiledResult, *, cfg: FitConfig,
-               resolution_m: float, store: Path, client: Any, address: str | None,
-               n_workers: int | None, retries: int, max_reads: int,
-               progress: bool) -> list[tuple[str, str]]:
-    """Fit ``todo`` on the cluster; fill ``metas``/``res``; return (tile id, error) failures."""
+def record_done(done: dict[str, dict], metas: dict[str, dict | None], res: Any) -> None:
+    """Put the finished tiles' metadata into ``metas`` and their ids into ``res.fitted`` or
+    ``res.reused``."""
+    for tid, meta in done.items():
+        metas[tid] = meta
+        (res.reused if meta.get("reused") else res.fitted).append(tid)
+
+
+def run_tiles(task: Any, source: TileSource, todo: list[Tile], keys: dict[str, str], *,
+              common: dict[str, Any], cfg: FitConfig, client: Any, address: str | None,
+              n_workers: int | None, retries: int, max_reads: int, progress: bool
+              ) -> tuple[dict[str, dict], list[tuple[str, str]]]:
+    """Run ``task(source, tile, entry_key=..., read_slots=..., torch_threads=..., **common)``
+    for every tile of ``todo`` on the cluster (see :func:`fit_tiled` for ``client``,
+    ``address``, ``n_workers``); the finished tiles' metadata by tile id, and the (tile id,
+    error) of the tiles that failed after ``retries``, in ``todo``'s order."""
     from distributed import Client, LocalCluster, Semaphore, as_completed
 
+    done: dict[str, dict] = {}
     failures: list[tuple[str, str]] = []
     with ExitStack() as es:
         torch_threads = None
@@ -422,20 +430,12 @@ def _run_tiles(source: TileSource, todo: list[Tile], keys: dict[str, str],
             client = es.enter_context(Client(cluster))
         gpu = any("GPU" in w.get("resources", {})
                   for w in client.scheduler_info().get("workers", {}).values())
-        slots = Semaphore(max_leases=max_reads, name=f"splatsr-reads-{os.getpid()}-{id(res)}",
+        slots = Semaphore(max_leases=max_reads, name=f"splatsr-reads-{os.getpid()}-{id(done)}",
                           scheduler_rpc=client.scheduler, loop=client.loop)
-        tile_cfg = dict(asdict(cfg), progress=False)  # the progress bar is over tiles
-        by_future = {}
-        for t in todo:
-            fut = client.submit(fit_tile, source, t, config=tile_cfg,
-                                resolution_m=resolution_m, store=str(store.resolve()),
-                                entry_key=keys[t.id], read_slots=slots,
-                                torch_threads=torch_threads, uncertainty=res.uncertainty,
-                                band_offsets_m=None if res.band_offsets_m is None else
-                                res.band_offsets_m.tolist(),
-                                retries=retries, pure=False,
-                                resources={"GPU": 1} if gpu else None)
-            by_future[fut] = t
+        by_future = {client.submit(task, source, t, entry_key=keys[t.id], read_slots=slots,
+                                   torch_threads=torch_threads, **common, retries=retries,
+                                   pure=False, resources={"GPU": 1} if gpu else None): t
+                     for t in todo}
         bar = tqdm(total=len(todo), disable=not progress, desc="tiles", unit="tile")
         for fut in as_completed(by_future):
             t = by_future[fut]
@@ -443,12 +443,10 @@ def _run_tiles(source: TileSource, todo: list[Tile], keys: dict[str, str],
                 exc = fut.exception()
                 failures.append((t.id, f"{type(exc).__name__}: {exc}"))
             else:
-                meta = fut.result()
-                metas[t.id] = meta
-                (res.reused if meta.get("reused") else res.fitted).append(t.id)
+                done[t.id] = fut.result()
             bar.update(1)
             bar.set_postfix(failed=len(failures))
         bar.close()
     order = {t.id: i for i, t in enumerate(todo)}
     failures.sort(key=lambda f: order[f[0]])
-    return failures
+    return done, failures

@@ -13,18 +13,25 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from splatsr.core.solver import FitConfig
+from splatsr.io.atomic import atomic_path
 from splatsr.tiles.plan import Tile
 
 STORE_FORMAT = "splatsr-tile/2"  # bump to invalidate every stored tile
 KEY_IGNORES = ("device", "progress")  # FitConfig fields that do not change a tile's result
 
 
-def tile_key(*, fingerprint: str, tile: Tile, config: FitConfig, resolution_m: float) -> str:
-    """Key of a tile result: source (its fingerprint), window, solver settings, resolution."""
+def tile_key(*, fingerprint: str, tile: Tile, config: FitConfig, resolution_m: float,
+             series: list[list[int]] | None = None) -> str:
+    """Key of a tile result: source (its fingerprint), window, solver settings, resolution
+    and, for the series product, its segments (the dates of each)."""
     cfg = {k: v for k, v in asdict(config).items() if k not in KEY_IGNORES}
     spec = dict(format=STORE_FORMAT, stack=fingerprint, resolution_m=float(resolution_m),
                 window=[tile.row0, tile.col0, tile.rows, tile.cols], config=cfg)
+    if series is not None:
+        spec["series"] = series
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -55,3 +62,15 @@ def default_store(out: str | os.PathLike) -> Path:
     """``sr.tif`` -> ``sr.tiles/`` beside it."""
     out = Path(out)
     return out.with_name(out.stem + ".tiles")
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as float32 .npy at ``path`` (to a temporary name, then renamed)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array.astype(np.float32))
+
+
+def json_nulls(a: np.ndarray) -> list[Any]:
+    """``a.tolist()`` with None for NaN (valid JSON)."""
+    return np.where(np.isfinite(a), a, None).tolist()

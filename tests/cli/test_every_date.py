@@ -88,7 +88,6 @@ def test_target_date_on_an_acquisition_with_uncertainty(small_stack, tmp_path):
 
 @pytest.mark.parametrize("extra,message", [
     (["--target-date", "2019-06-01"], "leave out --target-date"),
-    (["--tile-size", "16"], "not yet available with tiles"),
     (["--psf-sigma", "auto"], "not available with --every-date"),
     (["--report", "{tmp}/figs"], "not available with --every-date"),
     (["--prior", "auto"], "does not choose the prior"),

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from splatsr.core.bands import band_offsets
+from splatsr.core.checks import MIN_OBSERVATIONS
 from splatsr.core.config import FitConfig
 from splatsr.core.dates import day_numbers
 from splatsr.core.products.observed import date_scene
@@ -36,10 +37,15 @@ SEGMENT_DATES = 4.0  # effective dates per segment fit (chosen on the tuning win
 
 @dataclass
 class Segment:
-    """A fit of some of the stack's dates."""
+    """A fit of some of the stack's dates, and the dates whose scenes it renders."""
 
-    dates: np.ndarray  # (n,) indices of its dates in the stack
+    dates: np.ndarray  # (n,) indices in the stack of the dates fitted, in the fit's order
     fit: FitResult  # the fit of data[dates]
+    shows: np.ndarray | None = None  # (m,) the stack dates it renders (None: all of dates)
+
+    def renders(self, t: int) -> bool:
+        """Whether this segment renders stack date ``t``."""
+        return bool(np.any((self.dates if self.shows is None else self.shows) == t))
 
     def index_of(self, t: int) -> int:
         """Stack date ``t``'s index in this segment's fit."""
@@ -49,6 +55,15 @@ class Segment:
         """(B, H', W') stack date ``t``'s observed-date scene (``data`` the whole stack)."""
         i = self.index_of(t)
         return date_scene(self.fit, data[t], i).render(self.fit, resolution_m)
+
+
+@dataclass(frozen=True)
+class SeriesPlan:
+    """What the segment fits share, decided once on the whole stack."""
+
+    config: FitConfig  # change layer resolved; no median anchor when there are segments
+    groups: tuple[np.ndarray, ...]  # the stack dates each segment renders, in time order
+    band_offsets_m: np.ndarray | None = None  # (B, 2) shared band offsets, or None
 
 
 def segment_dates(days: np.ndarray, valid_fraction: np.ndarray, *,
@@ -65,23 +80,54 @@ def segment_dates(days: np.ndarray, valid_fraction: np.ndarray, *,
     return [np.sort(g) for g in np.split(order, edges) if len(g)]
 
 
-def fit_segments(data: np.ndarray, *, pixel_m: float, config: FitConfig,
-                 dates: Sequence[Any], band_names: tuple[str, ...] | None = None
-                 ) -> list[Segment]:
-    """One fit per segment of :func:`segment_dates` of (T, B, H, W) ``data`` observed on
-    ``dates``, with the change layer and band offsets chosen once on the whole stack."""
+def series_plan(config: FitConfig, *, dates: Sequence[Any], valid_fraction: np.ndarray,
+                band_offsets_m: np.ndarray | None = None) -> SeriesPlan:
+    """The :class:`SeriesPlan` of a stack observed on ``dates`` with (T,) ``valid_fraction``;
+    ``config`` has its change layer resolved on the whole stack."""
     if config.target_date is not None:
         raise ConfigError("the series renders every date from fits of the season; leave "
                           "out target_date (--target-date)")
+    groups = segment_dates(day_numbers(dates), valid_fraction)
+    cfg = config if len(groups) == 1 else replace(config, median_anchor=False)
+    return SeriesPlan(cfg, tuple(groups), band_offsets_m)
+
+
+def plan_from_data(data: np.ndarray, *, pixel_m: float, config: FitConfig,
+                   dates: Sequence[Any]) -> SeriesPlan:
+    """:func:`series_plan` with the change layer and band offsets chosen on (T, B, H, W)
+    ``data`` (the dates with a valid pixel)."""
     valid = np.isfinite(data).reshape(len(data), -1).mean(axis=1)  # (T,)
     cfg = config.with_change_cell(data[valid > 0], pixel_m=pixel_m)
     offsets = band_offsets(data[valid > 0], pixel_m=pixel_m) \
         if cfg.band_offsets and data.shape[1] > 1 else None
-    groups = segment_dates(day_numbers(dates), valid)
+    return series_plan(cfg, dates=dates, valid_fraction=valid, band_offsets_m=offsets)
+
+
+def with_seen_dates(group: np.ndarray, seen: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """``group`` (stack date indices) plus the dates nearest in time to it that have valid
+    pixels, until :data:`MIN_OBSERVATIONS` of its dates do (``seen`` (T,) bool): a segment
+    whose dates are clouded over a tile borrows its neighbours' there."""
+    need = MIN_OBSERVATIONS - int(seen[group].sum())
+    if need <= 0:
+        return group
+    centre = float(np.mean(days[group]))
+    others = np.flatnonzero(seen & ~np.isin(np.arange(len(seen)), group))
+    nearest = others[np.argsort(np.abs(days[others] - centre), kind="stable")][:need]
+    return np.sort(np.concatenate([group, nearest]))
+
+
+def fit_segments(data: np.ndarray, *, pixel_m: float, plan: SeriesPlan, dates: Sequence[Any],
+                 band_names: tuple[str, ...] | None = None) -> list[Segment]:
+    """One fit per group of ``plan`` of (T, B, H, W) ``data`` observed on ``dates`` (each
+    group with at least two dates that have valid pixels, borrowed from its neighbours in
+    time where it has fewer)."""
+    seen = np.isfinite(data).reshape(len(data), -1).any(axis=1)  # (T,)
+    days = np.asarray(day_numbers(dates), np.float64)
     out = []
-    for g in groups:
-        part_cfg = cfg if len(groups) == 1 else replace(cfg, median_anchor=False)
-        res = fit_arrays(data[g], pixel_m=pixel_m, config=part_cfg, band_names=band_names,
-                         dates=[dates[k] for k in g], band_offsets_m=offsets)
-        out.append(Segment(g, res))
+    for g in plan.groups:
+        fitted = with_seen_dates(g, seen, days)
+        res = fit_arrays(data[fitted], pixel_m=pixel_m, config=plan.config,
+                         band_names=band_names, dates=[dates[k] for k in fitted],
+                         band_offsets_m=plan.band_offsets_m)
+        out.append(Segment(fitted, res, None if len(fitted) == len(g) else g))
     return out

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from splatsr.core.products.series import SEGMENT_DATES, segment_dates
+from splatsr.core.inputs import InputWarning
+
+from splatsr.core.products.series import SEGMENT_DATES, segment_dates, with_seen_dates
 
 
 def test_clear_dates_split_into_consecutive_groups_of_four():
@@ -27,3 +30,33 @@ def test_partly_valid_dates_count_by_their_valid_share():
 
 def test_few_dates_keep_one_fit():
     assert [g.tolist() for g in segment_dates(np.arange(7.0), np.ones(7))] == [list(range(7))]
+
+
+def test_a_group_clouded_over_borrows_the_nearest_seen_dates():
+    days = np.arange(8.0)
+    seen = np.array([True, True, True, True, False, False, True, True])
+    group = np.array([3, 4, 5])  # only date 3 is seen: it borrows the nearest seen date
+    assert with_seen_dates(group, seen, days).tolist() == [2, 3, 4, 5]
+    assert with_seen_dates(np.array([4, 5]), seen, days).tolist() == [3, 4, 5, 6]
+    assert with_seen_dates(np.array([0, 1, 2]), seen, days).tolist() == [0, 1, 2]
+
+
+def test_segments_render_their_own_dates_where_a_group_is_clouded(texture):
+    from splatsr import FitConfig
+    from splatsr.core.products.series import fit_segments, plan_from_data
+    from splatsr.evaluate.simulate import simulate
+
+    data = simulate(texture[:1, :64, :64], truth_pixel_m=2.5, n_obs=8, seed=2)[0]  # (8,1,16,16)
+    dates = [f"2020-01-{d + 1:02d}" for d in range(8)]
+    plan = plan_from_data(data, pixel_m=10.0, config=FitConfig(adam_steps=20, lbfgs_iters=5,
+                                                              coarse_levels=0), dates=dates)
+    assert [g.tolist() for g in plan.groups] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    data[4:7] = np.nan  # the second group has one date with valid pixels left
+    with pytest.warns(InputWarning, match="no valid pixel"):
+        segs = fit_segments(data, pixel_m=10.0, plan=plan, dates=dates)
+    assert segs[0].dates.tolist() == [0, 1, 2, 3] and segs[0].shows is None
+    assert segs[1].dates.tolist() == [3, 4, 5, 6, 7] and segs[1].shows.tolist() == [4, 5, 6, 7]
+    assert not segs[0].renders(4) and segs[1].renders(4) and not segs[1].renders(3)
+    # a clouded date's scene is its segment's scene, filled from the seen dates
+    img = segs[1].scene(data, 5, 5.0)
+    assert img.shape == (1, 32, 32) and np.isfinite(img).all()
