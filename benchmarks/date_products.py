@@ -13,12 +13,15 @@ bicubic of the date's *own* simulated 10 m observation (do no harm: a gain below
 defect to explain):
 
 * ``target``: ``fit(target_date=D)``, the observed-date product (D's own observation sets its
-  10 m-scale content); ``target_before``: the same with ``observed_date=False`` (the
-  time-weighted scene, what ``--target-date`` gave before);
+  10 m-scale content; averaged with the same date's scene from the season's fit);
+  ``target_alone``: the same with ``season_blend=False`` (the time-weighted fit's observed
+  scene alone); ``target_before``: with ``observed_date=False`` (the time-weighted scene,
+  what ``--target-date`` gave before); the time of ``target`` over a default fit;
 * ``series``: ``splatsr.fit_series`` (fits of segments of consecutive dates), every date's
   scene; the dates scored are those >= 90 % clear that their fit did not judge outliers
   (weight >= 0.25); its time (fits and every render) against a default fit of the same
-  stack and its render;
+  stack and its render; ``season_blend``: each date's scene averaged with its scene from
+  the default fit (an experiment: not what ``fit_series`` gives);
 * ``ceiling``: the same window with every date replaced by D's texture (one static scene).
 
 Windows: ``tune`` are the windows the choices of :mod:`splatsr.core.products.observed` were made on;
@@ -91,7 +94,8 @@ def run_window(s: Series, season: str, asked: str, n: int) -> dict:
     obs = observe(s.data[idx], s.clear[idx], seed=100 * n + h)
     row = dict(series=s.name, season=season, asked=asked, n_dates=n, first=dates[0],
                last=dates[-1], clear=float(np.isfinite(obs[t]).mean()))
-    for name, cfg in (("target", {}), ("target_before", {"observed_date": False})):
+    for name, cfg in (("target", {}), ("target_alone", {"season_blend": False}),
+                      ("target_before", {"observed_date": False})):
         res, sec = fit(obs, dates, s.bands, target_date=asked, **cfg)
         row[name] = band_gains(res.render(SCENE_M), s.data[h], obs[t])
         row[f"{name}_s"] = sec
@@ -107,9 +111,11 @@ def run_window(s: Series, season: str, asked: str, n: int) -> dict:
         img = seg.scene(obs, k, SCENE_M)
         clear = float(np.isfinite(obs[k]).mean())
         weight = float(seg.fit.obs_weights[i])
+        blend = 0.5 * (img + shared.render_date(k, SCENE_M))  # with the season's fit
         per_date.append(dict(date=dates[k], clear=clear, weight=weight,
                              scored=bool(clear >= CLEAR and weight >= OUTLIER_WEIGHT),
-                             gains=band_gains(img, s.data[idx[k]], obs[k])))
+                             gains=band_gains(img, s.data[idx[k]], obs[k]),
+                             season_blend=band_gains(blend, s.data[idx[k]], obs[k])))
     row.update(series_dates=per_date, series_fit_s=fit_s, segments=len(segments),
                series_s=time.perf_counter() - t0,
                default_render_s=_timed(lambda: shared.render(SCENE_M)))
@@ -160,12 +166,20 @@ def _timed(f) -> float:
 def summary(rows: list[dict]) -> dict[str, float]:
     """The must-show figures: means, worst band-scene, worst series date, time ratio."""
     out = {}
-    for name in ("target", "target_before", "ceiling"):
+    for name in ("target", "target_alone", "target_before", "ceiling"):
+        if not all(name in r for r in rows):
+            continue
         flat = np.concatenate([np.ravel(r[name]) for r in rows])  # every band-scene
         out[f"{name}_mean"] = float(np.mean([np.mean(r[name]) for r in rows]))
         out[f"{name}_worst_band"] = float(flat.min())
         out[f"{name}_below_-0.2"] = int((flat < -0.2).sum())
     scored = [np.mean(d["gains"]) for r in rows for d in r["series_dates"] if d["scored"]]
+    blend = [np.mean(d["season_blend"]) for r in rows for d in r["series_dates"]
+             if d["scored"] and "season_blend" in d]
+    if blend:
+        out["series_season_blend_mean"] = float(np.mean(blend))
+        out["series_season_blend_worst_date"] = float(np.min(blend))
+    out["target_time_ratio"] = float(np.mean([r["target_s"] / r["series_fit_s"] for r in rows]))
     out["series_mean"] = float(np.mean(scored)) if scored else float("nan")
     out["series_worst_date"] = float(np.min(scored)) if scored else float("nan")
     out["series_dates_scored"] = len(scored)
@@ -177,13 +191,16 @@ def summary(rows: list[dict]) -> dict[str, float]:
 
 def markdown(rows: list[dict], info: dict) -> list[str]:
     """The results page: per window, per band; the series per date; the summary."""
-    md = ["| series | season | D | N | D clear | target (per band) | before | ceiling | "
-          "series dates scored: mean (worst) | time series / default (segments) |", "|---" * 10 + "|"]
+    md = ["| series | season | D | N | D clear | target (per band) | alone | before | ceiling | "
+          "series dates scored: mean (worst) | time series / default (segments) |",
+          "|---" * 11 + "|"]
     for r in rows:
         sc = [np.mean(d["gains"]) for d in r["series_dates"] if d["scored"]]
         fmt = lambda v: " ".join(f"{x:+.2f}" for x in v)  # noqa: E731
         md.append(f"| {r['series']} | {r['season']} | {r['asked']} | {r['n_dates']} | "
-                  f"{r['clear']:.0%} | {fmt(r['target'])} | {np.mean(r['target_before']):+.2f} "
+                  f"{r['clear']:.0%} | {fmt(r['target'])} | "
+                  f"{np.mean(r.get('target_alone', np.nan)):+.2f} | "
+                  f"{np.mean(r['target_before']):+.2f} "
                   f"| {np.mean(r['ceiling']):+.2f} | "
                   f"{np.mean(sc) if sc else float('nan'):+.2f} "
                   f"({np.min(sc) if sc else float('nan'):+.2f}, {len(sc)}) | "

@@ -135,6 +135,10 @@ CONFIG_OPTIONS: tuple[ConfigOption, ...] = tuple(row for row in (
                  "decides the 10 m-scale content (the other dates lend the detail it agrees "
                  "with); --no-observed-date: the time-weighted scene of the dates.",
                  sweep="none"),
+    ConfigOption("season_blend", "--season-blend/--no-season-blend",
+                 "With the observed-date scene: average it with the same date's scene from "
+                 "a fit of the whole season (a second fit); --no-season-blend: the "
+                 "time-weighted fit's scene alone.", sweep="none"),
     ConfigOption("prior", "--prior", "Scene prior: tv, huber (smooth where undetermined), "
                  "vtv (couples the bands' edges) or auto (with 3-5 dates huber at the weight "
                  "that predicts left-out dates best, else tv).",

@@ -107,6 +107,11 @@ class FitConfig:
     # view reproduces that observation to within the noise (splatsr.core.products.observed); False =
     # the time-weighted scene of the other dates
     observed_date: bool = True
+    # with observed_date: average that scene with the same date's observed scene from a fit
+    # of the whole season (no time weighting; a second fit), so the fine detail is not only
+    # that of the dates near in time (+0.2 / +0.46 dB on tuning / report real windows,
+    # docs/date_products.md); False = the time-weighted fit's scene alone
+    season_blend: bool = True
 
     def psf_widths_m(self) -> float | tuple[float, ...]:
         """The renderer's PSF width: one per band when ``band_psf_sigma_m`` is set."""

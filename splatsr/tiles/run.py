@@ -37,7 +37,7 @@ from splatsr.io.export import sigma_path
 from splatsr.io.fetch import plan_scenes, remote_gdal_env
 from splatsr.io.query import SceneQuery, as_query, split_query
 from splatsr.io.stack import Stack, read_stack
-from splatsr.tiles.inputs import stack_choices, warn_shift_limit
+from splatsr.tiles.inputs import StackChoices, stack_choices, warn_shift_limit
 from splatsr.tiles.mosaic import write_mosaic, write_shifts
 from splatsr.tiles.plan import Tile, plan_tiles
 from splatsr.tiles.sources import LocalSource, RemoteSource, TileSource, as_source
@@ -242,11 +242,8 @@ def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.P
     StackError
         No tile has valid pixels in at least two observations.
     """
-    t0, source = time.perf_counter(), tile_source(source)
-    (cfg := config or FitConfig()).validate()
-    factor = output_factor(source.pixel_m, resolution_m)
-    choices = stack_choices(source, cfg)  # once for every tile: one model per stack
-    choices.inputs.warn(stacklevel=2)
+    t0 = time.perf_counter()
+    source, factor, choices = start_run(source, config, resolution_m)
     cfg = choices.config
     tiles = plan_tiles(height=source.height, width=source.width, tile_size=tile_size,
                        overlap=overlap)
@@ -268,6 +265,18 @@ def fit_tiled(source: Stack | TileSource | str | os.PathLike, *, out: str | os.P
     warn_shift_limit(res.shifts_m, choices.inputs.date_labels)
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def start_run(source: Stack | TileSource | str | os.PathLike, config: FitConfig | None,
+              resolution_m: float) -> tuple[TileSource, int, StackChoices]:
+    """The tile source, the output's pixels per 10 m pixel, and the whole stack's input
+    findings (said here) and automatic choices, made once for every tile."""
+    source = tile_source(source)
+    (cfg := config or FitConfig()).validate()
+    factor = output_factor(source.pixel_m, resolution_m)
+    choices = stack_choices(source, cfg)
+    choices.inputs.warn(stacklevel=3)
+    return source, factor, choices
 
 
 def open_store(store: str | os.PathLike | None, out: str | os.PathLike, source: TileSource,

@@ -41,19 +41,18 @@ from splatsr.io.atomic import atomic_path, write_text_atomic
 from splatsr.io.export import sigma_path
 from splatsr.io.series import ITEMS_NAME, SeriesGrid, series_item, series_name, write_items
 from splatsr.io.stack import Stack
-from splatsr.tiles.inputs import stack_choices, warn_shift_limit
+from splatsr.tiles.inputs import warn_shift_limit
 from splatsr.tiles.mosaic import write_mosaic, write_shifts
 from splatsr.tiles.plan import Tile, plan_tiles
 from splatsr.tiles.run import (
     TiledResult,
     has_sigma,
     open_store,
-    output_factor,
     prepare_torch,
     raise_failures,
     record_done,
     run_tiles,
-    tile_source,
+    start_run,
 )
 from splatsr.tiles.sources import TileSource
 from splatsr.tiles.store import (
@@ -173,11 +172,8 @@ def fit_series_tiled(source: Stack | TileSource | str | os.PathLike, *,
     TileError, StackError
         As :func:`splatsr.tiles.run.fit_tiled`.
     """
-    t0, source = time.perf_counter(), tile_source(source)
-    (cfg := config or FitConfig()).validate()
-    factor = output_factor(source.pixel_m, resolution_m)
-    choices = stack_choices(source, cfg)  # once for every tile: one model per stack
-    choices.inputs.warn(stacklevel=2)
+    t0 = time.perf_counter()
+    source, factor, choices = start_run(source, config, resolution_m)
     valid = choices.valid_fraction
     plan = series_plan(choices.config, dates=source.datetimes,
                        valid_fraction=np.ones(len(source.ids)) if valid is None else valid,

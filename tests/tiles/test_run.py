@@ -34,15 +34,6 @@ def psnr(img: np.ndarray, truth: np.ndarray, crop: int = 8) -> float:
 
 
 @pytest.fixture(scope="module")
-def client():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def sim(tmp_path_factory, texture):
     """A 40 x 40 px, 6-observation, 2-band stack with one global shift per date."""
     root = tmp_path_factory.mktemp("tiles") / "stack"

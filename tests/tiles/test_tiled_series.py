@@ -22,15 +22,6 @@ TILE, OVERLAP = 20, 6  # 32 x 32 px stack -> 2 x 2 tiles of 20 px overlapping by
 
 
 @pytest.fixture(scope="module")
-def client():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def tiled(small_stack, client, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiled_series") / "series"
     return fit_series_tiled(small_stack, out_dir=out, tile_size=TILE, overlap=OVERLAP,

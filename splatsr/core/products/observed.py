@@ -107,9 +107,13 @@ class DateScene:
     weights: np.ndarray  # (B, Ky, Kx) gain x shared weights + correction, that date's reflectance
     offset: np.ndarray  # (B,) that date's radiometric offset, reflectance
     corrected: np.ndarray  # (B,) True where the observation moved the scene beyond the noise
+    # the same date's scene from another fit of the same dates, and that fit: the render is
+    # the mean of the two (splatsr.core.solver.blend_season)
+    partner: tuple[DateScene, FitResult] | None = None
 
     def render(self, result: FitResult, resolution_m: float) -> np.ndarray:
-        """(B, H', W') the scene at ``resolution_m``, with the date's change layer (float32)."""
+        """(B, H', W') the scene at ``resolution_m``, with the date's change layer (float32);
+        the mean with :attr:`partner`'s, when there is one."""
         with torch.no_grad():
             img = render_latent(torch.from_numpy(self.weights.astype(np.float64)),
                                 grid=result.grid, resolution_m=resolution_m).numpy()
@@ -117,6 +121,9 @@ class DateScene:
         change = result.change_of(self.index, resolution_m)
         if change is not None:
             img += change
+        if self.partner is not None:
+            scene, fit = self.partner
+            img = 0.5 * (img + scene.render(fit, resolution_m))
         return img.astype(np.float32)
 
 

@@ -106,3 +106,30 @@ def test_dates_that_agree_keep_the_shared_scene(changed):
     diff = np.abs(img - shared)[outside]
     assert np.sqrt(np.mean(diff ** 2)) < 0.5 * fit.noise_level[0]
     assert np.percentile(diff, 99) < fit.noise_level[0]
+
+
+def test_target_date_on_an_acquisition_blends_the_season_fit(changed):
+    """With a target date that is an acquisition, the product is the mean of the
+    time-weighted fit's observed scene and the season fit's (both reproduce the date's
+    observation); ``season_blend=False`` gives the first alone."""
+    from splatsr.core.products.observed import date_scene
+
+    truths, data, _ = changed
+    dates = [f"2020-05-{d + 1:02d}" for d in range(8)]
+    kw = dict(adam_steps=40, lbfgs_iters=40, coarse_levels=0, change_cell_m=0.0,
+              target_date="2020-05-03")
+    both = splatsr.fit_arrays(data, pixel_m=10.0, dates=dates, config=splatsr.FitConfig(**kw))
+    alone = splatsr.fit_arrays(data, pixel_m=10.0, dates=dates,
+                               config=splatsr.FitConfig(**kw, season_blend=False))
+    assert alone.date_scene.partner is None and alone.date_scene.index == 2
+    scene, season = both.date_scene.partner
+    assert season.config.target_date is None and season.time_weight is None
+    assert scene.index == 2
+    # the same time-weighted fit and observed scene; the render is the mean of the two
+    np.testing.assert_allclose(both.weights, alone.weights, atol=1e-6)
+    mine = date_scene(alone, data[2], 2).render(alone, 2.5)
+    np.testing.assert_allclose(both.render(2.5), 0.5 * (mine + scene.render(season, 2.5)),
+                               atol=1e-6)
+    # each half shows the changed field; so does the mean
+    field = (slice(40, 56), slice(60, 76))
+    assert (both.render(2.5)[0][field] - truths[0][field]).mean() > 0.67 * 0.05
