@@ -114,7 +114,7 @@ def _fit_and_store(source: TileSource, data: np.ndarray, plan: SeriesPlan, *,
     f = round(source.pixel_m / resolution_m)
     seen = np.isfinite(data).reshape(T, -1).any(axis=1)  # (T,)
     per = dict(shifts_m=np.full((T, 2), np.nan), residual_rms=np.full(T, np.nan),
-               date_weight=np.full(T, np.nan), segment=np.zeros(T))
+               date_weight=np.full(T, np.nan), segment=np.zeros(T, int))
     with contextlib.ExitStack() as es:
         images = [_open_array(es, img_path, (T, B, rows * f, cols * f))]
         if uncertainty:
@@ -122,10 +122,12 @@ def _fit_and_store(source: TileSource, data: np.ndarray, plan: SeriesPlan, *,
         for t in range(T):  # one date at a time
             k, seg = next((k, s) for k, s in enumerate(segments) if s.renders(t))
             i = seg.index_of(t)
-            images[0][t] = date_scene(seg.fit, data[t], i).render(seg.fit, resolution_m)
+            image = date_scene(seg.fit, data[t], i).render(seg.fit, resolution_m)
+            images[0][t] = image
             if uncertainty:
-                images[1][t] = sigma_map(seg.fit, data[seg.dates], resolution_m=resolution_m,
-                                         mode=uncertainty, own=i)
+                sigma = sigma_map(seg.fit, data[seg.dates], resolution_m=resolution_m,
+                                  mode=uncertainty, own=i)
+                images[1][t] = np.where(np.isfinite(image), sigma, np.nan)
             per["segment"][t] = k
             if seen[t]:
                 per["shifts_m"][t] = seg.fit.reported_shifts_m()[i]

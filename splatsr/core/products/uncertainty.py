@@ -15,9 +15,10 @@ added with weight 1 (no calibration constants)::
 * **dates** -- a linearised jackknife over dates in the 10 m pixel space: the variance of the
   weighted mean of the per-date residuals, ``sum_t (u_t r_t)^2 / (sum_t u_t)^2``. Large where
   the dates disagree (unmasked change, haze) or are few. For a date's own scene (the
-  observed-date product) it is 0 where that date is seen (the scene follows it) and, where it
-  is masked, the spread of the dates ``sum_t u_t r_t^2 / sum_t u_t`` (its state there is
-  unknown by as much as dates differ).
+  observed-date product) it is that date's noise variance where it is seen (the scene
+  follows its observation, noise and all: the posterior holds the noise of all dates
+  together) and, where it is masked, the spread of the dates ``sum_t u_t r_t^2 / sum_t
+  u_t`` (its state there is unknown by as much as dates differ).
 * **detail** -- the expected error of the fine detail, from the stack's own evidence
   (:mod:`splatsr.core.products.error_spectrum`): the scene's power-law spectrum fitted on
   two halves of its dates, and how far the dates that see each pixel (their shifts, the PSF,
@@ -297,10 +298,12 @@ def fit_uncertainty(result: Any, data: np.ndarray, *, resolution_m: float,
         own = result.date_scene.index
     if own is None:
         dates = date_variance(residual, weight, factor=factor)
-    else:  # a date's own scene follows that date where it is seen
+    else:  # a date's own scene follows that date, and its noise, where it is seen
         seen = np.stack([upsample(v.astype(np.float64), factor)
                          for v in np.isfinite(data[own])]) > 0.5
-        dates = np.where(seen, 0.0, date_spread(residual, weight, factor=factor))
+        own_noise = np.array([noise_sigma(r[None]) ** 2 for r in residual[own]])  # (B,)
+        dates = np.where(seen, own_noise[:, None, None],
+                         date_spread(residual, weight, factor=factor))
     post = None
     if mode == "full":
         gains = np.ones(data.shape[:2]) if result.gains is None else result.gains

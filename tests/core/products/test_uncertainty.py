@@ -189,3 +189,23 @@ def test_bad_mode_and_resolution_are_config_errors(fits):
         fit_uncertainty(res, data, resolution_m=2.5, mode="slow")
     with pytest.raises(ConfigError, match="divides 10 m"):
         fit_uncertainty(res, data, resolution_m=4.0)
+
+
+def test_a_dates_own_scene_carries_its_noise_where_seen_and_the_spread_where_masked(fits):
+    """The observed-date scene follows its date's observation: its dates term is that
+    date's noise variance where the date is seen, the dates' spread where it is masked."""
+    from splatsr.core.products.uncertainty import date_spread, robust_pixel_weight
+    from splatsr.core.scaling import noise_sigma
+
+    _, out = fits
+    data, res, _ = out["cloudy10"]  # dates 3-9 clouded over the western 60 % (cols < 19)
+    parts = fit_uncertainty(res, data, resolution_m=2.5, mode="fast", own=9)
+    residual = data - res.predict()
+    noise = noise_sigma(residual[9, 0][None]) ** 2
+    assert 0.0 < noise < 0.006 ** 2  # the simulation's noise (0.003) and pixel-scale texture
+    np.testing.assert_allclose(parts.dates[0][:, 80:], noise, rtol=1e-6)  # seen: cols >= 20
+    weight = robust_pixel_weight(residual, noise_level=res.noise_level, loss=res.config.loss,
+                                 robust_scale=res.config.robust_scale) * \
+        res.obs_weights[:, None, None, None]
+    spread = date_spread(residual, weight, factor=4)[0]
+    np.testing.assert_allclose(parts.dates[0][:, :72], spread[:, :72], rtol=1e-6)  # masked
