@@ -136,6 +136,7 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
     if result.date_scene is not None and cfg.season_blend:
         result.date_scene = blend_season(result, data, pixel_m=pixel_m, config=cfg,
                                          band_names=band_names, dates=dates)
+        result.seconds += result.date_scene.partner[1].seconds  # both fits' time
     return result
 
 
