@@ -43,11 +43,11 @@ class SeriesFit:
     seconds: float = 0.0  # wall time of all fits
 
     def segment_index(self, t: int) -> int:
-        """The index in :attr:`segments` of the segment whose fit holds date ``t``."""
+        """The index in :attr:`segments` of the segment that renders date ``t``."""
         return next(i for i, s in enumerate(self.segments) if s.renders(t))
 
     def segment_of(self, t: int) -> Segment:
-        """The segment whose fit holds date ``t``."""
+        """The segment that renders date ``t``."""
         return self.segments[self.segment_index(t)]
 
     def observation_index(self, which: int | str) -> int:
