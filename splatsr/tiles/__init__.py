@@ -3,11 +3,13 @@
 :mod:`~splatsr.tiles.plan` cuts the area and defines the blend weights; :mod:`~splatsr.tiles.
 store` keeps finished tiles so reruns resume; :mod:`~splatsr.tiles.sources` reads a tile's
 window from a stack directory or straight from STAC; :mod:`~splatsr.tiles.run` runs the tiles
-on Dask; :mod:`~splatsr.tiles.mosaic` blends them into the output COG and shift rasters.
+on Dask (:mod:`~splatsr.tiles.series`: every date's scene, a mosaic per date);
+:mod:`~splatsr.tiles.mosaic` blends them into the output COG and shift rasters.
 """
 
 _HOMES = {"Tile": "splatsr.tiles.plan", "plan_tiles": "splatsr.tiles.plan",
-          **dict.fromkeys(("TiledResult", "fit_aoi_tiled", "fit_tiled"), "splatsr.tiles.run")}
+          **dict.fromkeys(("TiledResult", "fit_aoi_tiled", "fit_tiled"), "splatsr.tiles.run"),
+          "fit_series_tiled": "splatsr.tiles.series"}
 __all__ = sorted(_HOMES)
 
 
