@@ -110,8 +110,9 @@ class SeriesFit:
             tags.update(product="observed date scene", observation=o.id, datetime=o.datetime,
                         date_weight=float(seg.fit.obs_weights[i]))
             image = ds.render(seg.fit, resolution_m)
-            sigma = None if mode is None else np.where(
-                np.isfinite(image), self.sigma_date(t, resolution_m, mode=mode), np.nan)
+            sigma = None if mode is None else sigma_map(
+                seg.fit, self.data[seg.dates], resolution_m=resolution_m, mode=mode, own=i,
+                scene=image)
             yield o.id, o.datetime, image, tags, sigma
 
     def shifts_m(self) -> np.ndarray:

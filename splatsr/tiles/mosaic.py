@@ -61,14 +61,12 @@ def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[s
     B, f = len(grid.bands), factor
     H, W = grid.height * f, grid.width * f
     res_m = grid.pixel_m / f
-    transform = Affine(res_m, 0, grid.transform.c, 0, -res_m, grid.transform.f)
+    transform = grid.raster().output_transform(res_m)
     order = band_order(list(grid.bands))
     names = [grid.bands[i] + (" sigma" if sigma else "") for i in order]
     tags = _mosaic_tags(grid.ids, grid.datetimes, tiles, config=config, overlap=overlap,
                         res_m=res_m, sigma=sigma, bands=grid.bands,
-                        band_offsets_m=band_offsets_m)
-    tags.update({k: v if isinstance(v, str) else json.dumps(v)
-                 for k, v in (extra_tags or {}).items()})
+                        band_offsets_m=band_offsets_m, extra=extra_tags)
     live = [t for t in tiles if metas[t.id]["status"] == "fitted"]
     cog_block = next(b for b in (256, 128, 64, 16) if min(H, W) >= b or b == 16)
     weights = {t.id: (blend_weights(t.rows, factor=f, ramp_px=overlap, start_open=not t.top,
@@ -108,9 +106,10 @@ def write_mosaic(source: Stack | TileSource, tiles: Sequence[Tile], keys: dict[s
 
 def _mosaic_tags(ids: Sequence[str], datetimes: Sequence[str], tiles: Sequence[Tile], *,
                  config: FitConfig, overlap: int, res_m: float, sigma: str | None = None,
-                 bands: Sequence[str] = (), band_offsets_m: np.ndarray | None = None
-                 ) -> dict[str, str]:
-    """The mosaic's dataset tags (non-strings as JSON); for a sigma mosaic, say so."""
+                 bands: Sequence[str] = (), band_offsets_m: np.ndarray | None = None,
+                 extra: dict[str, Any] | None = None) -> dict[str, str]:
+    """The mosaic's dataset tags (non-strings as JSON), updated with ``extra``; for a sigma
+    mosaic, say so."""
     observed = config.observed_date and acquisition_index(
         list(datetimes), target_date=config.target_date,
         valid_fraction=np.ones(len(datetimes))) is not None
@@ -121,6 +120,7 @@ def _mosaic_tags(ids: Sequence[str], datetimes: Sequence[str], tiles: Sequence[T
                            observed=observed),
                 tiling=dict(tiles=len(tiles), tile_size=max(t.rows for t in tiles),
                             overlap=overlap))
+    tags.update(extra or {})  # e.g. a series date's product and observation
     if sigma:
         tags.update(units="reflectance (0-1), 1-sigma", uncertainty_mode=sigma,
                     content="per-pixel 1-sigma uncertainty of the mosaic of the same name "

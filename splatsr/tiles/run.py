@@ -53,7 +53,7 @@ from splatsr.tiles.store import (
 )
 
 CONNECT_TIMEOUT = "20s"  # how long to try to reach a --dask scheduler
-_LOCAL_READS = threading.BoundedSemaphore(4)  # bounds reads when no Dask semaphore is given
+LOCAL_READS = threading.BoundedSemaphore(4)  # bounds reads when no Dask semaphore is given
 
 
 def fit_tile(source: TileSource, tile: Tile, *, config: dict[str, Any], resolution_m: float,
@@ -96,7 +96,7 @@ def fit_tile(source: TileSource, tile: Tile, *, config: dict[str, Any], resoluti
     if done is not None and has_sigma(done, uncertainty):
         return dict(done, reused=True)
     prepare_torch(config, torch_threads)
-    with read_slots if read_slots is not None else _LOCAL_READS:
+    with read_slots if read_slots is not None else LOCAL_READS:
         data = source.read(tile.window)  # (T, B, rows, cols)
     meta: dict[str, Any] = dict(format=STORE_FORMAT, tile=asdict(tile), key=entry_key,
                                 ids=source.ids)

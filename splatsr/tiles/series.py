@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from affine import Affine
 
 from splatsr.core.checks import MIN_OBSERVATIONS
 from splatsr.core.config import FitConfig
@@ -45,6 +44,7 @@ from splatsr.tiles.inputs import warn_shift_limit
 from splatsr.tiles.mosaic import write_mosaic, write_shifts
 from splatsr.tiles.plan import Tile, plan_tiles
 from splatsr.tiles.run import (
+    LOCAL_READS,
     TiledResult,
     has_sigma,
     open_store,
@@ -82,7 +82,7 @@ def fit_series_tile(source: TileSource, tile: Tile, *, config: dict[str, Any],
     if done is not None and has_sigma(done, uncertainty):
         return dict(done, reused=True)
     prepare_torch(config, torch_threads)
-    with read_slots if read_slots is not None else contextlib.nullcontext():
+    with read_slots if read_slots is not None else LOCAL_READS:
         data = source.read(tile.window)  # (T, B, rows, cols)
     meta: dict[str, Any] = dict(format=STORE_FORMAT, tile=asdict(tile), key=entry_key,
                                 ids=source.ids, product="series")
@@ -125,9 +125,8 @@ def _fit_and_store(source: TileSource, data: np.ndarray, plan: SeriesPlan, *,
             image = date_scene(seg.fit, data[t], i).render(seg.fit, resolution_m)
             images[0][t] = image
             if uncertainty:
-                sigma = sigma_map(seg.fit, data[seg.dates], resolution_m=resolution_m,
-                                  mode=uncertainty, own=i)
-                images[1][t] = np.where(np.isfinite(image), sigma, np.nan)
+                images[1][t] = sigma_map(seg.fit, data[seg.dates], resolution_m=resolution_m,
+                                         mode=uncertainty, own=i, scene=image)
             per["segment"][t] = k
             if seen[t]:
                 per["shifts_m"][t] = seg.fit.reported_shifts_m()[i]
@@ -218,9 +217,7 @@ def _write_dates(res: TiledResult, source: TileSource, keys: dict[str, str],
                  overlap: int) -> Path:
     """One mosaic COG per date (and its sigma), one date at a time, then ``items.json``."""
     out_dir = res.path.parent
-    res_m = source.pixel_m / factor
-    tr = source.transform
-    grid = SeriesGrid(source.crs, Affine(res_m, 0, tr.c, 0, -res_m, tr.f),
+    grid = SeriesGrid(source.crs, source.raster().output_transform(source.pixel_m / factor),
                       (source.height * factor, source.width * factor), tuple(source.bands))
     weights = np.array([[np.nan if w is None else w for w in m["date_weight"]]
                         for m in metas.values() if m["status"] == "fitted"], float)
