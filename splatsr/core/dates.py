@@ -145,6 +145,37 @@ def acquisition_index(dates: Sequence[Any] | np.ndarray | None, *, target_date: 
     return int(same[np.argmax(np.asarray(valid_fraction)[same])])
 
 
+# A gap in the observed date narrower than this (pixels from its nearest valid pixel) is
+# bridged from the date itself: the other dates fill only what lies further in. A few
+# masked pixels of a clear date are better interpolated from it than painted from dates
+# whose state and radiometry differ (21 real windows centred on clear dates: +2.19 dB
+# without, +2.45 with 3 px; docs/date_products.md)
+GAP_PX = 3.0
+
+
+def own_date_factor(days: np.ndarray, valid: np.ndarray, *, own: int, target_day: float,
+                    window_days: float, own_window_days: float) -> np.ndarray:
+    """(T, B, H, W) float32 factor of each pixel's time weight in an observed-date fit.
+
+    Where the observed date ``own`` is seen (``valid`` (T, B, H, W) bool, its gaps
+    narrower than :data:`GAP_PX` pixels included) the dates weigh by a Gaussian of
+    ``own_window_days`` instead of ``window_days`` (the factor is the ratio of the two,
+    1 for the date itself); further inside its masked areas, by ``window_days`` (factor 1).
+    With a window of a day the date is fitted on its own where it is seen, and the dates
+    near it fill in where it is not.
+    """
+    wide = time_weights(days, target_day=target_day, window_days=window_days)  # (T,)
+    narrow = time_weights(days, target_day=target_day, window_days=own_window_days)
+    ratio = np.divide(narrow, wide, out=np.zeros_like(narrow), where=wide > 0)  # (T,)
+    seen = np.asarray(valid[own], bool)  # (B, H, W)
+    if seen.any() and not seen.all():
+        from scipy import ndimage  # here: only an observed date with gaps needs it
+
+        seen = np.stack([ndimage.distance_transform_edt(~b) <= GAP_PX if b.any() else b
+                         for b in seen])
+    return np.where(seen[None], ratio[:, None, None, None], 1.0).astype(np.float32)
+
+
 def effective_dates(weights: Sequence[float] | np.ndarray) -> float:
     """How many dates effectively carried a fit: ``(sum w)**2 / sum w**2``.
 

@@ -67,6 +67,7 @@ class Objective:
         self.cfg = config
         self.y = torch.from_numpy(y.astype(np.float32)).to(device)  # (T, B, H, W)
         self.mask = torch.from_numpy(valid.astype(np.float32)).to(device)  # (T, B, H, W)
+        self.pixel_factor: torch.Tensor | None = None  # (T, B, H, W) or None (all 1)
         self.n_valid = float(valid.sum())
         self.theta = self._initial_shifts(init_shifts_m, T, device).requires_grad_(
             config.fit_shifts)  # (T, 2) m
@@ -110,6 +111,13 @@ class Objective:
             raise ConfigError(f"initial shifts must be a finite (T={T}, 2) array, "
                               f"got shape {init.shape}")
         return torch.from_numpy(init - init.mean(0)).to(device, torch.float32)
+
+    def set_pixel_factor(self, factor: np.ndarray) -> None:
+        """Multiply each pixel's data term by (T, B, H, W) ``factor`` from now on (the
+        observed date's own window where it is seen,
+        :func:`~splatsr.core.dates.own_date_factor`)."""
+        self.pixel_factor = torch.from_numpy(np.asarray(factor, np.float32)).to(self.y.device)
+        self._data_weights()
 
     def set_level(self, w: torch.Tensor, grid: SplatGrid) -> None:
         """Start a level: ``w`` (B, Ky, Kx) on ``grid`` becomes the scene being fitted."""
@@ -177,6 +185,8 @@ class Objective:
         date_w = self.obs_w if self.time_w is None else self.obs_w * self.time_w  # (T,)
         self.pix_w = self.mask * (date_w * (const[self.loss_kind] / self.n_valid)).view(
             -1, 1, 1, 1)  # (T, B, H, W)
+        if self.pixel_factor is not None:
+            self.pix_w = self.pix_w * self.pixel_factor
         self.inv_scale = torch.tensor(1.0 / (s * c) if robust else 1.0,
                                       dtype=self.y.dtype, device=self.y.device)
 

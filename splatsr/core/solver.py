@@ -31,7 +31,13 @@ from splatsr.core.products.consensus import (
     median_anchor,
     target_correction,
 )
-from splatsr.core.dates import acquisition_index, target_time_weights
+from splatsr.core.dates import (
+    acquisition_index,
+    day_numbers,
+    own_date_factor,
+    parse_target_date,
+    target_time_weights,
+)
 from splatsr.core.expand import expand_result, subset_config
 from splatsr.core.inputs import InputWarning, date_labels, inspect_stack, shift_limit_lines
 from splatsr.core.levels import FitLog, fit_level, level_schedule, start_weights
@@ -182,10 +188,15 @@ def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,
             np.asarray(band_offsets_m, np.float64)
     bright = bright_outliers(y, valid, dates)
     fit_valid = valid if bright is None else valid & ~bright.outlier[:, None, None, None]
+    valid_fraction = valid.reshape(T, -1).mean(axis=1)  # (T,)
+    own = acquisition_index(dates, target_date=cfg.target_date, valid_fraction=valid_fraction)
     torch.manual_seed(cfg.seed)
     obj = Objective(y, fit_valid, config=cfg, device=torch_device(cfg.device),
                     init_shifts_m=init_shifts_m, time_weight=time_w, pixel_m=pixel_m,
                     band_offsets_m=offsets)
+    own_factor = own_pixel_weight(cfg, fit_valid, dates=dates, own=own)
+    if own_factor is not None:
+        obj.set_pixel_factor(own_factor)
     levels = level_schedule(cfg, height=H, width=W, pixel_m=pixel_m)
     log = FitLog(total=sum(lv.adam_steps + lv.lbfgs_iters for lv in levels),
                  progress=cfg.progress)
@@ -198,18 +209,30 @@ def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,
                             gauge=gauge_weights(obj, valid, prior))
     if prior is not None:  # the outlier's weight in the product (consensus.median_weights)
         result.obs_weights = result.obs_weights * prior
-    result.valid_fraction = valid.reshape(T, -1).mean(axis=1)  # (T,)
+    result.valid_fraction = valid_fraction
     pred = result.predict()
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a date without a valid pixel
         result.residual_rms = np.sqrt(np.nanmean(((pred - data) ** 2).reshape(T, -1), axis=1))
-    own = acquisition_index(dates, target_date=cfg.target_date,
-                            valid_fraction=result.valid_fraction)
     if cfg.observed_date and own is not None:
         result.date_scene = date_scene(result, data[own], own)
     elif cfg.median_anchor:
         result.anchor = anchor_correction(result, data, pred, pixel_m=pixel_m)
     return result
+
+
+def own_pixel_weight(cfg: FitConfig, valid: np.ndarray, *,
+                     dates: Sequence[Any] | np.ndarray | None, own: int | None
+                     ) -> np.ndarray | None:
+    """(T, B, H, W) factor of the time weights of an observed-date fit blended with the
+    season (:func:`~splatsr.core.dates.own_date_factor`: the date's own window,
+    ``cfg.own_window_days``, where it is valid); None for any other fit."""
+    if own is None or not (cfg.observed_date and cfg.season_blend):
+        return None
+    return own_date_factor(day_numbers(dates), valid, own=own,
+                           target_day=parse_target_date(cfg.target_date),
+                           window_days=cfg.time_window_days,
+                           own_window_days=cfg.own_window_days)
 
 
 def bright_outliers(y: np.ndarray, valid: np.ndarray,

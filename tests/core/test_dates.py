@@ -83,3 +83,35 @@ def test_effective_dates_count_the_dates_that_carry_the_fit():
     w = np.array([0.611592, 1.0, 3.57472e-06 * 0.166927])
     assert effective_dates(w) == pytest.approx(1.611592 ** 2 / (1 + 0.611592 ** 2), rel=1e-5)
     assert effective_dates(7.0 * w) == pytest.approx(effective_dates(w))
+
+
+def test_own_date_factor_is_the_ratio_of_the_windows_where_the_date_is_seen():
+    from splatsr.core.dates import GAP_PX, own_date_factor
+
+    days = np.array([0.0, 5.0, 10.0, 20.0])
+    valid = np.ones((4, 2, 12, 12), bool)
+    valid[1, :, :, :6] = False  # a cloud over the western half of the observed date
+    valid[1, 1, 10, 10] = False  # and a one-pixel gap in its second band
+    f = own_date_factor(days, valid, own=1, target_day=5.0, window_days=10.0,
+                        own_window_days=1.0)
+    assert f.shape == valid.shape and f.dtype == np.float32
+    d = np.abs(days - 5.0)
+    ratio = np.exp(-d ** 2 / 2.0) / np.exp(-d ** 2 / 200.0)  # narrow over wide Gaussian
+    far = int(6 - GAP_PX) - 1  # a column further than GAP_PX into the cloud
+    np.testing.assert_allclose(f[:, 0, 0, 11], ratio, rtol=1e-6, atol=1e-12)  # seen: the own window
+    np.testing.assert_allclose(f[:, 0, 0, far], 1.0)  # deep in the cloud: the wide window
+    np.testing.assert_allclose(f[:, 1, 0, far], 1.0)
+    # within GAP_PX of a seen pixel the date bridges its gap itself
+    np.testing.assert_allclose(f[:, 0, 0, 5], ratio, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(f[:, 1, 10, 10], ratio, rtol=1e-6, atol=1e-12)
+    assert f[1].min() == 1.0  # the date itself always weighs 1
+
+
+def test_own_date_factor_of_a_date_masked_everywhere_is_one():
+    from splatsr.core.dates import own_date_factor
+
+    valid = np.ones((3, 1, 8, 8), bool)
+    valid[0] = False
+    f = own_date_factor(np.array([0.0, 5.0, 10.0]), valid, own=0, target_day=0.0,
+                        window_days=10.0, own_window_days=1.0)
+    np.testing.assert_array_equal(f, 1.0)

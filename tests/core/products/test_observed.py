@@ -111,7 +111,7 @@ def test_dates_that_agree_keep_the_shared_scene(changed):
 def test_target_date_on_an_acquisition_blends_the_season_fit(changed):
     """With a target date that is an acquisition, the product is the mean of the
     time-weighted fit's observed scene and the season fit's (both reproduce the date's
-    observation); ``season_blend=False`` gives the first alone."""
+    observation); ``season_blend=False`` gives the first alone, from the plain window."""
     from splatsr.core.products.observed import date_scene
 
     truths, data, _ = changed
@@ -125,11 +125,17 @@ def test_target_date_on_an_acquisition_blends_the_season_fit(changed):
     scene, season = both.date_scene.partner
     assert season.config.target_date is None and season.time_weight is None
     assert scene.index == 2
-    # the same time-weighted fit and observed scene; the render is the mean of the two
-    np.testing.assert_allclose(both.weights, alone.weights, atol=1e-6)
-    mine = date_scene(alone, data[2], 2).render(alone, 2.5)
+    # the render is the mean of the two observed scenes
+    mine = date_scene(both, data[2], 2).render(both, 2.5)
     np.testing.assert_allclose(both.render(2.5), 0.5 * (mine + scene.render(season, 2.5)),
                                atol=1e-6)
+    # the date is seen everywhere: the blended fit weighs the dates by the own window (a day)
+    # where the fit alone keeps the automatic one (10 days), and its scene follows the date
+    assert both.config.time_window_days == alone.config.time_window_days == 10.0
+    own = splatsr.fit_arrays(data, pixel_m=10.0, dates=dates, config=splatsr.FitConfig(
+        **kw, season_blend=False, time_window_days=both.config.own_window_days))
+    np.testing.assert_allclose(mine, date_scene(own, data[2], 2).render(own, 2.5),
+                               atol=0.1 * both.noise_level.max())
     # each half shows the changed field; so does the mean
     field = (slice(40, 56), slice(60, 76))
     assert (both.render(2.5)[0][field] - truths[0][field]).mean() > 0.67 * 0.05
