@@ -51,6 +51,8 @@ from splatsr.pipeline import OUTLIER_WEIGHT  # noqa: E402
 from splatsr.workflow import StackFit  # noqa: E402
 
 CLEAR = 0.9  # a date is scored in the series when this share of its pixels is valid
+UNMASKED_CLOUD = "2018-11-12"  # worldcereal: a cloud the SCL called clear (an outlier)
+CLOUD_PX = 11  # --centred --cloud: the western third of D (10 m px) is masked
 # (series, season, asked date D, N dates in the window, D included)
 TUNE = [("worldcereal", "spring", "2019-04-16", 8), ("worldcereal", "autumn", "2018-10-13", 12),
         ("worldcereal", "summer", "2019-07-05", 10)]
@@ -123,6 +125,59 @@ def run_window(s: Series, season: str, asked: str, n: int) -> dict:
     res, _ = fit(static, dates, s.bands, target_date=asked)
     row["ceiling"] = band_gains(res.render(SCENE_M), s.data[h], static[t])
     return row
+
+
+def centred_windows(s: Series) -> dict[str, list[tuple[str, int]]]:
+    """Windows centred on every clear date of ``s`` (>= 90 % valid, not the cloud the SCL
+    called clear), N = 8, 10, 12 in turn: set ``A`` (every other one, where the own window
+    was chosen) and ``B`` (the rest)."""
+    clear = s.clear.reshape(len(s.dates), -1).mean(axis=1)
+    wins = [(s.dates[k], (8, 10, 12)[j % 3]) for j, k in enumerate(
+        k for k in range(len(s.dates)) if clear[k] >= CLEAR and s.dates[k] != UNMASKED_CLOUD)]
+    return {"A": wins[0::2], "B": wins[1::2]}
+
+
+def centred_row(s: Series, asked: str, n: int, *, cloud: bool, **cfg) -> dict:
+    """``fit(target_date=D)`` on a window centred on D, per band against bicubic of D; with
+    ``cloud`` the western third of D is masked and the PSNR inside (the cloud less 5 m of
+    its edge) and outside (beyond 30 m of it) is reported instead."""
+    idx = window_with(s, asked, n)
+    h, dates = s.dates.index(asked), [s.dates[k] for k in idx]
+    t = idx.index(h)
+    obs = observe(s.data[idx], s.clear[idx], seed=7 + 100 * n + h)
+    if cloud:
+        obs[t][:, :, :CLOUD_PX] = np.nan
+    res, sec = fit(obs, dates, s.bands, target_date=asked, **cfg)
+    img, ref = res.render(SCENE_M), s.data[h]
+    row = dict(asked=asked, n_dates=n, seconds=sec)
+    if not cloud:
+        return dict(row, gains=band_gains(img, ref, obs[t]))
+    inside = (slice(None), slice(None), slice(FACTOR, FACTOR * CLOUD_PX - FACTOR))
+    outside = (slice(None), slice(None), slice(FACTOR * (CLOUD_PX + 3), None))
+    return dict(row, inside_db=psnr_db(img[inside], ref[inside]),
+                outside_db=psnr_db(img[outside], ref[outside]))
+
+
+def psnr_db(img: np.ndarray, ref: np.ndarray) -> float:
+    """Mean over bands of the PSNR (data range 1) of ``img`` against ``ref`` (B, h, w)."""
+    return float(np.mean([10 * np.log10(1.0 / np.mean((i - r) ** 2)) for i, r in zip(img, ref)]))
+
+
+def centred_markdown(rows: dict[str, list[dict]], *, cloud: bool) -> list[str]:
+    """Per set: mean gain, worst band-scene and band-scenes below -0.2 dB (or the PSNR
+    inside and outside the cloud)."""
+    md = []
+    for label, part in rows.items():
+        if cloud:
+            md.append(f"| {label} | {len(part)} | {np.mean([r['inside_db'] for r in part]):.2f} | "
+                      f"{np.mean([r['outside_db'] for r in part]):.2f} |")
+            continue
+        g = np.array([r["gains"] for r in part])
+        md.append(f"| {label} | {len(part)} | {g.mean():+.3f} | {g.min():+.2f} | "
+                  f"{int((g < -0.2).sum())} of {g.size} |")
+    head = ("| set | windows | PSNR inside the cloud | outside |" if cloud else
+            "| set | windows | mean gain over D's bicubic | worst band | below -0.2 dB |")
+    return [head, "|" + "---|" * (head.count("|") - 1)] + md
 
 
 def field_window(s: Series, season: str, asked: str, n: int) -> dict:
@@ -259,12 +314,35 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--figure", action="store_true", help="also docs/date_products_*.png")
     ap.add_argument("--opensr", action="store_true", help="only opensr-test's metrics of the "
                     "target product and bicubic (needs the [eval] extra): field.md")
+    ap.add_argument("--centred", action="store_true", help="only the target product on "
+                    "windows centred on every clear worldcereal date: centred.md")
+    ap.add_argument("--cloud", action="store_true", help="with --centred: the western third "
+                    "of D masked, PSNR inside and outside it: centred_cloud.md")
+    ap.add_argument("--own-window-days", type=float, default=FitConfig.own_window_days,
+                    help="with --centred: FitConfig.own_window_days (10 = as before it)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     chosen = {"tune": TUNE, "report": REPORT, "all": TUNE + REPORT}[a.windows]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     cache: dict[str, Series] = {}
+    if a.centred:
+        s = load_series("worldcereal")
+        rows = {k: [] for k in ("A", "B")}
+        for label, wins in centred_windows(s).items():
+            for asked, n in wins:
+                rows[label].append(centred_row(s, asked, n, cloud=a.cloud,
+                                               own_window_days=a.own_window_days))
+                print(label, rows[label][-1], flush=True)
+        name = "centred_cloud" if a.cloud else "centred"
+        md = centred_markdown(rows, cloud=a.cloud) + ["", f"own_window_days "
+                                                     f"{a.own_window_days:g}. Machine: " +
+                                                     ", ".join(f"{k} {v}" for k, v in
+                                                               machine().items())]
+        (out / f"{name}.json").write_text(json.dumps(rows, indent=1))
+        (out / f"{name}.md").write_text("\n".join(md) + "\n")
+        print("\n".join(md))
+        return
     if a.opensr:
         rows = [field_window(cache.setdefault(w[0], load_series(w[0])), *w[1:])
                 for w in chosen]
