@@ -227,4 +227,3 @@ def fit_level(obj: Objective, level: Level, log: FitLog) -> None:
                   log=lambda it, loss, dt, s0=start: log.record(level, "lbfgs", s0 + it, loss,
                                                                 dt),
                   bar=log.bar)
-
