@@ -162,18 +162,25 @@ def own_date_factor(days: np.ndarray, valid: np.ndarray, *, own: int, target_day
     ``own_window_days`` instead of ``window_days`` (the factor is the ratio of the two,
     1 for the date itself); further inside its masked areas, by ``window_days`` (factor 1).
     With a window of a day the date is fitted on its own where it is seen, and the dates
-    near it fill in where it is not.
+    near it fill in where it is not (:func:`bridged` says where it counts as seen).
     """
     wide = time_weights(days, target_day=target_day, window_days=window_days)  # (T,)
     narrow = time_weights(days, target_day=target_day, window_days=own_window_days)
     ratio = np.divide(narrow, wide, out=np.zeros_like(narrow), where=wide > 0)  # (T,)
-    seen = np.asarray(valid[own], bool)  # (B, H, W)
-    if seen.any() and not seen.all():
-        from scipy import ndimage  # here: only an observed date with gaps needs it
-
-        seen = np.stack([ndimage.distance_transform_edt(~b) <= GAP_PX if b.any() else b
-                         for b in seen])
+    seen = bridged(np.asarray(valid[own], bool))  # (B, H, W)
     return np.where(seen[None], ratio[:, None, None, None], 1.0).astype(np.float32)
+
+
+def bridged(seen: np.ndarray) -> np.ndarray:
+    """(B, H, W) bool: ``seen`` with its gaps narrower than :data:`GAP_PX` pixels filled
+    (a pixel within ``GAP_PX`` of a seen one of its band counts as seen)."""
+    seen = np.asarray(seen, bool)
+    if seen.all() or not seen.any():
+        return seen
+    from scipy import ndimage  # here: only an observed date with gaps needs it
+
+    return np.stack([ndimage.distance_transform_edt(~b) <= GAP_PX if b.any() else b
+                     for b in seen])
 
 
 def effective_dates(weights: Sequence[float] | np.ndarray) -> float:

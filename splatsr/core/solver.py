@@ -33,6 +33,7 @@ from splatsr.core.products.consensus import (
 )
 from splatsr.core.dates import (
     acquisition_index,
+    bridged,
     day_numbers,
     own_date_factor,
     parse_target_date,
@@ -143,6 +144,10 @@ def fit_arrays(data: np.ndarray, *, pixel_m: float, config: FitConfig | None = N
         result.date_scene = blend_season(result, data, pixel_m=pixel_m, config=cfg,
                                          band_names=band_names, dates=dates)
         result.seconds += result.date_scene.partner[1].seconds  # both fits' time
+        result.date_scene = fill_masked(result, data, pixel_m=pixel_m, config=cfg,
+                                        band_names=band_names, dates=dates)
+        if result.date_scene.fill is not None:
+            result.seconds += result.date_scene.fill[1].seconds
     return result
 
 
@@ -168,6 +173,29 @@ def blend_season(result: FitResult, data: np.ndarray, *, pixel_m: float, config:
                             dates=dates, band_offsets_m=result.band_offsets_m)
     scene = date_scene(season, data[own.index], own.index)
     return replace(own, partner=(scene, season))
+
+
+def fill_masked(result: FitResult, data: np.ndarray, *, pixel_m: float, config: FitConfig,
+                band_names: tuple[str, ...], dates: Sequence[Any] | np.ndarray | None
+                ) -> DateScene:
+    """``result``'s observed-date scene with, where the date is masked beyond its bridged
+    gaps (:func:`~splatsr.core.dates.bridged`), the same date's scene from a fit of the
+    dates near in time without the own window (a third fit; none when the date is seen
+    everywhere but narrow gaps).
+
+    The fit with the own window follows the date alone where it is seen; inside a large
+    cloud over the date it carried the other dates' content into the date's radiometry
+    0.7-0.8 dB less well than a plain time-weighted fit (docs/date_products.md)."""
+    own = result.date_scene
+    masked = ~bridged(np.isfinite(data[own.index]))  # (B, H, W)
+    if not masked.any():
+        return own
+    cfg = replace(config, season_blend=False)  # the plain time-weighted fit
+    with warnings.catch_warnings():  # the findings were said by the first fit
+        warnings.simplefilter("ignore", InputWarning)
+        plain = fit_arrays(data, pixel_m=pixel_m, config=cfg, band_names=band_names,
+                           dates=dates, band_offsets_m=result.band_offsets_m)
+    return replace(own, fill=(plain.date_scene, plain, masked))
 
 
 def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,

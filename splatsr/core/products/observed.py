@@ -110,10 +110,15 @@ class DateScene:
     # the same date's scene from another fit of the same dates, and that fit: the render is
     # the mean of the two (splatsr.core.solver.blend_season)
     partner: tuple[DateScene, FitResult] | None = None
+    # where the date is masked beyond its bridged gaps, (B, H, W) bool at its pixels: the
+    # same date's scene from a fit of the dates near in time (no own window) and that fit,
+    # used there instead (splatsr.core.solver.fill_masked)
+    fill: tuple[DateScene, FitResult, np.ndarray] | None = None
 
     def render(self, result: FitResult, resolution_m: float) -> np.ndarray:
         """(B, H', W') the scene at ``resolution_m``, with the date's change layer (float32);
-        the mean with :attr:`partner`'s, when there is one."""
+        :attr:`fill`'s where the date is masked, when there is one; the mean with
+        :attr:`partner`'s, when there is one."""
         with torch.no_grad():
             img = render_latent(torch.from_numpy(self.weights.astype(np.float64)),
                                 grid=result.grid, resolution_m=resolution_m).numpy()
@@ -121,10 +126,23 @@ class DateScene:
         change = result.change_of(self.index, resolution_m)
         if change is not None:
             img += change
+        if self.fill is not None:
+            scene, fit, masked = self.fill
+            img = np.where(nearest_pixels(masked, img.shape[1:]), scene.render(fit, resolution_m),
+                           img)
         if self.partner is not None:
             scene, fit = self.partner
             img = 0.5 * (img + scene.render(fit, resolution_m))
         return img.astype(np.float32)
+
+
+def nearest_pixels(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(B, H', W') ``mask`` (B, H, W) read at the output pixels of ``shape`` (H', W'): each
+    output pixel takes the input pixel its centre falls in."""
+    H, W = mask.shape[1:]
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * H / shape[0]).astype(int), H - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * W / shape[1]).astype(int), W - 1)
+    return mask[:, rows][:, :, cols]
 
 
 def date_scene(result: FitResult, observation: np.ndarray, t: int) -> DateScene:

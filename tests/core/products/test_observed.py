@@ -122,6 +122,7 @@ def test_target_date_on_an_acquisition_blends_the_season_fit(changed):
     alone = splatsr.fit_arrays(data, pixel_m=10.0, dates=dates,
                                config=splatsr.FitConfig(**kw, season_blend=False))
     assert alone.date_scene.partner is None and alone.date_scene.index == 2
+    assert both.date_scene.fill is None  # the date is seen everywhere: two fits
     scene, season = both.date_scene.partner
     assert season.config.target_date is None and season.time_weight is None
     assert scene.index == 2
@@ -139,3 +140,34 @@ def test_target_date_on_an_acquisition_blends_the_season_fit(changed):
     # each half shows the changed field; so does the mean
     field = (slice(40, 56), slice(60, 76))
     assert (both.render(2.5)[0][field] - truths[0][field]).mean() > 0.67 * 0.05
+
+
+def test_where_the_asked_date_is_masked_the_plain_time_weighted_fit_fills_in(changed):
+    """A cloud over a third of the asked date: inside it (beyond the bridged gap) the
+    date's scene is the plain time-weighted fit's, outside the own-window fit's; the
+    season's is averaged in everywhere."""
+    from splatsr.core.dates import GAP_PX
+    from splatsr.core.products.observed import date_scene, nearest_pixels
+
+    truths, data, _ = changed
+    data = data.copy()
+    data[2, :, :, :12] = np.nan  # the western 12 px of the asked date
+    dates = [f"2020-05-{d + 1:02d}" for d in range(8)]
+    kw = dict(adam_steps=40, lbfgs_iters=40, coarse_levels=0, change_cell_m=0.0,
+              target_date="2020-05-03")
+    both = splatsr.fit_arrays(data, pixel_m=10.0, dates=dates, config=splatsr.FitConfig(**kw))
+    ds = both.date_scene
+    fill, plain, masked = ds.fill
+    assert plain.config.season_blend is False and fill.index == 2
+    # masked: the cloud less the GAP_PX columns at its edge, which the date bridges
+    edge = 12 - int(GAP_PX)
+    assert masked[:, :, :edge].all() and not masked[:, :, edge:].any()
+    scene, season = ds.partner
+    own = date_scene(both, data[2], 2).render(both, 2.5)
+    inner = nearest_pixels(masked, own.shape[1:])
+    expect = 0.5 * (np.where(inner, fill.render(plain, 2.5), own) + scene.render(season, 2.5))
+    np.testing.assert_allclose(both.render(2.5), expect, atol=1e-6)
+    # the plain fit is the one season_blend=False gives
+    alone = splatsr.fit_arrays(data, pixel_m=10.0, dates=dates,
+                               config=splatsr.FitConfig(**kw, season_blend=False))
+    np.testing.assert_allclose(fill.render(plain, 2.5), alone.render(2.5), atol=1e-6)
