@@ -153,19 +153,19 @@ def acquisition_index(dates: Sequence[Any] | np.ndarray | None, *, target_date: 
 GAP_PX = 3.0
 
 
-def own_date_factor(days: np.ndarray, valid: np.ndarray, *, own: int, target_day: float,
-                    window_days: float, own_window_days: float) -> np.ndarray:
+def own_date_factor(valid: np.ndarray, *, own: int, wide: np.ndarray, narrow: np.ndarray
+                    ) -> np.ndarray:
     """(T, B, H, W) float32 factor of each pixel's time weight in an observed-date fit.
 
-    Where the observed date ``own`` is seen (``valid`` (T, B, H, W) bool, its gaps
-    narrower than :data:`GAP_PX` pixels included) the dates weigh by a Gaussian of
-    ``own_window_days`` instead of ``window_days`` (the factor is the ratio of the two,
-    1 for the date itself); further inside its masked areas, by ``window_days`` (factor 1).
-    With a window of a day the date is fitted on its own where it is seen, and the dates
-    near it fill in where it is not (:func:`bridged` says where it counts as seen).
+    ``wide`` and ``narrow`` (T,) are the dates' time weights over the fit's window and over
+    the date's own (:func:`target_time_weights`). Where the observed date ``own`` is seen
+    (``valid`` (T, B, H, W) bool, its gaps narrower than :data:`GAP_PX` pixels included)
+    the dates weigh by ``narrow`` instead of ``wide`` (the factor is their ratio, 1 for the
+    date itself); further inside its masked areas, by ``wide`` (factor 1). With a window of
+    a day the date is fitted on its own where it is seen, and the dates near it fill in
+    where it is not (:func:`bridged` says where it counts as seen).
     """
-    wide = time_weights(days, target_day=target_day, window_days=window_days)  # (T,)
-    narrow = time_weights(days, target_day=target_day, window_days=own_window_days)
+    wide, narrow = np.asarray(wide, np.float64), np.asarray(narrow, np.float64)
     ratio = np.divide(narrow, wide, out=np.zeros_like(narrow), where=wide > 0)  # (T,)
     seen = bridged(np.asarray(valid[own], bool))  # (B, H, W)
     return np.where(seen[None], ratio[:, None, None, None], 1.0).astype(np.float32)

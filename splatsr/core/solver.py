@@ -34,9 +34,7 @@ from splatsr.core.products.consensus import (
 from splatsr.core.dates import (
     acquisition_index,
     bridged,
-    day_numbers,
     own_date_factor,
-    parse_target_date,
     target_time_weights,
 )
 from splatsr.core.expand import expand_result, subset_config
@@ -166,11 +164,9 @@ def blend_season(result: FitResult, data: np.ndarray, *, pixel_m: float, config:
     where either alone trailed it (docs/date_products.md).
     """
     own = result.date_scene
-    cfg = replace(config, target_date=None, time_window_days=None, median_anchor=False)
-    with warnings.catch_warnings():  # the findings were said by the first fit
-        warnings.simplefilter("ignore", InputWarning)
-        season = fit_arrays(data, pixel_m=pixel_m, config=cfg, band_names=band_names,
-                            dates=dates, band_offsets_m=result.band_offsets_m)
+    season = companion_fit(result, data, pixel_m=pixel_m, band_names=band_names, dates=dates,
+                           config=replace(config, target_date=None, time_window_days=None,
+                                          median_anchor=False))
     scene = date_scene(season, data[own.index], own.index)
     return replace(own, partner=(scene, season))
 
@@ -190,12 +186,20 @@ def fill_masked(result: FitResult, data: np.ndarray, *, pixel_m: float, config: 
     masked = ~bridged(np.isfinite(data[own.index]))  # (B, H, W)
     if not masked.any():
         return own
-    cfg = replace(config, season_blend=False)  # the plain time-weighted fit
-    with warnings.catch_warnings():  # the findings were said by the first fit
-        warnings.simplefilter("ignore", InputWarning)
-        plain = fit_arrays(data, pixel_m=pixel_m, config=cfg, band_names=band_names,
-                           dates=dates, band_offsets_m=result.band_offsets_m)
+    plain = companion_fit(result, data, pixel_m=pixel_m, band_names=band_names, dates=dates,
+                          config=replace(config, season_blend=False))  # plain time-weighted
     return replace(own, fill=(plain.date_scene, plain, masked))
+
+
+def companion_fit(result: FitResult, data: np.ndarray, *, pixel_m: float, config: FitConfig,
+                  band_names: tuple[str, ...], dates: Sequence[Any] | np.ndarray | None
+                  ) -> FitResult:
+    """A second fit of the same ``data`` with ``config`` and ``result``'s band offsets, its
+    input findings unsaid (the first fit said them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputWarning)
+        return fit_arrays(data, pixel_m=pixel_m, config=config, band_names=band_names,
+                          dates=dates, band_offsets_m=result.band_offsets_m)
 
 
 def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,
@@ -222,7 +226,7 @@ def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,
     obj = Objective(y, fit_valid, config=cfg, device=torch_device(cfg.device),
                     init_shifts_m=init_shifts_m, time_weight=time_w, pixel_m=pixel_m,
                     band_offsets_m=offsets)
-    own_factor = own_pixel_weight(cfg, fit_valid, dates=dates, own=own)
+    own_factor = own_pixel_weight(cfg, fit_valid, dates=dates, own=own, time_weight=time_w)
     if own_factor is not None:
         obj.set_pixel_factor(own_factor)
     levels = level_schedule(cfg, height=H, width=W, pixel_m=pixel_m)
@@ -250,17 +254,16 @@ def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,
 
 
 def own_pixel_weight(cfg: FitConfig, valid: np.ndarray, *,
-                     dates: Sequence[Any] | np.ndarray | None, own: int | None
-                     ) -> np.ndarray | None:
-    """(T, B, H, W) factor of the time weights of an observed-date fit blended with the
-    season (:func:`~splatsr.core.dates.own_date_factor`: the date's own window,
+                     dates: Sequence[Any] | np.ndarray | None, own: int | None,
+                     time_weight: np.ndarray | None) -> np.ndarray | None:
+    """(T, B, H, W) factor of the (T,) ``time_weight`` of an observed-date fit blended with
+    the season (:func:`~splatsr.core.dates.own_date_factor`: the date's own window,
     ``cfg.own_window_days``, where it is valid); None for any other fit."""
     if own is None or not (cfg.observed_date and cfg.season_blend):
         return None
-    return own_date_factor(day_numbers(dates), valid, own=own,
-                           target_day=parse_target_date(cfg.target_date),
-                           window_days=cfg.time_window_days,
-                           own_window_days=cfg.own_window_days)
+    narrow = target_time_weights(dates, n_obs=len(valid), target_date=cfg.target_date,
+                                 window_days=cfg.own_window_days)
+    return own_date_factor(valid, own=own, wide=time_weight, narrow=narrow)
 
 
 def bright_outliers(y: np.ndarray, valid: np.ndarray,

@@ -92,8 +92,9 @@ def test_own_date_factor_is_the_ratio_of_the_windows_where_the_date_is_seen():
     valid = np.ones((4, 2, 12, 12), bool)
     valid[1, :, :, :6] = False  # a cloud over the western half of the observed date
     valid[1, 1, 10, 10] = False  # and a one-pixel gap in its second band
-    f = own_date_factor(days, valid, own=1, target_day=5.0, window_days=10.0,
-                        own_window_days=1.0)
+    f = own_date_factor(valid, own=1,
+                        wide=time_weights(days, target_day=5.0, window_days=10.0),
+                        narrow=time_weights(days, target_day=5.0, window_days=1.0))
     assert f.shape == valid.shape and f.dtype == np.float32
     d = np.abs(days - 5.0)
     ratio = np.exp(-d ** 2 / 2.0) / np.exp(-d ** 2 / 200.0)  # narrow over wide Gaussian
@@ -112,6 +113,7 @@ def test_own_date_factor_of_a_date_masked_everywhere_is_one():
 
     valid = np.ones((3, 1, 8, 8), bool)
     valid[0] = False
-    f = own_date_factor(np.array([0.0, 5.0, 10.0]), valid, own=0, target_day=0.0,
-                        window_days=10.0, own_window_days=1.0)
+    days = np.array([0.0, 5.0, 10.0])
+    f = own_date_factor(valid, own=0, wide=time_weights(days, target_day=0.0, window_days=10.0),
+                        narrow=time_weights(days, target_day=0.0, window_days=1.0))
     np.testing.assert_array_equal(f, 1.0)
