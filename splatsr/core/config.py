@@ -116,9 +116,9 @@ class FitConfig:
     # the dates by a Gaussian of this many days instead of time_window_days: the date is
     # fitted on its own there (and the season's fit lends the detail); deeper inside its
     # masked areas a plain time-weighted fit supplies the date's scene (a third fit). 1 day,
-    # against the 10-day window, on real windows centred on clear dates: +2.43 / +2.35 vs
-    # +2.02 / +2.07 dB over bicubic of the date (chosen on set A, set B held out)
-    # (docs/date_products.md)
+    # against the 10-day window, on real windows centred on clear dates, both with the blend's
+    # scenes in one frame: +2.04 / +2.13 vs +1.85 / +2.00 dB over bicubic of the date
+    # (chosen on set A, set B held out) (docs/date_products.md)
     own_window_days: float = 1.0
 
     def psf_widths_m(self) -> float | tuple[float, ...]:

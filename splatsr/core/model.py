@@ -160,11 +160,14 @@ def band_psf_sigma(psf_sigma_m: float | Sequence[float] | torch.Tensor, *,
 
 def render_latent(weights: torch.Tensor, *, grid: SplatGrid, resolution_m: float,
                   extent_m: tuple[float, float] | None = None,
-                  origin_m: float = 0.0) -> torch.Tensor:
-    """The latent scene (splats only, no PSF, no shift) integrated over square pixels.
+                  origin_m: float = 0.0,
+                  shift_m: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
+    """The latent scene (splats only, no PSF) integrated over square pixels.
 
     Covers the raster's extent exactly unless ``extent_m = (height_m, width_m)`` and
-    ``origin_m`` say otherwise. Returns (B, H', W').
+    ``origin_m`` say otherwise; ``shift_m = (dx_m east, dy_m north)`` renders it as an
+    observation displaced by that much sees it (as :func:`render_observations`, without the
+    PSF). Returns (B, H', W').
 
     Raises
     ------
@@ -175,9 +178,9 @@ def render_latent(weights: torch.Tensor, *, grid: SplatGrid, resolution_m: float
         extent_m = (grid.height * grid.pixel_m, grid.width * grid.pixel_m)
     n = output_shape(extent_m, resolution_m)
     ay, ax = grid.axes(pixel_m=resolution_m, n_y=n[0], n_x=n[1], pix_origin_m=origin_m)
-    zero = torch.zeros(1, dtype=weights.dtype, device=weights.device)
-    return _r.render(weights, ax_y=ay, ax_x=ax, sigma_m=grid.sigma_m, dy_m=zero,
-                     dx_m=zero)[0]
+    dx, dy = (torch.tensor([float(v)], dtype=weights.dtype, device=weights.device)
+              for v in shift_m)
+    return _r.render(weights, ax_y=ay, ax_x=ax, sigma_m=grid.sigma_m, dy_m=-dy, dx_m=dx)[0]
 
 
 def output_shape(extent_m: tuple[float, float], resolution_m: float) -> tuple[int, int]:

@@ -157,18 +157,30 @@ def blend_season(result: FitResult, data: np.ndarray, *, pixel_m: float, config:
     ``data`` without a target date (no time weighting; the band offsets of ``result``).
 
     Both scenes reproduce the date's observation to within the noise; they differ in the
-    fine detail, borrowed from the dates near in time or from the whole season. Neither
-    wins on every real window (the time-weighted one in spring and autumn, the season's in
-    summer), and their errors are far from one another: the mean was +0.2 dB over the
-    time-weighted scene on the three tuning windows and +0.46 dB on four report windows,
-    where either alone trailed it (docs/date_products.md).
+    fine detail, borrowed from the dates near in time or from the whole season. The
+    time-weighted scene is moved into the season fit's frame (:func:`frame_shift`), so the
+    product is in the season fit's frame and the mean is not of two displaced copies
+    (docs/date_products.md).
     """
     own = result.date_scene
     season = companion_fit(result, data, pixel_m=pixel_m, band_names=band_names, dates=dates,
                            config=replace(config, target_date=None, time_window_days=None,
                                           median_anchor=False))
     scene = date_scene(season, data[own.index], own.index)
-    return replace(own, partner=(scene, season))
+    return replace(own, partner=(scene, season),
+                   frame_shift_m=frame_shift(result, season, own.index))
+
+
+def frame_shift(result: FitResult, reference: FitResult, t: int) -> tuple[float, float]:
+    """(dx_m, dy_m) where ``reference``'s frame lies in ``result``'s, both fits of date
+    ``t``: each fit's shifts are mean-zero over its own dates and date ``t`` sits at its
+    shift in either, so the frames differ by the difference of its shifts.
+
+    A fit that weighs the dates by time leaves the far dates' shifts near where they
+    started, which moves its frame towards the asked date's geometry: as they came, the
+    two scenes of a blend were up to 2-3 m apart on real windows (docs/date_products.md)."""
+    dx, dy = np.asarray(result.shifts_m[t], np.float64) - reference.shifts_m[t]
+    return float(dx), float(dy)
 
 
 def fill_masked(result: FitResult, data: np.ndarray, *, pixel_m: float, config: FitConfig,
@@ -188,7 +200,9 @@ def fill_masked(result: FitResult, data: np.ndarray, *, pixel_m: float, config: 
         return own
     plain = companion_fit(result, data, pixel_m=pixel_m, band_names=band_names, dates=dates,
                           config=replace(config, season_blend=False))  # plain time-weighted
-    return replace(own, fill=(plain.date_scene, plain, masked))
+    scene = plain.date_scene if own.partner is None else replace(
+        plain.date_scene, frame_shift_m=frame_shift(plain, own.partner[1], own.index))
+    return replace(own, fill=(scene, plain, masked))
 
 
 def companion_fit(result: FitResult, data: np.ndarray, *, pixel_m: float, config: FitConfig,

@@ -124,6 +124,23 @@ def test_shift_equivariance():
     assert torch.allclose(moved[..., 2:-2, 2:-2], east_s[..., 2:-2, 2:-2], atol=1e-9)
 
 
+def test_latent_render_with_a_shift_is_the_observation_without_psf():
+    """``render_latent(shift_m=s)`` at the raster's pixel size is what an observation with
+    shift ``s`` and no PSF sees (same signs: east and north positive), and one output pixel
+    of shift east is a roll of one column."""
+    grid = SplatGrid.for_raster(height=8, width=9, pixel_m=10.0, spacing_m=2.5)
+    torch.manual_seed(2)
+    w = torch.randn(2, grid.ny, grid.nx, dtype=torch.float64)
+    s = (1.3, -2.1)
+    seen = render_observations(w, torch.tensor([s], dtype=torch.float64), grid=grid,
+                               psf_sigma_m=0.0)[0]
+    assert torch.allclose(render_latent(w, grid=grid, resolution_m=10.0, shift_m=s), seen,
+                          atol=1e-12)
+    at0 = render_latent(w, grid=grid, resolution_m=2.5)
+    east = render_latent(w, grid=grid, resolution_m=2.5, shift_m=(2.5, 0.0))
+    assert torch.allclose(east[:, :, 1:], at0[:, :, :-1], atol=1e-12)
+
+
 def test_gradcheck_float64():
     ay, ax = _axes(3.0, 10.0, 3, pad=3)
     w = torch.randn(1, ay.n_splats, ax.n_splats, dtype=torch.float64, requires_grad=True)

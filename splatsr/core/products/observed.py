@@ -114,14 +114,20 @@ class DateScene:
     # same date's scene from a fit of the dates near in time (no own window) and that fit,
     # used there instead (splatsr.core.solver.fill_masked)
     fill: tuple[DateScene, FitResult, np.ndarray] | None = None
+    # (dx_m, dy_m) where the product's frame lies in this scene's fit: the scene is rendered
+    # displaced by it (splatsr.core.model.render_latent), so that the scenes of a blend, each
+    # in the mean-zero frame of its own fit, land in one frame (the season fit's); the
+    # smooth change layer is not moved
+    frame_shift_m: tuple[float, float] = (0.0, 0.0)
 
     def render(self, result: FitResult, resolution_m: float) -> np.ndarray:
         """(B, H', W') the scene at ``resolution_m``, with the date's change layer (float32);
         :attr:`fill`'s where the date is masked, when there is one; the mean with
-        :attr:`partner`'s, when there is one."""
+        :attr:`partner`'s, when there is one; in the frame :attr:`frame_shift_m` says."""
         with torch.no_grad():
             img = render_latent(torch.from_numpy(self.weights.astype(np.float64)),
-                                grid=result.grid, resolution_m=resolution_m).numpy()
+                                grid=result.grid, resolution_m=resolution_m,
+                                shift_m=self.frame_shift_m).numpy()
         img += self.offset[:, None, None]
         change = result.change_of(self.index, resolution_m)
         if change is not None:

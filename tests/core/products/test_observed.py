@@ -3,6 +3,8 @@ stays where the date agrees with the shared scene, a changed field follows the d
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -125,17 +127,29 @@ def test_target_date_on_an_acquisition_blends_the_season_fit(changed):
     assert both.date_scene.fill is None  # the date is seen everywhere: two fits
     scene, season = both.date_scene.partner
     assert season.config.target_date is None and season.time_weight is None
-    assert scene.index == 2
-    # the render is the mean of the two observed scenes
-    mine = date_scene(both, data[2], 2).render(both, 2.5)
-    np.testing.assert_allclose(both.render(2.5), 0.5 * (mine + scene.render(season, 2.5)),
-                               atol=1e-6)
+    assert scene.index == 2 and scene.frame_shift_m == (0.0, 0.0)
+    # the render is the mean of the two observed scenes, the time-weighted fit's moved into
+    # the season fit's frame: date 2 sits at its shift in either
+    move = both.date_scene.frame_shift_m
+    np.testing.assert_allclose(move, both.shifts_m[2] - season.shifts_m[2])
+    as_came = date_scene(both, data[2], 2)
+    mine = replace(as_came, frame_shift_m=move).render(both, 2.5)
+    theirs = scene.render(season, 2.5)
+    np.testing.assert_allclose(both.render(2.5), 0.5 * (mine + theirs), atol=1e-6)
+    # so moved, the two scenes agree better than as they came (here half a metre or more
+    # apart) and than moved the wrong way: what is left is their fine detail
+    wrong = replace(as_came, frame_shift_m=tuple(-np.asarray(move))).render(both, 2.5)
+    assert np.hypot(*move) > 0.5
+    inner = (slice(None), slice(8, -8), slice(8, -8))
+    spread = [np.std((img - theirs)[inner]) for img in (mine, as_came.render(both, 2.5), wrong)]
+    assert spread[0] < 0.9 * spread[1] < 0.9 * spread[2]
     # the date is seen everywhere: the blended fit weighs the dates by the own window (a day)
     # where the fit alone keeps the automatic one (10 days), and its scene follows the date
     assert both.config.time_window_days == alone.config.time_window_days == 10.0
     own = splatsr.fit_arrays(data, pixel_m=10.0, dates=dates, config=splatsr.FitConfig(
         **kw, season_blend=False, time_window_days=both.config.own_window_days))
-    np.testing.assert_allclose(mine, date_scene(own, data[2], 2).render(own, 2.5),
+    np.testing.assert_allclose(as_came.render(both, 2.5),
+                               date_scene(own, data[2], 2).render(own, 2.5),
                                atol=0.1 * both.noise_level.max())
     # each half shows the changed field; so does the mean
     field = (slice(40, 56), slice(60, 76))
@@ -163,11 +177,14 @@ def test_where_the_asked_date_is_masked_the_plain_time_weighted_fit_fills_in(cha
     edge = 12 - int(GAP_PX)
     assert masked[:, :, :edge].all() and not masked[:, :, edge:].any()
     scene, season = ds.partner
-    own = date_scene(both, data[2], 2).render(both, 2.5)
+    # every scene in the season fit's frame: each fit moved by the asked date's shifts
+    assert fill.frame_shift_m == pytest.approx(tuple(plain.shifts_m[2] - season.shifts_m[2]))
+    own = replace(date_scene(both, data[2], 2), frame_shift_m=ds.frame_shift_m).render(both, 2.5)
     inner = nearest_pixels(masked, own.shape[1:])
     expect = 0.5 * (np.where(inner, fill.render(plain, 2.5), own) + scene.render(season, 2.5))
     np.testing.assert_allclose(both.render(2.5), expect, atol=1e-6)
     # the plain fit is the one season_blend=False gives
     alone = splatsr.fit_arrays(data, pixel_m=10.0, dates=dates,
                                config=splatsr.FitConfig(**kw, season_blend=False))
-    np.testing.assert_allclose(fill.render(plain, 2.5), alone.render(2.5), atol=1e-6)
+    np.testing.assert_allclose(replace(fill, frame_shift_m=(0.0, 0.0)).render(plain, 2.5),
+                               alone.render(2.5), atol=1e-6)
