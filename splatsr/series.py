@@ -21,7 +21,6 @@ from splatsr import __version__
 from splatsr.core.config import FitConfig
 from splatsr.core.dates import acquisition_index
 from splatsr.core.model import output_shape
-from splatsr.core.products.observed import date_scene
 from splatsr.core.products.series import Segment, fit_segments, plan_from_data
 from splatsr.core.products.uncertainty import UncertaintyMode, as_mode, sigma_map
 from splatsr.core.provenance import fit_tags
@@ -102,7 +101,7 @@ class SeriesFit:
         for t, o in enumerate(self.stack.observations):
             seg = self.segment_of(t)
             i = seg.index_of(t)
-            ds = date_scene(seg.fit, self.data[t], i)
+            ds = seg.date_scene(self.data, t)
             tags = dict(software=f"splatsr {__version__}", resolution_m=resolution_m,
                         observations=[self.stack.observations[k].id for k in seg.dates],
                         **fit_tags(seg.fit.config, band_names=seg.fit.band_names,
@@ -116,12 +115,8 @@ class SeriesFit:
             yield o.id, o.datetime, image, tags, sigma
 
     def shifts_m(self) -> np.ndarray:
-        """(T, 2) every date's shift in its segment's fit (each segment mean zero)."""
-        out = np.full((len(self.data), 2), np.nan)
-        for t in range(len(self.data)):
-            seg = self.segment_of(t)
-            out[t] = seg.fit.reported_shifts_m()[seg.index_of(t)]
-        return out
+        """(T, 2) every date's shift in the series' frame (the mean of the dates')."""
+        return np.array([self.segment_of(t).shift_m(t) for t in range(len(self.data))])
 
     def to_xarray(self, resolution_m: float = 2.5) -> Any:
         """Every date's scene as a georeferenced (time, band, y, x) ``xarray.DataArray``

@@ -32,7 +32,6 @@ import numpy as np
 from splatsr.core.checks import MIN_OBSERVATIONS
 from splatsr.core.config import FitConfig
 from splatsr.core.inputs import InputWarning
-from splatsr.core.products.observed import date_scene
 from splatsr.core.products.series import SeriesPlan, fit_segments, series_plan
 from splatsr.core.products.uncertainty import sigma_map
 from splatsr.errors import StackError
@@ -122,14 +121,14 @@ def _fit_and_store(source: TileSource, data: np.ndarray, plan: SeriesPlan, *,
         for t in range(T):  # one date at a time
             k, seg = next((k, s) for k, s in enumerate(segments) if s.renders(t))
             i = seg.index_of(t)
-            image = date_scene(seg.fit, data[t], i).render(seg.fit, resolution_m)
+            image = seg.scene(data, t, resolution_m)
             images[0][t] = image
             if uncertainty:
                 images[1][t] = sigma_map(seg.fit, data[seg.dates], resolution_m=resolution_m,
                                          mode=uncertainty, own=i, scene=image)
             per["segment"][t] = k
             if seen[t]:
-                per["shifts_m"][t] = seg.fit.reported_shifts_m()[i]
+                per["shifts_m"][t] = seg.shift_m(t)
                 per["residual_rms"][t] = seg.fit.residual_rms[i]
                 per["date_weight"][t] = seg.fit.obs_weights[i]
         for img in images:

@@ -27,7 +27,7 @@ from splatsr.core.bands import band_offsets
 from splatsr.core.checks import MIN_OBSERVATIONS
 from splatsr.core.config import FitConfig
 from splatsr.core.dates import day_numbers
-from splatsr.core.products.observed import date_scene
+from splatsr.core.products.observed import DateScene, date_scene
 from splatsr.core.result import FitResult
 from splatsr.core.solver import fit_arrays
 from splatsr.errors import ConfigError
@@ -42,6 +42,9 @@ class Segment:
     dates: np.ndarray  # (n,) indices in the stack of the dates fitted, in the fit's order
     fit: FitResult  # the fit of data[dates]
     shows: np.ndarray | None = None  # (m,) the stack dates it renders (None: all of dates)
+    # (dx_m, dy_m) where the series' frame lies in this fit's (each fit's shifts are
+    # mean-zero over its own dates): its scenes are rendered displaced by it
+    frame_shift_m: tuple[float, float] = (0.0, 0.0)
 
     def renders(self, t: int) -> bool:
         """Whether this segment renders stack date ``t``."""
@@ -51,10 +54,19 @@ class Segment:
         """Stack date ``t``'s index in this segment's fit."""
         return int(np.flatnonzero(self.dates == t)[0])
 
+    def date_scene(self, data: np.ndarray, t: int) -> DateScene:
+        """Stack date ``t``'s observed-date scene, in the series' frame (``data`` the whole
+        (T, B, H, W) stack)."""
+        return replace(date_scene(self.fit, data[t], self.index_of(t)),
+                       frame_shift_m=self.frame_shift_m)
+
+    def shift_m(self, t: int) -> np.ndarray:
+        """(2,) stack date ``t``'s shift in the series' frame (NaN: left out of the fit)."""
+        return self.fit.reported_shifts_m()[self.index_of(t)] - np.asarray(self.frame_shift_m)
+
     def scene(self, data: np.ndarray, t: int, resolution_m: float) -> np.ndarray:
         """(B, H', W') stack date ``t``'s observed-date scene (``data`` the whole stack)."""
-        i = self.index_of(t)
-        return date_scene(self.fit, data[t], i).render(self.fit, resolution_m)
+        return self.date_scene(data, t).render(self.fit, resolution_m)
 
 
 @dataclass(frozen=True)
@@ -120,14 +132,53 @@ def fit_segments(data: np.ndarray, *, pixel_m: float, plan: SeriesPlan, dates: S
                  band_names: tuple[str, ...] | None = None) -> list[Segment]:
     """One fit per group of ``plan`` of (T, B, H, W) ``data`` observed on ``dates`` (each
     group with at least two dates that have valid pixels, borrowed from its neighbours in
-    time where it has fewer)."""
+    time where it has fewer), in one frame.
+
+    Each fit after the first also fits a tie date of the group before it
+    (:func:`tie_date`); where the tie sits in the two fits says how their frames lie, and
+    every segment's scenes are moved into the mean frame of the stack's dates
+    (:func:`tie_frames`): one co-registered series instead of a step at each boundary."""
     seen = np.isfinite(data).reshape(len(data), -1).any(axis=1)  # (T,)
+    valid = np.isfinite(data).reshape(len(data), -1).mean(axis=1)  # (T,)
     days = np.asarray(day_numbers(dates), np.float64)
-    out = []
-    for g in plan.groups:
+    out, ties = [], []
+    for k, g in enumerate(plan.groups):
         fitted = with_seen_dates(g, seen, days)
+        tie = None if k == 0 else tie_date(plan.groups[k - 1], valid)
+        if tie is not None and tie not in fitted:
+            fitted = np.sort(np.append(fitted, tie))
+        ties.append(tie)
         res = fit_arrays(data[fitted], pixel_m=pixel_m, config=plan.config,
-                         band_names=band_names, dates=[dates[k] for k in fitted],
+                         band_names=band_names, dates=[dates[j] for j in fitted],
                          band_offsets_m=plan.band_offsets_m)
         out.append(Segment(fitted, res, None if len(fitted) == len(g) else g))
-    return out
+    return tie_frames(out, ties)
+
+
+def tie_date(group: np.ndarray, valid_fraction: np.ndarray) -> int | None:
+    """The date of ``group`` that ties the next segment's frame to its own: the latest of
+    those at least half as clear as its clearest; None when none has a valid pixel."""
+    vf = np.asarray(valid_fraction, np.float64)[group]
+    if vf.max() <= 0:
+        return None
+    return int(group[np.flatnonzero(vf >= 0.5 * vf.max())[-1]])
+
+
+def tie_frames(segments: list[Segment], ties: list[int | None]) -> list[Segment]:
+    """``segments`` with their :attr:`Segment.frame_shift_m` set: segment ``k``'s frame
+    lies at ``o_k`` in the first's, ``o_k = o_(k-1) + s_(k-1) - s_k`` with ``s`` the tie
+    date's shift in either fit (``ties[k]``; no tie: the same frame), and the series'
+    frame is the mean geometry of the dates, each at its shift in the segment that renders
+    it."""
+    origin = np.zeros((len(segments), 2))  # (K, 2) o_k
+    for k in range(1, len(segments)):
+        t = ties[k]
+        step = np.zeros(2) if t is None else (
+            segments[k - 1].fit.shifts_m[segments[k - 1].index_of(t)]
+            - segments[k].fit.shifts_m[segments[k].index_of(t)])
+        origin[k] = origin[k - 1] + np.nan_to_num(step)
+    where = [o + s.fit.reported_shifts_m()[[s.index_of(t) for t in (
+        s.dates if s.shows is None else s.shows)]] for s, o in zip(segments, origin)]
+    mean = np.nanmean(np.concatenate(where), axis=0)  # (2,) the dates' mean, in the first's
+    return [replace(s, frame_shift_m=(float(mean[0] - o[0]), float(mean[1] - o[1])))
+            for s, o in zip(segments, origin)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -60,3 +62,46 @@ def test_segments_render_their_own_dates_where_a_group_is_clouded(texture):
     # a clouded date's scene is its segment's scene, filled from the seen dates
     img = segs[1].scene(data, 5, 5.0)
     assert img.shape == (1, 32, 32) and np.isfinite(img).all()
+
+
+def test_segments_are_tied_into_one_frame(texture):
+    """Two segments whose dates lie on either side of the ground (east 2 m, west 2 m): each
+    fit's frame is the mean of its own dates, 2-3 m apart; the tie date brings every date's
+    scene into the mean frame of all dates, where the truth is, and the shifts with it."""
+    from splatsr import FitConfig
+    from splatsr.core.products.series import fit_segments, plan_from_data
+    from splatsr.evaluate.simulate import simulate
+    from scipy.ndimage import gaussian_filter
+    from skimage.registration import phase_cross_correlation
+
+    truth = texture[:1, :96, :96].astype(np.float64)
+    rng = np.random.default_rng(4)
+    shifts = rng.normal(0.0, 0.5, (8, 2))
+    shifts[:4, 0] += 2.0
+    shifts[4:, 0] -= 2.0
+    shifts -= shifts.mean(axis=0)  # the truth sits in the mean frame of the dates
+    data, _ = simulate(truth, truth_pixel_m=2.5, shifts_m=shifts, noise_sigma=0.002, seed=4)
+    dates = [f"2020-01-{d + 1:02d}" for d in range(8)]
+    plan = plan_from_data(data, pixel_m=10.0, dates=dates, config=FitConfig(
+        adam_steps=40, lbfgs_iters=40, coarse_levels=0, change_cell_m=0.0))
+    segs = fit_segments(data, pixel_m=10.0, plan=plan, dates=dates)
+    assert [s.dates.tolist() for s in segs] == [[0, 1, 2, 3], [3, 4, 5, 6, 7]]
+    # as they came the fits' frames are apart by the difference of their dates' means
+    apart = shifts[:4].mean(axis=0) - shifts[3:].mean(axis=0)
+    assert np.hypot(*apart) > 2.0
+    # tied: every date's shift in the series' frame is its true shift, to the fit's precision
+    got = np.array([next(s for s in segs if s.renders(t)).shift_m(t) for t in range(8)])
+    np.testing.assert_allclose(got, shifts, atol=0.3)
+    # ... and every scene lies where the truth does, where as they came they were 1.3 and
+    # 2.1 m off (cross-correlation at 2.5 m of the images smoothed by 1.5 px, which finds
+    # a little less: 1.1 and 1.6 m)
+    def offset_m(img):
+        a, b = (gaussian_filter(x[0], 1.5)[8:-8, 8:-8] for x in (truth, img))
+        return 2.5 * np.hypot(*phase_cross_correlation(a - a.mean(), b - b.mean(),
+                                                       upsample_factor=20,
+                                                       normalization=None)[0])
+
+    for t in (1, 6):
+        seg = next(s for s in segs if s.renders(t))
+        assert offset_m(seg.scene(data, t, 2.5)) < 0.5
+        assert offset_m(replace(seg, frame_shift_m=(0.0, 0.0)).scene(data, t, 2.5)) > 1.0
