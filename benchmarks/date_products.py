@@ -106,21 +106,21 @@ def run_window(s: Series, season: str, asked: str, n: int) -> dict:
     plan = plan_from_data(obs, pixel_m=PIXEL_M, config=FitConfig(), dates=dates)
     segments = fit_segments(obs, pixel_m=PIXEL_M, plan=plan, dates=dates,
                             band_names=tuple(s.bands))
+    images = [next(g for g in segments if g.renders(k)).scene(obs, k, SCENE_M)
+              for k in range(len(idx))]  # every date's scene: the product
+    series_s = time.perf_counter() - t0
     per_date = []
-    for k in range(len(idx)):
+    for k, img in enumerate(images):
         seg = next(g for g in segments if g.renders(k))
-        i = seg.index_of(k)
-        img = seg.scene(obs, k, SCENE_M)
         clear = float(np.isfinite(obs[k]).mean())
-        weight = float(seg.fit.obs_weights[i])
+        weight = float(seg.fit.obs_weights[seg.index_of(k)])
         blend = 0.5 * (img + shared.render_date(k, SCENE_M))  # with the season's fit
         per_date.append(dict(date=dates[k], clear=clear, weight=weight,
                              scored=bool(clear >= CLEAR and weight >= OUTLIER_WEIGHT),
                              gains=band_gains(img, s.data[idx[k]], obs[k]),
                              season_blend=band_gains(blend, s.data[idx[k]], obs[k])))
     row.update(series_dates=per_date, series_fit_s=fit_s, segments=len(segments),
-               series_s=time.perf_counter() - t0,
-               default_render_s=_timed(lambda: shared.render(SCENE_M)))
+               series_s=series_s, default_render_s=_timed(lambda: shared.render(SCENE_M)))
     static = observe(np.repeat(s.data[h][None], len(idx), axis=0), s.clear[idx], seed=100 * n + h)
     res, _ = fit(static, dates, s.bands, target_date=asked)
     row["ceiling"] = band_gains(res.render(SCENE_M), s.data[h], static[t])
