@@ -115,9 +115,9 @@ class DateScene:
     # used there instead (splatsr.core.solver.fill_masked)
     fill: tuple[DateScene, FitResult, np.ndarray] | None = None
     # (dx_m, dy_m) where the product's frame lies in this scene's fit: the scene is rendered
-    # displaced by it (splatsr.core.model.render_latent), so that the scenes of a blend, each
-    # in the mean-zero frame of its own fit, land in one frame (the season fit's); the
-    # smooth change layer is not moved
+    # displaced by it (splatsr.core.model.render_latent), so that scenes from several fits,
+    # each in the mean-zero frame of its own dates, land in one frame (a blend: the season
+    # fit's; a series: the mean of all its dates'); the smooth change layer is not moved
     frame_shift_m: tuple[float, float] = (0.0, 0.0)
 
     def render(self, result: FitResult, resolution_m: float) -> np.ndarray:

@@ -7,12 +7,15 @@ by their share of valid pixels) and fits each segment once; every date's scene i
 observed-date scene (:mod:`~.observed`) of its segment's fit. The automatic choices that
 need many dates are made once on the whole stack and shared by the segments: the change
 layer (:meth:`~splatsr.core.config.FitConfig.with_change_cell`) and the band offsets.
-The fits together cost about one fit of the whole stack (each step's cost grows with the
-number of dates).
+Each fit after the first also fits a tie date of the segment before it, which puts every
+segment's scenes in one frame (:func:`tie_frames`). The fits together cost about one fit
+of the whole stack (each step's cost grows with the number of dates), plus the tie dates.
 
 Measured with ``benchmarks/date_products.py`` (mean gain over each date's own bicubic; the
 size was chosen on 3 tuning windows of 8, 10 and 12 real dates): one fit of all dates +1.75
-/ +1.47 dB on the tuning / report windows, these segments +2.15 / +1.63 (docs/date_products.md).
+/ +1.47 dB on the tuning / report windows, these segments +2.15 / +1.63 before they were
+tied, +1.87 / +1.64 tied, at 1.0-1.8 x the time of one fit of all dates
+(docs/date_products.md).
 """
 
 from __future__ import annotations
