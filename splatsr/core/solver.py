@@ -186,10 +186,11 @@ def frame_shift(result: FitResult, reference: FitResult, t: int) -> tuple[float,
 def fill_masked(result: FitResult, data: np.ndarray, *, pixel_m: float, config: FitConfig,
                 band_names: tuple[str, ...], dates: Sequence[Any] | np.ndarray | None
                 ) -> DateScene:
-    """``result``'s observed-date scene with, where the date is masked beyond its bridged
-    gaps (:func:`~splatsr.core.dates.bridged`), the same date's scene from a fit of the
-    dates near in time without the own window (a third fit; none when the date is seen
-    everywhere but narrow gaps).
+    """``result``'s observed-date scene (blended, :func:`blend_season`) with, where the
+    date is masked beyond its bridged gaps (:func:`~splatsr.core.dates.bridged`), the same
+    date's scene from a fit of the dates near in time without the own window, moved into
+    the season fit's frame (a third fit; none when the date is seen everywhere but narrow
+    gaps).
 
     The fit with the own window follows the date alone where it is seen; inside a large
     cloud over the date it carried the other dates' content into the date's radiometry
@@ -200,8 +201,8 @@ def fill_masked(result: FitResult, data: np.ndarray, *, pixel_m: float, config: 
         return own
     plain = companion_fit(result, data, pixel_m=pixel_m, band_names=band_names, dates=dates,
                           config=replace(config, season_blend=False))  # plain time-weighted
-    scene = plain.date_scene if own.partner is None else replace(
-        plain.date_scene, frame_shift_m=frame_shift(plain, own.partner[1], own.index))
+    scene = replace(plain.date_scene,
+                    frame_shift_m=frame_shift(plain, own.partner[1], own.index))
     return replace(own, fill=(scene, plain, masked))
 
 
