@@ -74,7 +74,7 @@ class SeriesFit:
         t = self.observation_index(which)
         seg = self.segment_of(t)
         return sigma_map(seg.fit, self.data[seg.dates], resolution_m=resolution_m, mode=mode,
-                         own=seg.index_of(t))
+                         own=seg.index_of(t), frame_shift_m=seg.frame_shift_m)
 
     def save(self, out_dir: str | os.PathLike, *, resolution_m: float = 2.5,
              uncertainty: bool | UncertaintyMode = False) -> Path:
@@ -111,7 +111,7 @@ class SeriesFit:
             image = ds.render(seg.fit, resolution_m)
             sigma = None if mode is None else sigma_map(
                 seg.fit, self.data[seg.dates], resolution_m=resolution_m, mode=mode, own=i,
-                scene=image)
+                scene=image, frame_shift_m=seg.frame_shift_m)
             yield o.id, o.datetime, image, tags, sigma
 
     def shifts_m(self) -> np.ndarray:

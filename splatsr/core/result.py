@@ -58,10 +58,15 @@ class FitResult:
     inputs: InputReport | None = None  # what the input guard found (empty dates, bands, ...)
 
     def reported_shifts_m(self) -> np.ndarray:
-        """(T, 2) :attr:`shifts_m` as written out: NaN for a date left out of the fit."""
+        """(T, 2) :attr:`shifts_m` as written out: in the frame of the rendered product (a
+        date scene rendered in another fit's frame moves them by its ``frame_shift_m``); NaN
+        for a date left out of the fit."""
+        shifts = self.shifts_m
+        if self.date_scene is not None and any(self.date_scene.frame_shift_m):
+            shifts = shifts - np.asarray(self.date_scene.frame_shift_m, shifts.dtype)
         if self.inputs is None or self.inputs.used_dates.all():
-            return self.shifts_m
-        return np.where(self.inputs.used_dates[:, None], self.shifts_m, np.nan)
+            return shifts
+        return np.where(self.inputs.used_dates[:, None], shifts, np.nan)
 
     def band_shifts(self, shifts_m: torch.Tensor) -> torch.Tensor:
         """Date shifts (N, 2) as rendered: (N, B, 2) with the band offsets, else unchanged."""

@@ -147,7 +147,7 @@ def _fit_and_store(source: TileSource, data: np.ndarray, seen: np.ndarray, *,
                                                         resolution_m=resolution_m, scene=image))
     shifts = np.full((len(data), 2), np.nan)
     rms = np.full(len(data), np.nan)
-    shifts[seen], rms[seen] = result.shifts_m, result.residual_rms
+    shifts[seen], rms[seen] = result.reported_shifts_m(), result.residual_rms
     meta = dict(status="fitted", shifts_m=json_nulls(shifts), residual_rms=json_nulls(rms),
                 seconds=result.seconds, sigma=uncertainty)
     if result.time_weight is not None:

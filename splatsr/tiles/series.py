@@ -125,7 +125,8 @@ def _fit_and_store(source: TileSource, data: np.ndarray, plan: SeriesPlan, *,
             images[0][t] = image
             if uncertainty:
                 images[1][t] = sigma_map(seg.fit, data[seg.dates], resolution_m=resolution_m,
-                                         mode=uncertainty, own=i, scene=image)
+                                         mode=uncertainty, own=i, scene=image,
+                                         frame_shift_m=seg.frame_shift_m)
             per["segment"][t] = k
             if seen[t]:
                 per["shifts_m"][t] = seg.shift_m(t)

@@ -3,7 +3,6 @@ observed-date product of ``--target-date`` on an acquisition."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -61,6 +60,14 @@ def test_every_date_with_uncertainty_writes_each_dates_sigma(small_stack, tmp_pa
     series = splatsr.fit_series(small_stack.root, adam_steps=30, lbfgs_iters=15,
                                 coarse_levels=0)
     np.testing.assert_allclose(series.sigma_date(obs[3].id, 5.0)[::-1], sig, rtol=1e-5)
+    # in the series' frame, as the date's image is: its segment fit's map, moved
+    from splatsr.core.products.uncertainty import in_frame, sigma_map
+    seg = series.segment_of(3)
+    assert np.hypot(*seg.frame_shift_m) > 0.01
+    as_fitted = sigma_map(seg.fit, series.data[seg.dates], resolution_m=5.0,
+                          own=seg.index_of(3), frame_shift_m=(0.0, 0.0)).astype(np.float64)
+    np.testing.assert_allclose(np.sqrt(in_frame(as_fitted ** 2, seg.frame_shift_m,
+                                                 resolution_m=5.0))[::-1], sig, rtol=1e-5)
 
 
 def test_target_date_on_an_acquisition_follows_that_date(small_stack, tmp_path):

@@ -331,11 +331,32 @@ def posterior_shape(post: np.ndarray) -> np.ndarray:
 
 
 def sigma_map(result: Any, data: np.ndarray, *, resolution_m: float, mode: str = "full",
-              scene: np.ndarray | None = None, own: int | None = None) -> np.ndarray:
+              scene: np.ndarray | None = None, own: int | None = None,
+              frame_shift_m: tuple[float, float] | None = None) -> np.ndarray:
     """The 1-sigma map (B, H', W') float32 of ``mode``, NaN where ``scene`` is NaN
-    (``own``: as :func:`fit_uncertainty`)."""
+    (``own``: as :func:`fit_uncertainty`), in the product's frame: ``frame_shift_m``
+    (dx_m, dy_m) is where that frame lies in ``result``'s (default: the fit's own date
+    scene's :attr:`~splatsr.core.products.observed.DateScene.frame_shift_m`, else none)."""
     parts = fit_uncertainty(result, data, resolution_m=resolution_m, mode=mode, own=own)
-    sigma = parts.sigma(coefficients(mode))
+    if frame_shift_m is None and own is None and getattr(result, "date_scene", None) is not None:
+        frame_shift_m = result.date_scene.frame_shift_m
+    variance = parts.sigma(coefficients(mode)).astype(np.float64) ** 2
+    sigma = np.sqrt(in_frame(variance, frame_shift_m or (0.0, 0.0), resolution_m=resolution_m))
     if scene is not None:
-        sigma = np.where(np.isfinite(scene), sigma, np.nan).astype(np.float32)
-    return sigma
+        sigma = np.where(np.isfinite(scene), sigma, np.nan)
+    return sigma.astype(np.float32)
+
+
+def in_frame(image: np.ndarray, shift_m: tuple[float, float], *, resolution_m: float
+             ) -> np.ndarray:
+    """(B, H', W') ``image`` displaced as :func:`~splatsr.core.model.render_latent` displaces
+    a scene rendered with ``shift_m`` = (dx_m east, dy_m north): bilinear, edges repeated.
+
+    A date scene from another fit is rendered in the product's frame that way; its map
+    must move with it (a 2.6 m move is one 2.5 m output pixel)."""
+    dx, dy = (float(v) / resolution_m for v in shift_m)
+    if dx == 0.0 and dy == 0.0:
+        return image
+    from scipy import ndimage  # here: only a product in another fit's frame needs it
+    return np.stack([ndimage.shift(band, (-dy, dx), order=1, mode="nearest")
+                     for band in np.asarray(image, np.float64)])

@@ -143,6 +143,15 @@ def test_target_date_on_an_acquisition_blends_the_season_fit(changed):
     inner = (slice(None), slice(8, -8), slice(8, -8))
     spread = [np.std((img - theirs)[inner]) for img in (mine, as_came.render(both, 2.5), wrong)]
     assert spread[0] < 0.9 * spread[1] < 0.9 * spread[2]
+    # the shifts written out and the trust map are in the product's frame too
+    np.testing.assert_allclose(both.reported_shifts_m(), both.shifts_m - np.asarray(move))
+    np.testing.assert_allclose(both.reported_shifts_m()[2], season.shifts_m[2])
+    from splatsr.core.products.uncertainty import in_frame, sigma_map
+    as_fitted = sigma_map(both, data, resolution_m=2.5, mode="fast", frame_shift_m=(0.0, 0.0))
+    np.testing.assert_allclose(
+        sigma_map(both, data, resolution_m=2.5, mode="fast"),
+        np.sqrt(in_frame(as_fitted.astype(np.float64) ** 2, move, resolution_m=2.5)),
+        rtol=1e-5)
     # the date is seen everywhere: the blended fit weighs the dates by the own window (a day)
     # where the fit alone keeps the automatic one (10 days), and its scene follows the date
     assert both.config.time_window_days == alone.config.time_window_days == 10.0

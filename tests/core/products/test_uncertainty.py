@@ -15,6 +15,7 @@ from splatsr.core.products.uncertainty import (
     data_precision,
     date_variance,
     fit_uncertainty,
+    in_frame,
     latent_operators,
     latent_variance,
     observation_operators,
@@ -75,6 +76,30 @@ def test_latent_variance_matches_sampling(tiny):
     samples = render_latent(torch.from_numpy(w), grid=grid, resolution_m=2.5).numpy()
     # 4000 samples: the sample variance is within ~3 x sqrt(2 / 4000) = 7 % of the truth
     np.testing.assert_allclose(samples.var(0), latent_variance(var_w, l_y, l_x)[0], rtol=0.07)
+
+
+def test_a_map_moves_into_a_frame_as_the_scene_does():
+    """``in_frame`` displaces a map as ``render_latent(shift_m=)`` displaces the scene: by
+    whole output pixels exactly (inside), by a fraction to within bilinear interpolation."""
+    grid = SplatGrid.for_raster(height=8, width=8, pixel_m=10.0, spacing_m=2.5,
+                                psf_sigma_m=4.0, max_shift_m=3.0)
+    rng = np.random.default_rng(3)
+    w = torch.from_numpy(rng.normal(0, 1, (1, grid.ny, grid.nx)))
+    still = render_latent(w, grid=grid, resolution_m=2.5).numpy()
+    inner = (slice(None), slice(4, -4), slice(4, -4))
+    for shift in ((5.0, -2.5), (-2.5, 7.5)):  # east, north, whole 2.5 m pixels
+        moved = render_latent(w, grid=grid, resolution_m=2.5, shift_m=shift).numpy()
+        np.testing.assert_allclose(in_frame(still, shift, resolution_m=2.5)[inner],
+                                   moved[inner], atol=1e-9)
+    yy, xx = np.meshgrid(np.arange(grid.ny), np.arange(grid.nx), indexing="ij")
+    wave = torch.from_numpy(np.sin(2 * np.pi * (yy - xx) / 48.0)[None])  # 85 m across
+    smooth = render_latent(wave, grid=grid, resolution_m=5.0).numpy()
+    for shift in ((1.25, 1.25), (-1.25, -1.25)):  # a quarter of a 5 m pixel, across the wave
+        moved = render_latent(wave, grid=grid, resolution_m=5.0, shift_m=shift).numpy()
+        quarter = in_frame(smooth, shift, resolution_m=5.0)
+        err, still_err = (np.abs(x - moved)[inner].mean() for x in (quarter, smooth))
+        assert err < 0.25 * still_err
+    assert in_frame(still, (0.0, 0.0), resolution_m=2.5) is still
 
 
 def test_date_variance_is_the_weighted_mean_variance():
