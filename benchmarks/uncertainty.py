@@ -39,7 +39,7 @@ from affine import Affine
 from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr
 
-from splatsr.core.products.uncertainty import coefficients, fit_uncertainty
+from splatsr.core.products.uncertainty import coefficients, fit_uncertainty, sigma_map
 from splatsr.core.solver import FitConfig, fit_arrays
 from splatsr.evaluate.simulate import simulate
 from splatsr.io.export import sigma_path
@@ -149,7 +149,7 @@ def real_rows(which: str) -> list[dict]:
         obs = observe(s.data[idx], s.clear[idx], seed=100 * n + h)
         res, fit_s = fit(obs, [s.dates[k] for k in idx], s.bands, target_date=asked)
         t0 = time.perf_counter()
-        sigma = fit_uncertainty(res, obs, resolution_m=SCENE_M).sigma()
+        sigma = sigma_map(res, obs, resolution_m=SCENE_M)  # in the product's frame
         sec = time.perf_counter() - t0
         b = 4  # 20 m border left out
         err, sig = (res.render(SCENE_M) - s.data[h])[:, b:-b, b:-b], sigma[:, b:-b, b:-b]
