@@ -29,16 +29,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import rasterio
 import torch
 from scipy import ndimage
 from skimage.registration import phase_cross_correlation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import TEXTURE_384, TEXTURE_CROPS, machine  # noqa: E402
+from _common import AROSICS, TEXTURE_384, TEXTURE_CROPS, machine  # noqa: E402
 from baselines import bicubic_mean, bicubic_median, bicubic_one, block_mean  # noqa: E402
 
 import splatsr  # noqa: E402
@@ -50,17 +52,29 @@ NOISE = 0.003  # observation noise (reflectance)
 FLAT_FRACTION = 0.1  # "near-zero gradient": below this fraction of the noise per 2.5 m step
 BORDER_M = 20.0  # left out of every score on each side
 TRUTH_M = 2.5
+FIRST_CROPS = ("tune0", "tune1", "heldout")  # their seeds: 300 + 10 x index + dates
 
 
-def crops(size: int) -> dict[str, np.ndarray]:
-    """Known truths (size, size) in reflectance: ``tune0``, ``tune1`` and ``heldout``."""
+def crops(size: int, names: list[str]) -> dict[str, np.ndarray]:
+    """Known truths (size, size) in reflectance: ``tune0``, ``tune1``, ``heldout``, and the
+    AROSICS crops of ``benchmarks/uncertainty.py`` (``arosics-<row>-<col>``, needs
+    ``../shared``), each also as ``<name>-sharp`` (its one-pixel detail doubled)."""
     def centre(a: np.ndarray) -> np.ndarray:
         y0, x0 = (a.shape[0] - size) // 2, (a.shape[1] - size) // 2
         return a[y0:y0 + size, x0:x0 + size].astype(np.float64) / 10000.0
 
     tex = np.load(TEXTURE_CROPS)
     big = np.load(TEXTURE_384)["crops"]
-    return {"tune0": centre(tex[0]), "tune1": centre(tex[1]), "heldout": centre(big[2])}
+    out = {"tune0": centre(tex[0]), "tune1": centre(tex[1]), "heldout": centre(big[2])}
+    if any(n.startswith("arosics") for n in names):
+        from uncertainty import CROPS
+        with rasterio.open(AROSICS) as src:
+            image = src.read(1)
+        for r, c in CROPS["tune"] + CROPS["report"]:
+            out[f"arosics-{r}-{c}"] = image[r:r + size, c:c + size].astype(np.float64) / 1e4
+    for name in list(out):
+        out[f"{name}-sharp"] = out[name] + (out[name] - ndimage.gaussian_filter(out[name], 1.0))
+    return {n: out[n] for n in names}
 
 
 def register(img: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -137,13 +151,12 @@ def run(size: int, names: list[str], dates: tuple[int, ...], which: list[str]
         ) -> list[dict]:
     """Rows (crop, dates, config, gain_db, flat_excess, seconds), printed as they come."""
     rows = []
-    truths = crops(size)
+    truths = crops(size, which)
     configs = {n: CONFIGS[n] for n in names}
-    for ci, cname in enumerate(truths):
-        if cname not in which:
-            continue
+    for cname in truths:
+        ci = FIRST_CROPS.index(cname) if cname in FIRST_CROPS else zlib.crc32(cname.encode())
         for n in dates:
-            got = score_case(truths[cname], n, 300 + 10 * ci + n, configs)
+            got = score_case(truths[cname], n, (300 + 10 * ci + n) % 2**32, configs)
             for name, r in got.items():
                 rows.append(dict(crop=cname, dates=n, config=name, **r))
                 print(f"{cname} {n:2d} dates {name:>12}: {r['gain_db']:+.2f} dB  "
@@ -156,7 +169,7 @@ def run(size: int, names: list[str], dates: tuple[int, ...], which: list[str]
 def summary(rows: list[dict]) -> None:
     """Mean and worst gain and the mean flat excess per config, few dates and 16 dates."""
     for name in dict.fromkeys(r["config"] for r in rows):
-        for crop_set in ("tune", "heldout"):
+        for crop_set in ("tune", "heldout", "arosics"):
             few = [r for r in rows if r["config"] == name and r["dates"] < 16
                    and r["crop"].startswith(crop_set)]
             many = [r for r in rows if r["config"] == name and r["dates"] >= 16
@@ -182,7 +195,7 @@ def figure(size: int, path: Path, n_obs: int = 3) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    truths = crops(size)
+    truths = crops(size, list(FIRST_CROPS))
     fig, axes = plt.subplots(len(truths), 4, figsize=(10, 2.6 * len(truths)))
     for ci, (cname, truth) in enumerate(truths.items()):
         data = stack(truth, n_obs, 300 + 10 * ci + n_obs)
