@@ -42,7 +42,7 @@ from splatsr.core.inputs import InputWarning, date_labels, inspect_stack, shift_
 from splatsr.core.levels import FitLog, fit_level, level_schedule, start_weights
 from splatsr.core.model import MAX_SHIFT_M
 from splatsr.core.objective import Objective
-from splatsr.core.products.observed import DateScene, date_scene
+from splatsr.core.products.observed import DateScene, date_scene, frame_shift
 from splatsr.core.outliers import SHORT_STACK, BrightVerdict, short_stack_outliers
 from splatsr.core.result import FitResult
 from splatsr.core.robust import regauge
@@ -158,9 +158,9 @@ def blend_season(result: FitResult, data: np.ndarray, *, pixel_m: float, config:
 
     Both scenes reproduce the date's observation to within the noise; they differ in the
     fine detail, borrowed from the dates near in time or from the whole season. The
-    time-weighted scene is moved into the season fit's frame (:func:`frame_shift`), so the
-    product is in the season fit's frame and the mean is not of two displaced copies
-    (docs/date_products.md).
+    time-weighted scene is moved into the season fit's frame
+    (:func:`~splatsr.core.products.observed.frame_shift`), so the product is in the season
+    fit's frame and the mean is not of two displaced copies (docs/date_products.md).
     """
     own = result.date_scene
     season = companion_fit(result, data, pixel_m=pixel_m, band_names=band_names, dates=dates,
@@ -169,18 +169,6 @@ def blend_season(result: FitResult, data: np.ndarray, *, pixel_m: float, config:
     scene = date_scene(season, data[own.index], own.index)
     return replace(own, partner=(scene, season),
                    frame_shift_m=frame_shift(result, season, own.index))
-
-
-def frame_shift(result: FitResult, reference: FitResult, t: int) -> tuple[float, float]:
-    """(dx_m, dy_m) where ``reference``'s frame lies in ``result``'s, both fits of date
-    ``t``: each fit's shifts are mean-zero over its own dates and date ``t`` sits at its
-    shift in either, so the frames differ by the difference of its shifts.
-
-    A fit that weighs the dates by time leaves the far dates' shifts near where they
-    started, which moves its frame towards the asked date's geometry: as they came, the
-    two scenes of a blend were up to 2-3 m apart on real windows (docs/date_products.md)."""
-    dx, dy = np.asarray(result.shifts_m[t], np.float64) - reference.shifts_m[t]
-    return float(dx), float(dy)
 
 
 def fill_masked(result: FitResult, data: np.ndarray, *, pixel_m: float, config: FitConfig,

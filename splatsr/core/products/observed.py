@@ -142,6 +142,22 @@ class DateScene:
         return img.astype(np.float32)
 
 
+def frame_shift(result: FitResult, reference: FitResult, t: int, t_ref: int | None = None
+                ) -> tuple[float, float]:
+    """(dx_m, dy_m) where ``reference``'s frame lies in ``result``'s, two fits of one date
+    (its index ``t`` in ``result``, ``t_ref`` in ``reference``, default the same): each
+    fit's shifts are mean-zero over its own dates and the date sits at its shift in either,
+    so the frames differ by the difference of its shifts. Render a scene of ``result`` with
+    this :attr:`DateScene.frame_shift_m` to put it in ``reference``'s frame.
+
+    A fit that weighs the dates by time leaves the far dates' shifts near where they
+    started, which moves its frame towards the asked date's geometry: as they came, the
+    two scenes of a blend were up to 2-3 m apart on real windows (docs/date_products.md)."""
+    dx, dy = (np.asarray(result.shifts_m[t], np.float64)
+              - reference.shifts_m[t if t_ref is None else t_ref])
+    return float(dx), float(dy)
+
+
 def nearest_pixels(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(B, H', W') ``mask`` (B, H, W) read at the output pixels of ``shape`` (H', W'): each
     output pixel takes the input pixel its centre falls in."""

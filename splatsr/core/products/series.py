@@ -30,7 +30,7 @@ from splatsr.core.bands import band_offsets
 from splatsr.core.checks import MIN_OBSERVATIONS
 from splatsr.core.config import FitConfig
 from splatsr.core.dates import day_numbers
-from splatsr.core.products.observed import DateScene, date_scene
+from splatsr.core.products.observed import DateScene, date_scene, frame_shift
 from splatsr.core.result import FitResult
 from splatsr.core.solver import fit_arrays
 from splatsr.errors import ConfigError
@@ -170,15 +170,14 @@ def tie_date(group: np.ndarray, valid_fraction: np.ndarray) -> int | None:
 def tie_frames(segments: list[Segment], ties: list[int | None]) -> list[Segment]:
     """``segments`` with their :attr:`Segment.frame_shift_m` set: segment ``k``'s frame
     lies at ``o_k`` in the first's, ``o_k = o_(k-1) + s_(k-1) - s_k`` with ``s`` the tie
-    date's shift in either fit (``ties[k]``; no tie: the same frame), and the series'
-    frame is the mean geometry of the dates, each at its shift in the segment that renders
-    it."""
+    date's shift in either fit (``ties[k]``, :func:`frame_shift`; no tie: the same frame),
+    and the series' frame is the mean geometry of the dates, each at its shift in the
+    segment that renders it."""
     origin = np.zeros((len(segments), 2))  # (K, 2) o_k
     for k in range(1, len(segments)):
-        t = ties[k]
-        step = np.zeros(2) if t is None else (
-            segments[k - 1].fit.shifts_m[segments[k - 1].index_of(t)]
-            - segments[k].fit.shifts_m[segments[k].index_of(t)])
+        t, before, seg = ties[k], segments[k - 1], segments[k]
+        step = (0.0, 0.0) if t is None else frame_shift(before.fit, seg.fit, before.index_of(t),
+                                                        seg.index_of(t))
         origin[k] = origin[k - 1] + np.nan_to_num(step)
     where = [o + s.fit.reported_shifts_m()[[s.index_of(t) for t in (
         s.dates if s.shows is None else s.shows)]] for s, o in zip(segments, origin)]
