@@ -225,11 +225,13 @@ def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,
     fit_valid = valid if bright is None else valid & ~bright.outlier[:, None, None, None]
     valid_fraction = valid.reshape(T, -1).mean(axis=1)  # (T,)
     own = acquisition_index(dates, target_date=cfg.target_date, valid_fraction=valid_fraction)
+    own_factor = own_pixel_weight(cfg, fit_valid, dates=dates, own=own, time_weight=time_w)
+    if own_factor is not None:  # one of the blend's two scenes: a lighter prior
+        cfg = replace(cfg, tv_weight=cfg.tv_weight * cfg.own_prior_factor)
     torch.manual_seed(cfg.seed)
     obj = Objective(y, fit_valid, config=cfg, device=torch_device(cfg.device),
                     init_shifts_m=init_shifts_m, time_weight=time_w, pixel_m=pixel_m,
                     band_offsets_m=offsets)
-    own_factor = own_pixel_weight(cfg, fit_valid, dates=dates, own=own, time_weight=time_w)
     if own_factor is not None:
         obj.set_pixel_factor(own_factor)
     levels = level_schedule(cfg, height=H, width=W, pixel_m=pixel_m)

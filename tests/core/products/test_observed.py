@@ -154,9 +154,12 @@ def test_target_date_on_an_acquisition_blends_the_season_fit(changed):
         rtol=1e-5)
     # the date is seen everywhere: the blended fit weighs the dates by the own window (a day)
     # where the fit alone keeps the automatic one (10 days), and its scene follows the date
+    # and, one of two scenes in a mean, with half the prior's weight
     assert both.config.time_window_days == alone.config.time_window_days == 10.0
+    assert both.config.tv_weight == 0.5 * alone.config.tv_weight == 0.5 * season.config.tv_weight
     own = splatsr.fit_arrays(data, pixel_m=10.0, dates=dates, config=splatsr.FitConfig(
-        **kw, season_blend=False, time_window_days=both.config.own_window_days))
+        **kw, season_blend=False, time_window_days=both.config.own_window_days,
+        tv_weight=both.config.tv_weight))
     np.testing.assert_allclose(as_came.render(both, 2.5),
                                date_scene(own, data[2], 2).render(own, 2.5),
                                atol=0.1 * both.noise_level.max())
