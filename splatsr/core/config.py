@@ -121,7 +121,7 @@ class FitConfig:
     # (chosen on set A, set B held out) (docs/date_products.md)
     own_window_days: float = 1.0
     # that own-window fit is one of the two scenes the blend averages, so it is regularised
-    # less: its tv_weight is multiplied by this (its result's config carries the product).
+    # less: its tv_weight is multiplied by this (FitResult.prior_weight records the product).
     # 0.5 against 1 on the centred windows: +2.10 / +2.17 vs +2.04 / +2.13 dB (chosen on set
     # A, set B held out; the 11 windows +0.02 / +0.06) (docs/date_products.md)
     own_prior_factor: float = 0.5

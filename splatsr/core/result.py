@@ -41,6 +41,13 @@ class FitResult:
     anchor: DateMedianAnchor | PixelAnchor | None = None  # correction toward the dates
     date_scene: DateScene | None = None  # the target date's own observed scene, when it is one
     valid_fraction: np.ndarray | None = None  # (T,) share of each date's pixels that is valid
+    # the TV weight the fit used where it is not config.tv_weight (an observed date's
+    # own-window fit in a season blend: x config.own_prior_factor); None: config.tv_weight
+    prior_weight: float | None = None
+
+    def tv_weight_used(self) -> float:
+        """The prior weight this fit used (noise units): :attr:`prior_weight` or the config's."""
+        return self.config.tv_weight if self.prior_weight is None else self.prior_weight
 
     def date_weights(self) -> np.ndarray:
         """(T,) each date's weight in the fit: time weight x robust weight x valid fraction

@@ -226,10 +226,10 @@ def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,
     valid_fraction = valid.reshape(T, -1).mean(axis=1)  # (T,)
     own = acquisition_index(dates, target_date=cfg.target_date, valid_fraction=valid_fraction)
     own_factor = own_pixel_weight(cfg, fit_valid, dates=dates, own=own, time_weight=time_w)
-    if own_factor is not None:  # one of the blend's two scenes: a lighter prior
-        cfg = replace(cfg, tv_weight=cfg.tv_weight * cfg.own_prior_factor)
+    fit_cfg = cfg if own_factor is None else \
+        replace(cfg, tv_weight=cfg.tv_weight * cfg.own_prior_factor)  # one of two in a mean
     torch.manual_seed(cfg.seed)
-    obj = Objective(y, fit_valid, config=cfg, device=torch_device(cfg.device),
+    obj = Objective(y, fit_valid, config=fit_cfg, device=torch_device(cfg.device),
                     init_shifts_m=init_shifts_m, time_weight=time_w, pixel_m=pixel_m,
                     band_offsets_m=offsets)
     if own_factor is not None:
@@ -244,6 +244,8 @@ def fit_used(data: np.ndarray, *, pixel_m: float, config: FitConfig,
     prior = None if bright is None else bright.weights()
     result = collect_result(obj, scaling, band_names=band_names, log=log,
                             gauge=gauge_weights(obj, valid, prior))
+    if fit_cfg is not cfg:  # the settings as given, and the weight used beside them
+        result.config, result.prior_weight = cfg, fit_cfg.tv_weight
     if prior is not None:  # the outlier's weight in the product (consensus.median_weights)
         result.obs_weights = result.obs_weights * prior
     result.valid_fraction = valid_fraction

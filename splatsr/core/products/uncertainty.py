@@ -249,10 +249,11 @@ def posterior_variance(result: Any, *, resolution_m: float, pixel_weight: np.nda
     psf_m = float(np.mean(cfg.psf_widths_m()))  # per-band widths: one operator at their mean
     a_y, a_x = observation_operators(grid, result.shifts_m, psf_sigma_m=psf_m)
     precision = data_precision(a_y, a_x, pixel_weight)  # (B, Ky, Kx), per unit noise variance
-    if cfg.tv_weight:
+    tv_weight = result.tv_weight_used()
+    if tv_weight:
         s_fit = np.asarray(result.noise_level, np.float64) / scale  # prior strength, normalised
         ref = tv_curvature(reference / scale[:, None, None])
-        precision = precision + ref * (cfg.tv_weight * s_fit)[:, None, None]
+        precision = precision + ref * (tv_weight * s_fit)[:, None, None]
     var_w = np.minimum((scale * scale)[:, None, None] / np.maximum(precision, 1e-30), 1e6)
     l_y, l_x = latent_operators(grid, resolution_m=resolution_m)
     return latent_variance(var_w, l_y, l_x)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import splatsr
+from splatsr.core.config import FitConfig
 from splatsr.core.model import SplatGrid
 from splatsr.core.products.observed import axis_operators, min_norm_correction, risk_lambda
 
@@ -156,10 +157,11 @@ def test_target_date_on_an_acquisition_blends_the_season_fit(changed):
     # where the fit alone keeps the automatic one (10 days), and its scene follows the date
     # and, one of two scenes in a mean, with half the prior's weight
     assert both.config.time_window_days == alone.config.time_window_days == 10.0
-    assert both.config.tv_weight == 0.5 * alone.config.tv_weight == 0.5 * season.config.tv_weight
+    assert both.tv_weight_used() == 0.5 * both.config.tv_weight == 0.5 * FitConfig().tv_weight
+    assert alone.tv_weight_used() == season.tv_weight_used() == FitConfig().tv_weight
     own = splatsr.fit_arrays(data, pixel_m=10.0, dates=dates, config=splatsr.FitConfig(
         **kw, season_blend=False, time_window_days=both.config.own_window_days,
-        tv_weight=both.config.tv_weight))
+        tv_weight=both.tv_weight_used()))
     np.testing.assert_allclose(as_came.render(both, 2.5),
                                date_scene(own, data[2], 2).render(own, 2.5),
                                atol=0.1 * both.noise_level.max())
