@@ -28,7 +28,7 @@ import numpy as np
 
 from splatsr.core import memory
 from splatsr.core.model import output_shape
-from splatsr.core.config import AUTO_PRIOR
+from splatsr.core.config import AUTO_PRIOR, DEFAULT_PRIOR
 from splatsr.core.solver import FitConfig
 from splatsr.core.products.uncertainty import as_mode
 from splatsr.errors import ConfigError
@@ -252,7 +252,7 @@ def choose_route(stack: Stack, cfg: FitConfig, *, psf_sigma_m: Any = None, overl
 
 def _check_options(source: Any, *, tiles: TileOptions | None, psf_sigma_m: Any,
                    init_shifts: str, report_dir: Any, uncertainty: Any = False,
-                   every_date: bool = False, prior: str = "tv") -> TileOptions | None:
+                   every_date: bool = False, prior: str = DEFAULT_PRIOR) -> TileOptions | None:
     """``tiles`` with the uncertainty mode; a :class:`ConfigError` for options that clash."""
     if isinstance(source, Mapping):
         missing = [k for k in ("aoi", "start", "end") if source.get(k) is None]

@@ -139,9 +139,9 @@ CONFIG_OPTIONS: tuple[ConfigOption, ...] = tuple(row for row in (
                  "With the observed-date scene: average it with the same date's scene from "
                  "a fit of the whole season (a second fit); --no-season-blend: the "
                  "time-weighted fit's scene alone.", sweep="none"),
-    ConfigOption("prior", "--prior", "Scene prior: tv, huber (smooth where undetermined), "
-                 "vtv (couples the bands' edges) or auto (with 3-5 dates huber at the weight "
-                 "that predicts left-out dates best, else tv).",
+    ConfigOption("prior", "--prior", "Scene prior: vtv (default: TV that couples the bands' "
+                 "edges), tv (per band), huber (smooth where undetermined) or auto (with 3-5 "
+                 "dates huber at the weight that predicts left-out dates best, else vtv).",
                  click.Choice([*PRIORS, AUTO_PRIOR])),
 ) if row.field in _FIELDS)
 

@@ -1,4 +1,5 @@
-"""Priors on the splat weights: smoothed total variation (the default) and two variants.
+"""Priors on the splat weights: smoothed total variation, per band and vectorial (the
+default, `splatsr.core.config.DEFAULT_PRIOR`), and the Huber TV.
 
 All three are edge penalties ``sum phi(|g|)`` of the forward differences ``g = (gx, gy)``
 between neighbouring splats. They share one autograd function whose backward pass is

@@ -23,7 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from splatsr.core.bands import central_crop
-from splatsr.core.config import AUTO_PRIOR, FitConfig
+from splatsr.core.config import AUTO_PRIOR, DEFAULT_PRIOR, FitConfig
 from splatsr.core.psf import heldout_error
 from splatsr.core.solver import fit_arrays
 
@@ -80,8 +80,9 @@ def few_dates_config(data: np.ndarray, *, pixel_m: float, config: FitConfig | No
 def resolve_prior(config: FitConfig, data: np.ndarray, *, pixel_m: float) -> FitConfig:
     """``config`` with ``prior="auto"`` resolved for (T, B, H, W) ``data``: with
     :data:`MIN_DATES` to :data:`MAX_DATES` valid dates the Huber prior at the weight of
-    :func:`few_dates_config`, else the smoothed TV at ``tv_weight``; any other prior as is.
-    :func:`splatsr.fit` calls it before the fit (as it chooses an ``"auto"`` PSF)."""
+    :func:`few_dates_config`, else the default prior (vectorial TV) at ``tv_weight``; any
+    other prior as is. :func:`splatsr.fit` calls it before the fit (as it chooses an
+    ``"auto"`` PSF)."""
     if config.prior != AUTO_PRIOR:
         return config
-    return few_dates_config(data, pixel_m=pixel_m, config=replace(config, prior="tv"))
+    return few_dates_config(data, pixel_m=pixel_m, config=replace(config, prior=DEFAULT_PRIOR))

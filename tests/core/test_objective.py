@@ -63,7 +63,8 @@ def test_operator_count_does_not_grow_with_dates_and_bands(monkeypatch):
 
 def test_loss_is_the_weighted_data_term_plus_tv():
     """Plain least squares: loss = (0.5 sum r^2 + tv * sigma * TV(w)) / n_valid."""
-    obj = _objective(3, 2, loss="l2", radiometry=False, reweight=False, tv_weight=0.3)
+    obj = _objective(3, 2, loss="l2", radiometry=False, reweight=False, tv_weight=0.3,
+                     prior="tv")
     loss, data_term = obj.loss()
     r = obj.residuals().detach()
     want_data = 0.5 * float((r * r).sum()) / obj.n_valid

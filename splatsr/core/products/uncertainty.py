@@ -9,7 +9,8 @@ added with weight 1 (no calibration constants)::
   approximation: the data precision ``sum_t J_t^T W_t J_t`` (exact diagonal, from the separable
   per-axis operators: ``(A_t^2)^T W_t (B_t^2)``), with the robust loss's per-pixel weights and
   the per-date weights and gains, plus the curvature of the smoothed-TV prior (exact diagonal
-  of its Hessian, closed form), taken at the data's median composite rather than at the fit,
+  of its Hessian, closed form; for the vectorial TV and the Huber prior, the per-band TV's
+  stands in), taken at the data's median composite rather than at the fit,
   so that a sharper fit does not raise it. Propagated to output pixels through the squared
   latent operator: the noise the estimate carries.
 * **dates** -- a linearised jackknife over dates in the 10 m pixel space: the variance of the
