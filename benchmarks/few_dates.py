@@ -237,7 +237,9 @@ def sample_figure(path: Path) -> None:
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
     bic = bicubic_median(data, factor=4)
     imgs = {"bicubic of median": bic}
-    for title, cfg in ((f"default (tv {FitConfig().tv_weight:g})", FitConfig()),
+    default = FitConfig()
+    for title, cfg in ((f"default ({default.prior} {default.tv_weight:g})", default),
+                       (f"per-band tv {default.tv_weight:g}", FitConfig(prior="tv")),
                        (f"few-date rule ({rule.prior} {rule.tv_weight:g})", rule)):
         t0 = time.perf_counter()
         imgs[title] = fit_arrays(data, pixel_m=st.pixel_m, config=cfg, init_shifts_m=seed
@@ -249,7 +251,7 @@ def sample_figure(path: Path) -> None:
 
     lo = np.percentile(bic[[2, 1, 0]], 2, axis=(1, 2))[:, None, None]
     hi = np.percentile(bic[[2, 1, 0]], 98, axis=(1, 2))[:, None, None]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.3))
+    fig, axes = plt.subplots(1, len(imgs), figsize=(4 * len(imgs), 4.3))
     for ax, (title, img) in zip(axes, imgs.items()):
         dev = np.abs(chroma(img) - chroma(bic)).max(0)[16:-16, 16:-16]
         print(f"sample: {title}: colour deviation > 0.1 on {np.mean(dev > 0.1):.4f}")
