@@ -53,6 +53,19 @@ def test_huber_and_vectorial_tv():
     same = torch.cat([w, w])  # equal gradients in two bands: the per-band TV's cost
     assert math.isclose(float(prior_penalty(same, "vtv")), float(prior_penalty(same, "tv")),
                         rel_tol=1e-5)
+    # the default prior's point: two bands' unit edges one splat apart cost more than the
+    # same edges together, which the per-band TV charges alike. On the 5 x 7 difference
+    # pairs: together, 5 pairs of sqrt(2) sqrt(2 + 2 eps^2) and 30 flat ones of 2 eps; apart,
+    # 10 pairs of sqrt(2) sqrt(1 + 2 eps^2) and 25 flat ones
+    step = (torch.arange(8.0) >= 4).float().expand(1, 6, 8).contiguous()
+    moved = (torch.arange(8.0) >= 5).float().expand(1, 6, 8).contiguous()
+    together, apart = torch.cat([step, step]), torch.cat([step, moved])
+    tv = [float(prior_penalty(x, "tv")) for x in (together, apart)]
+    vtv = [float(prior_penalty(x, "vtv")) for x in (together, apart)]
+    e2, r2 = TV_EPS ** 2, math.sqrt(2)
+    assert math.isclose(tv[0], tv[1], rel_tol=1e-6)
+    assert math.isclose(vtv[0], 5 * r2 * math.sqrt(2 + 2 * e2) + 60 * TV_EPS, rel_tol=1e-5)
+    assert math.isclose(vtv[1], 10 * r2 * math.sqrt(1 + 2 * e2) + 50 * TV_EPS, rel_tol=1e-5)
     with pytest.raises(ConfigError, match="prior must be one of"):
         prior_penalty(w, "tgv")
 
