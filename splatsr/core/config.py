@@ -130,7 +130,8 @@ class FitConfig:
     # that own-window fit is one of the two scenes the blend averages, so it is regularised
     # less: its tv_weight is multiplied by this (FitResult.prior_weight records the product).
     # 0.5 against 1 on the centred windows: +2.10 / +2.17 vs +2.04 / +2.13 dB (chosen on set
-    # A, set B held out; the 11 windows +0.02 / +0.06) (docs/date_products.md)
+    # A, set B held out; the 11 windows +0.02 / +0.06); with the vectorial TV +2.23 / +2.28
+    # vs +2.14 / +2.22 (docs/date_products.md)
     own_prior_factor: float = 0.5
 
     def psf_widths_m(self) -> float | tuple[float, ...]:
