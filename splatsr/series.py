@@ -22,7 +22,7 @@ from splatsr.core.config import FitConfig
 from splatsr.core.dates import acquisition_index
 from splatsr.core.model import output_shape
 from splatsr.core.products.series import Segment, fit_segments, plan_from_data
-from splatsr.core.products.uncertainty import UncertaintyMode, as_mode, sigma_map
+from splatsr.core.products.uncertainty import UncertaintyMode, as_mode
 from splatsr.core.provenance import fit_tags
 from splatsr.errors import ConfigError
 from splatsr.io.export import write_shifts_csv
@@ -72,9 +72,7 @@ class SeriesFit:
         first; the other dates of its segment as far as it agrees with them; see
         :mod:`splatsr.core.products.uncertainty`)."""
         t = self.observation_index(which)
-        seg = self.segment_of(t)
-        return sigma_map(seg.fit, self.data[seg.dates], resolution_m=resolution_m, mode=mode,
-                         own=seg.index_of(t), frame_shift_m=seg.frame_shift_m)
+        return self.segment_of(t).sigma(self.data, t, resolution_m, mode=mode)
 
     def save(self, out_dir: str | os.PathLike, *, resolution_m: float = 2.5,
              uncertainty: bool | UncertaintyMode = False) -> Path:
@@ -109,9 +107,8 @@ class SeriesFit:
             tags.update(product="observed date scene", observation=o.id, datetime=o.datetime,
                         date_weight=float(seg.fit.obs_weights[i]))
             image = ds.render(seg.fit, resolution_m)
-            sigma = None if mode is None else sigma_map(
-                seg.fit, self.data[seg.dates], resolution_m=resolution_m, mode=mode, own=i,
-                scene=image, frame_shift_m=seg.frame_shift_m)
+            sigma = None if mode is None else seg.sigma(self.data, t, resolution_m, mode=mode,
+                                                        scene=image)
             yield o.id, o.datetime, image, tags, sigma
 
     def shifts_m(self) -> np.ndarray:

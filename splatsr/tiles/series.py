@@ -33,7 +33,6 @@ from splatsr.core.checks import MIN_OBSERVATIONS
 from splatsr.core.config import FitConfig
 from splatsr.core.inputs import InputWarning
 from splatsr.core.products.series import SeriesPlan, fit_segments, series_plan
-from splatsr.core.products.uncertainty import sigma_map
 from splatsr.errors import StackError
 from splatsr.io.atomic import atomic_path, write_text_atomic
 from splatsr.io.export import sigma_path
@@ -124,9 +123,7 @@ def _fit_and_store(source: TileSource, data: np.ndarray, plan: SeriesPlan, *,
             image = seg.scene(data, t, resolution_m)
             images[0][t] = image
             if uncertainty:
-                images[1][t] = sigma_map(seg.fit, data[seg.dates], resolution_m=resolution_m,
-                                         mode=uncertainty, own=i, scene=image,
-                                         frame_shift_m=seg.frame_shift_m)
+                images[1][t] = seg.sigma(data, t, resolution_m, mode=uncertainty, scene=image)
             per["segment"][t] = k
             if seen[t]:
                 per["shifts_m"][t] = seg.shift_m(t)

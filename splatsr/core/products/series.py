@@ -31,6 +31,7 @@ from splatsr.core.checks import MIN_OBSERVATIONS
 from splatsr.core.config import FitConfig
 from splatsr.core.dates import day_numbers
 from splatsr.core.products.observed import DateScene, date_scene, frame_shift
+from splatsr.core.products.uncertainty import sigma_map
 from splatsr.core.result import FitResult
 from splatsr.core.solver import fit_arrays
 from splatsr.errors import ConfigError
@@ -70,6 +71,13 @@ class Segment:
     def scene(self, data: np.ndarray, t: int, resolution_m: float) -> np.ndarray:
         """(B, H', W') stack date ``t``'s observed-date scene (``data`` the whole stack)."""
         return self.date_scene(data, t).render(self.fit, resolution_m)
+
+    def sigma(self, data: np.ndarray, t: int, resolution_m: float, *, mode: str = "full",
+              scene: np.ndarray | None = None) -> np.ndarray:
+        """(B, H', W') float32 the 1-sigma map of :meth:`scene`, in the series' frame
+        (:func:`~splatsr.core.products.uncertainty.sigma_map`; NaN where ``scene`` is)."""
+        return sigma_map(self.fit, data[self.dates], resolution_m=resolution_m, mode=mode,
+                         own=self.index_of(t), scene=scene, frame_shift_m=self.frame_shift_m)
 
 
 @dataclass(frozen=True)
