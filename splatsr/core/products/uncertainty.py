@@ -86,11 +86,15 @@ class UncertaintyParts:
     dates: np.ndarray
     detail: np.ndarray
 
-    def sigma(self, weights: dict[str, float] | None = None) -> np.ndarray:
-        """The combined 1-sigma map (B, H', W'), float32: ``sqrt(sum_k c_k * part_k)``."""
+    def variance(self, weights: dict[str, float] | None = None) -> np.ndarray:
+        """The combined variance (B, H', W'), float64: ``max(sum_k c_k * part_k, 0)``."""
         coef = coefficients("full") if weights is None else weights
         var = sum(float(coef.get(k, 0.0)) * getattr(self, k) for k in COMPONENTS)
-        return np.sqrt(np.maximum(var, 0.0)).astype(np.float32)
+        return np.maximum(np.asarray(var, np.float64), 0.0)
+
+    def sigma(self, weights: dict[str, float] | None = None) -> np.ndarray:
+        """The combined 1-sigma map (B, H', W'), float32: ``sqrt(sum_k c_k * part_k)``."""
+        return np.sqrt(self.variance(weights)).astype(np.float32)
 
 
 BAND_CUTOFF = 1e-12  # operator entries below this are dropped (the Gaussian tails)
@@ -342,7 +346,7 @@ def sigma_map(result: Any, data: np.ndarray, *, resolution_m: float, mode: str =
     parts = fit_uncertainty(result, data, resolution_m=resolution_m, mode=mode, own=own)
     if frame_shift_m is None and own is None and getattr(result, "date_scene", None) is not None:
         frame_shift_m = result.date_scene.frame_shift_m
-    variance = parts.sigma(coefficients(mode)).astype(np.float64) ** 2
+    variance = parts.variance(coefficients(mode))
     sigma = np.sqrt(in_frame(variance, frame_shift_m or (0.0, 0.0), resolution_m=resolution_m))
     if scene is not None:
         sigma = np.where(np.isfinite(scene), sigma, np.nan)
